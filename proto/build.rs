@@ -1,0 +1,17 @@
+//! Compiles reelfarm/v1/*.proto into Rust, plus a file descriptor set for server reflection.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = [
+        "reelfarm/v1/job.proto",
+        "reelfarm/v1/worker.proto",
+        "reelfarm/v1/admin.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("reelfarm_descriptor.bin"))
+        .compile_protos(&protos, &["."])?;
+    Ok(())
+}

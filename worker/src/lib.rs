@@ -1,0 +1,3 @@
+//! reelfarm worker.
+pub mod engine;
+pub mod pipeline;

@@ -1,0 +1,1 @@
+//! Guide render of the simulated scene. (Scaffold, replaced by the pipeline work.)

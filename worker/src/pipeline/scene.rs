@@ -1,0 +1,1 @@
+//! Prompt understanding: free text → scene spec. (Scaffold, replaced by the pipeline work.)
