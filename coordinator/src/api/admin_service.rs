@@ -1,0 +1,67 @@
+//! `reelfarm.v1.AdminService`: operator actions (list and drain workers, cluster status).
+
+use std::sync::Arc;
+
+use reelfarm_proto::v1;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::scheduler::Scheduler;
+
+/// See the module docs.
+pub struct AdminApi {
+    scheduler: Arc<Scheduler>,
+    cluster: String,
+}
+
+impl AdminApi {
+    pub fn new(scheduler: Arc<Scheduler>, cluster: String) -> Self {
+        Self { scheduler, cluster }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_service_server::AdminService for AdminApi {
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let workers = self.scheduler.workers().iter().map(convert::worker).collect();
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<v1::DrainWorkerRequest>,
+    ) -> Result<Response<v1::DrainWorkerResponse>, Status> {
+        let id = &request.get_ref().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id must name a worker"));
+        }
+        let view = self
+            .scheduler
+            .drain_worker(id)
+            .ok_or_else(|| Status::not_found(format!("worker {id} is not connected")))?;
+        tracing::info!(worker_id = %id, "worker draining");
+        Ok(Response::new(v1::DrainWorkerResponse {
+            worker: Some(convert::worker(&view)),
+        }))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _request: Request<v1::GetClusterStatusRequest>,
+    ) -> Result<Response<v1::GetClusterStatusResponse>, Status> {
+        let counts = self.scheduler.counts();
+        Ok(Response::new(v1::GetClusterStatusResponse {
+            cluster: self.cluster.clone(),
+            term: self.scheduler.term(),
+            leader: !self.scheduler.fenced().is_cancelled(),
+            state_backend: self.scheduler.backend().to_string(),
+            workers: counts.workers as u32,
+            jobs_active: counts.jobs_active as u32,
+            tasks_ready: counts.tasks_ready as u32,
+            tasks_running: counts.tasks_running as u32,
+        }))
+    }
+}

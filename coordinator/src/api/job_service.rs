@@ -1,0 +1,197 @@
+//! `reelfarm.v1.JobService`: what clients call. Validates at the edge, then hands domain
+//! types to the [`Scheduler`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use reelfarm_proto::v1;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, status, validate};
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+
+/// WatchJob sends at most one snapshot per interval (the latest), so a job reporting every
+/// diffusion step does not flood slow clients. 50 ms keeps progress bars smooth.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// See the module docs.
+pub struct JobApi {
+    scheduler: Arc<Scheduler>,
+    metrics: Arc<Metrics>,
+}
+
+impl JobApi {
+    pub fn new(scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) -> Self {
+        Self { scheduler, metrics }
+    }
+
+    fn observe<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+        let code = match &r {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.metrics
+            .grpc_requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        r
+    }
+}
+
+/// Stable lower-case names of gRPC codes, for the metric label.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "cancelled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::WatchJobResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::job_service_server::JobService for JobApi {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let r = async {
+            let job = validate::submit_job(request.get_ref())?;
+            let views = self.scheduler.submit(vec![job]).await?;
+            let job = views.first().map(convert::job);
+            Ok(Response::new(v1::SubmitJobResponse { job }))
+        }
+        .await;
+        self.observe("SubmitJob", r)
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<v1::SubmitBatchRequest>,
+    ) -> Result<Response<v1::SubmitBatchResponse>, Status> {
+        let r = async {
+            let jobs = validate::submit_batch(request.get_ref())?;
+            let views = self.scheduler.submit(jobs).await?;
+            Ok(Response::new(v1::SubmitBatchResponse {
+                jobs: views.iter().map(convert::job).collect(),
+            }))
+        }
+        .await;
+        self.observe("SubmitBatch", r)
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::GetJobResponse>, Status> {
+        let r = (|| {
+            let id = validate::job_id("id", &request.get_ref().id)?;
+            let view = self
+                .scheduler
+                .get_job(&id, true)
+                .ok_or_else(|| status::job_not_found(&id))?;
+            Ok(Response::new(v1::GetJobResponse {
+                job: Some(convert::job(&view)),
+            }))
+        })();
+        self.observe("GetJob", r)
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let r = (|| {
+            let q = validate::list_jobs(request.get_ref())?;
+            let (views, next) = self.scheduler.list_jobs(
+                |v| {
+                    q.tenant.as_ref().is_none_or(|t| &v.spec.tenant == t)
+                        && q.state.is_none_or(|s| v.state == s)
+                        && q.label.as_ref().is_none_or(|(k, val)| match val {
+                            None => v.spec.labels.contains_key(k),
+                            Some(val) => v.spec.labels.get(k) == Some(val),
+                        })
+                },
+                q.after.as_deref(),
+                q.page_size,
+                q.with_tasks,
+            );
+            Ok(Response::new(v1::ListJobsResponse {
+                jobs: views.iter().map(convert::job).collect(),
+                next_page_token: next.unwrap_or_default(),
+            }))
+        })();
+        self.observe("ListJobs", r)
+    }
+
+    type WatchJobStream = WatchStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<v1::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let r = (|| {
+            let id = validate::job_id("id", &request.get_ref().id)?;
+            let mut changes = self
+                .scheduler
+                .watch_job(&id)
+                .ok_or_else(|| status::job_not_found(&id))?;
+            let scheduler = self.scheduler.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                loop {
+                    changes.borrow_and_update();
+                    let Some(view) = scheduler.get_job(&id, true) else { break };
+                    let terminal = view.state.is_terminal();
+                    let msg = v1::WatchJobResponse {
+                        job: Some(convert::job(&view)),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() || terminal {
+                        break;
+                    }
+                    tokio::time::sleep(WATCH_MIN_INTERVAL).await;
+                    tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { break },
+                        _ = tx.closed() => break,
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as WatchStream))
+        })();
+        self.observe("WatchJob", r)
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let r = async {
+            let id = validate::job_id("id", &request.get_ref().id)?;
+            let view = self.scheduler.cancel_job(&id).await?;
+            Ok(Response::new(v1::CancelJobResponse {
+                job: Some(convert::job(&view)),
+            }))
+        }
+        .await;
+        self.observe("CancelJob", r)
+    }
+}

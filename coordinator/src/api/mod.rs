@@ -1,0 +1,85 @@
+//! The gRPC API, one file per service, with validation and conversion at the edge.
+//!
+//! - [`job_service`]: `reelfarm.v1.JobService` (clients).
+//! - [`worker_service`]: `reelfarm.v1.WorkerService` (the workers' streams).
+//! - [`admin_service`]: `reelfarm.v1.AdminService` (operators).
+//! - [`validate`]: protobuf requests → domain types, with every bound named.
+//! - [`convert`]: domain types → protobuf.
+//! - [`status`]: the one mapping from errors to gRPC statuses.
+//!
+//! [`router`] adds server reflection (v1 and v1alpha, so grpcurl 1.8 works) and
+//! `grpc.health.v1.Health`.
+
+pub mod admin_service;
+pub mod convert;
+pub mod job_service;
+pub mod status;
+pub mod validate;
+pub mod worker_service;
+
+use std::sync::Arc;
+
+use reelfarm_proto::v1::admin_service_server::AdminServiceServer;
+use reelfarm_proto::v1::job_service_server::JobServiceServer;
+use reelfarm_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+
+/// Largest gRPC message accepted (SubmitBatch of 1000 jobs with long prompts fits).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Builds the gRPC router with every service, reflection and health.
+pub async fn router(
+    scheduler: Arc<Scheduler>,
+    metrics: Arc<Metrics>,
+    cluster: &str,
+    shutdown: CancellationToken,
+) -> Router {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(reelfarm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(reelfarm_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<JobServiceServer<job_service::JobApi>>().await;
+    health.set_serving::<WorkerServiceServer<worker_service::WorkerApi>>().await;
+    health.set_serving::<AdminServiceServer<admin_service::AdminApi>>().await;
+    {
+        // A fenced coordinator reports NOT_SERVING so probes and load balancers drop it.
+        let fenced = scheduler.fenced();
+        let health = health.clone();
+        tokio::spawn(async move {
+            fenced.cancelled().await;
+            health.set_not_serving::<JobServiceServer<job_service::JobApi>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        });
+    }
+
+    let jobs = JobServiceServer::new(job_service::JobApi::new(scheduler.clone(), metrics))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(
+        scheduler.clone(),
+        cluster.to_string(),
+        shutdown,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(admin_service::AdminApi::new(scheduler, cluster.to_string()));
+    Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(jobs)
+        .add_service(workers)
+        .add_service(admin)
+}

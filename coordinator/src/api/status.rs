@@ -1,0 +1,53 @@
+//! The one place where coordinator errors become gRPC statuses.
+//!
+//! INVALID_ARGUMENT names the field and its bound; RESOURCE_EXHAUSTED carries a retry hint;
+//! NOT_FOUND names the id; FAILED_PRECONDITION explains the refusal; UNAVAILABLE means the
+//! state backend could not make the request durable (nothing was acknowledged).
+
+use tonic::Status;
+
+use super::validate::FieldError;
+use crate::scheduler::{CancelError, SubmitError};
+use crate::state::StoreError;
+
+impl From<FieldError> for Status {
+    fn from(e: FieldError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<SubmitError> for Status {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Exhausted { .. } => {
+                Status::resource_exhausted(format!("{e}; retry after jobs finish"))
+            }
+            SubmitError::Store(s) => store(s),
+        }
+    }
+}
+
+impl From<CancelError> for Status {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound(_) => Status::not_found(e.to_string()),
+            CancelError::Finishing(_) => Status::failed_precondition(e.to_string()),
+            CancelError::Busy(_) => Status::unavailable(e.to_string()),
+            CancelError::Store(s) => store(s),
+        }
+    }
+}
+
+/// A state-backend failure: the request was not made durable.
+pub fn store(e: StoreError) -> Status {
+    match e {
+        StoreError::Fenced { .. } => {
+            Status::unavailable(format!("this coordinator is no longer the leader: {e}"))
+        }
+        other => Status::unavailable(format!("state backend: {other}")),
+    }
+}
+
+pub fn job_not_found(id: &str) -> Status {
+    Status::not_found(format!("job {id} not found"))
+}

@@ -1,0 +1,397 @@
+//! Request validation: protobuf requests → domain types, once, at the edge. Every bound is
+//! a named constant (listed in the README, "Request limits"); an error names the field
+//! path and the bound, e.g. `spec.fps must be 1..=60, got 0`... and nothing is stored.
+
+use std::collections::BTreeMap;
+
+use reelfarm_proto::v1;
+
+use crate::model::{job::is_job_id, JobSpec, Priority, Sampler};
+use crate::scheduler::NewJob;
+
+/// Prompt length in characters.
+pub const PROMPT_MAX_CHARS: usize = 2000;
+/// Clip length bounds in seconds, and the default.
+pub const DURATION_MIN_S: f64 = 0.5;
+pub const DURATION_MAX_S: f64 = 20.0;
+pub const DURATION_DEFAULT_S: f64 = 4.0;
+/// Frame rate bounds and default.
+pub const FPS_MAX: u32 = 60;
+pub const FPS_DEFAULT: u32 = 12;
+/// Frame size bounds (4K UHD at most) and defaults; sizes are even for 4:2:0 video.
+pub const SIZE_MIN: u32 = 64;
+pub const WIDTH_MAX: u32 = 3840;
+pub const HEIGHT_MAX: u32 = 2160;
+pub const WIDTH_DEFAULT: u32 = 320;
+pub const HEIGHT_DEFAULT: u32 = 180;
+/// Diffusion steps bounds and default.
+pub const STEPS_MAX: u32 = 200;
+pub const STEPS_DEFAULT: u32 = 20;
+/// Tenant names: DNS-label-like.
+pub const TENANT_MAX_CHARS: usize = 63;
+pub const TENANT_DEFAULT: &str = "default";
+/// Labels per job, key and value lengths.
+pub const LABELS_MAX: usize = 16;
+pub const LABEL_KEY_MAX_CHARS: usize = 63;
+pub const LABEL_VALUE_MAX_CHARS: usize = 255;
+/// Idempotency key length.
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 128;
+/// Jobs per SubmitBatch.
+pub const BATCH_MAX_JOBS: usize = 1000;
+/// ListJobs page size bounds and default.
+pub const PAGE_SIZE_MAX: u32 = 1000;
+pub const PAGE_SIZE_DEFAULT: u32 = 100;
+
+/// A request field that failed validation: its path and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {problem}")]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Prefixes the field path, e.g. `jobs[3].` for batch entries.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = format!("{prefix}{}", self.field);
+        self
+    }
+}
+
+type Result<T> = std::result::Result<T, FieldError>;
+
+fn bounded_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> Result<u32> {
+    match value {
+        0 => Ok(default),
+        v if (min..=max).contains(&v) => Ok(v),
+        v => Err(FieldError::new(field, format!("must be {min}..={max}, got {v}"))),
+    }
+}
+
+/// Validates a spec and fills in its defaults. `seed` is drawn when absent.
+pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
+    let spec = spec.ok_or_else(|| FieldError::new("spec", "is required"))?;
+    let prompt = spec.prompt.trim();
+    if prompt.is_empty() {
+        return Err(FieldError::new("spec.prompt", "must not be empty"));
+    }
+    let chars = spec.prompt.chars().count();
+    if chars > PROMPT_MAX_CHARS {
+        return Err(FieldError::new(
+            "spec.prompt",
+            format!("must be at most {PROMPT_MAX_CHARS} characters, got {chars}"),
+        ));
+    }
+    if spec.prompt.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FieldError::new("spec.prompt", "must not contain control characters"));
+    }
+    let duration_seconds = match spec.duration_seconds {
+        d if d == 0.0 => DURATION_DEFAULT_S,
+        d if d.is_finite() && (DURATION_MIN_S..=DURATION_MAX_S).contains(&d) => d,
+        d => {
+            return Err(FieldError::new(
+                "spec.duration_seconds",
+                format!("must be {DURATION_MIN_S}..={DURATION_MAX_S}, got {d}"),
+            ))
+        }
+    };
+    let fps = bounded_u32("spec.fps", spec.fps, FPS_DEFAULT, 1, FPS_MAX)?;
+    let width = bounded_u32("spec.width", spec.width, WIDTH_DEFAULT, SIZE_MIN, WIDTH_MAX)?;
+    let height = bounded_u32("spec.height", spec.height, HEIGHT_DEFAULT, SIZE_MIN, HEIGHT_MAX)?;
+    if width % 2 != 0 {
+        return Err(FieldError::new("spec.width", format!("must be even, got {width}")));
+    }
+    if height % 2 != 0 {
+        return Err(FieldError::new("spec.height", format!("must be even, got {height}")));
+    }
+    let steps = bounded_u32("spec.steps", spec.steps, STEPS_DEFAULT, 1, STEPS_MAX)?;
+    let sampler = match v1::Sampler::try_from(spec.sampler) {
+        Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
+        Ok(v1::Sampler::Euler) => Sampler::Euler,
+        Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
+        Err(_) => {
+            return Err(FieldError::new(
+                "spec.sampler",
+                format!("must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, got {}", spec.sampler),
+            ))
+        }
+    };
+    let priority = match v1::Priority::try_from(spec.priority) {
+        Ok(v1::Priority::Unspecified | v1::Priority::Normal) => Priority::Normal,
+        Ok(v1::Priority::Low) => Priority::Low,
+        Ok(v1::Priority::High) => Priority::High,
+        Err(_) => {
+            return Err(FieldError::new(
+                "spec.priority",
+                format!("must be one of PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH, got {}", spec.priority),
+            ))
+        }
+    };
+    let tenant = if spec.tenant.is_empty() {
+        TENANT_DEFAULT.to_string()
+    } else {
+        tenant("spec.tenant", &spec.tenant)?
+    };
+    let labels = labels(&spec.labels)?;
+    Ok(JobSpec {
+        prompt: spec.prompt.clone(),
+        duration_seconds,
+        fps,
+        width,
+        height,
+        seed: spec.seed.unwrap_or_else(rand::random),
+        steps,
+        sampler,
+        audio: spec.audio.unwrap_or(true),
+        priority,
+        tenant,
+        labels,
+    })
+}
+
+/// A tenant name: `[a-z0-9-]`, 1..=63 characters, not starting or ending with '-'.
+pub fn tenant(field: &str, t: &str) -> Result<String> {
+    let ok = !t.is_empty()
+        && t.len() <= TENANT_MAX_CHARS
+        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !t.starts_with('-')
+        && !t.ends_with('-');
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be 1..={TENANT_MAX_CHARS} characters of [a-z0-9-], not starting or ending with '-', got {t:?}"),
+        ))
+    }
+}
+
+fn label_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= LABEL_KEY_MAX_CHARS
+        && k.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-' | b'/')
+        })
+}
+
+fn labels(labels: &std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>> {
+    if labels.len() > LABELS_MAX {
+        return Err(FieldError::new(
+            "spec.labels",
+            format!("must have at most {LABELS_MAX} entries, got {}", labels.len()),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in labels {
+        if !label_key_ok(k) {
+            return Err(FieldError::new(
+                format!("spec.labels[{k:?}]"),
+                format!("key must be 1..={LABEL_KEY_MAX_CHARS} characters of [a-z0-9_./-]"),
+            ));
+        }
+        let n = v.chars().count();
+        if n > LABEL_VALUE_MAX_CHARS || v.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                format!("spec.labels[{k:?}]"),
+                format!("value must be at most {LABEL_VALUE_MAX_CHARS} printable characters, got {n}"),
+            ));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+fn idempotency_key(k: &str) -> Result<Option<String>> {
+    if k.is_empty() {
+        return Ok(None);
+    }
+    let ok = k.len() <= IDEMPOTENCY_KEY_MAX_CHARS
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(Some(k.to_string()))
+    } else {
+        Err(FieldError::new(
+            "idempotency_key",
+            format!("must be 1..={IDEMPOTENCY_KEY_MAX_CHARS} characters of [A-Za-z0-9_.:-]"),
+        ))
+    }
+}
+
+/// Validates a SubmitJob request.
+pub fn submit_job(req: &v1::SubmitJobRequest) -> Result<NewJob> {
+    Ok(NewJob {
+        spec: job_spec(req.spec.as_ref())?,
+        idempotency_key: idempotency_key(&req.idempotency_key)?,
+    })
+}
+
+/// Validates a SubmitBatch request: all jobs or none.
+pub fn submit_batch(req: &v1::SubmitBatchRequest) -> Result<Vec<NewJob>> {
+    if req.jobs.is_empty() || req.jobs.len() > BATCH_MAX_JOBS {
+        return Err(FieldError::new(
+            "jobs",
+            format!("must have 1..={BATCH_MAX_JOBS} entries, got {}", req.jobs.len()),
+        ));
+    }
+    req.jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| submit_job(j).map_err(|e| e.within(&format!("jobs[{i}]."))))
+        .collect()
+}
+
+/// A job id in a request.
+pub fn job_id(field: &str, id: &str) -> Result<String> {
+    if is_job_id(id) {
+        Ok(id.to_string())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be a job id (16 lowercase hex characters), got {id:?}"),
+        ))
+    }
+}
+
+/// A validated ListJobs request.
+pub struct ListQuery {
+    pub tenant: Option<String>,
+    pub state: Option<crate::model::JobState>,
+    /// (key, value): value None means "has the label".
+    pub label: Option<(String, Option<String>)>,
+    pub page_size: usize,
+    pub after: Option<String>,
+    pub with_tasks: bool,
+}
+
+pub fn list_jobs(req: &v1::ListJobsRequest) -> Result<ListQuery> {
+    use crate::model::JobState;
+    let tenant = if req.tenant.is_empty() {
+        None
+    } else {
+        Some(tenant("tenant", &req.tenant)?)
+    };
+    let state = match v1::JobState::try_from(req.state) {
+        Ok(v1::JobState::Unspecified) => None,
+        Ok(v1::JobState::Queued) => Some(JobState::Queued),
+        Ok(v1::JobState::Running) => Some(JobState::Running),
+        Ok(v1::JobState::Succeeded) => Some(JobState::Succeeded),
+        Ok(v1::JobState::Failed) => Some(JobState::Failed),
+        Ok(v1::JobState::Cancelled) => Some(JobState::Cancelled),
+        Err(_) => return Err(FieldError::new("state", format!("unknown job state {}", req.state))),
+    };
+    let label = if req.label.is_empty() {
+        None
+    } else {
+        let (k, v) = match req.label.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (req.label.as_str(), None),
+        };
+        if !label_key_ok(k) {
+            return Err(FieldError::new(
+                "label",
+                format!("must be \"key\" or \"key=value\" with a key of [a-z0-9_./-], got {:?}", req.label),
+            ));
+        }
+        Some((k.to_string(), v))
+    };
+    let page_size = bounded_u32("page_size", req.page_size, PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)? as usize;
+    let after = if req.page_token.is_empty() {
+        None
+    } else {
+        Some(job_id("page_token", &req.page_token)?)
+    };
+    Ok(ListQuery {
+        tenant,
+        state,
+        label,
+        page_size,
+        after,
+        with_tasks: !req.summary_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> v1::JobSpec {
+        v1::JobSpec {
+            prompt: "a red ball".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prompt_alone_is_a_valid_request_with_defaults() {
+        let s = job_spec(Some(&spec())).expect("valid");
+        assert_eq!((s.width, s.height, s.fps, s.steps), (320, 180, 12, 20));
+        assert_eq!(s.duration_seconds, 4.0);
+        assert!(s.audio, "audio defaults to on");
+        assert_eq!(s.tenant, "default");
+        assert_eq!(s.sampler, Sampler::Ddim);
+    }
+
+    #[test]
+    fn each_bad_field_is_named_with_its_bound() {
+        let cases: Vec<(v1::JobSpec, &str, &str)> = vec![
+            (v1::JobSpec { prompt: " ".into(), ..spec() }, "spec.prompt", "must not be empty"),
+            (v1::JobSpec { prompt: "x".repeat(2001), ..spec() }, "spec.prompt", "at most 2000"),
+            (v1::JobSpec { duration_seconds: 0.1, ..spec() }, "spec.duration_seconds", "0.5..=20, got 0.1"),
+            (v1::JobSpec { duration_seconds: f64::NAN, ..spec() }, "spec.duration_seconds", "0.5..=20"),
+            (v1::JobSpec { fps: 61, ..spec() }, "spec.fps", "1..=60, got 61"),
+            (v1::JobSpec { width: 32, ..spec() }, "spec.width", "64..=3840, got 32"),
+            (v1::JobSpec { height: 181, ..spec() }, "spec.height", "must be even"),
+            (v1::JobSpec { steps: 201, ..spec() }, "spec.steps", "1..=200, got 201"),
+            (v1::JobSpec { sampler: 9, ..spec() }, "spec.sampler", "got 9"),
+            (v1::JobSpec { priority: 7, ..spec() }, "spec.priority", "got 7"),
+            (v1::JobSpec { tenant: "Bad Tenant".into(), ..spec() }, "spec.tenant", "[a-z0-9-]"),
+        ];
+        for (s, field, problem) in cases {
+            let e = job_spec(Some(&s)).expect_err(field);
+            assert_eq!(e.field, field, "field named for {s:?}");
+            assert!(e.problem.contains(problem), "{field}: expected {problem:?} in {:?}", e.problem);
+        }
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let mut s = spec();
+        for i in 0..17 {
+            s.labels.insert(format!("k{i}"), "v".into());
+        }
+        let e = job_spec(Some(&s)).expect_err("too many labels");
+        assert_eq!(e.field, "spec.labels");
+        let mut s = spec();
+        s.labels.insert("Bad Key".into(), "v".into());
+        assert!(job_spec(Some(&s)).expect_err("bad key").field.starts_with("spec.labels["));
+    }
+
+    #[test]
+    fn batch_is_validated_all_or_nothing_and_names_the_entry() {
+        let good = v1::SubmitJobRequest { spec: Some(spec()), idempotency_key: String::new() };
+        let bad = v1::SubmitJobRequest {
+            spec: Some(v1::JobSpec { fps: 100, ..spec() }),
+            idempotency_key: String::new(),
+        };
+        let req = v1::SubmitBatchRequest { jobs: vec![good.clone(), good, bad] };
+        let e = submit_batch(&req).expect_err("one bad entry fails the batch");
+        assert_eq!(e.field, "jobs[2].spec.fps");
+        let e = submit_batch(&v1::SubmitBatchRequest { jobs: vec![] }).expect_err("empty batch");
+        assert_eq!(e.field, "jobs");
+    }
+
+    #[test]
+    fn idempotency_key_and_ids_are_checked() {
+        let req = v1::SubmitJobRequest { spec: Some(spec()), idempotency_key: "has space".into() };
+        assert_eq!(submit_job(&req).expect_err("bad key").field, "idempotency_key");
+        assert!(job_id("id", "0123456789abcdef").is_ok());
+        assert_eq!(job_id("id", "nope").expect_err("bad id").field, "id");
+    }
+}

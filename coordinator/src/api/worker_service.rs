@@ -1,0 +1,205 @@
+//! `reelfarm.v1.WorkerService`: each worker holds one bidirectional `Session` stream.
+//!
+//! The first message registers the worker; the coordinator answers `Registered` and then
+//! sends `Assignments` and `CancelTask` messages as the scheduler decides. The worker sends
+//! `TaskProgress` and `TaskResult` messages, each carrying its attempt token. When the
+//! stream ends, for whatever reason, the worker's unfinished tasks go back to READY.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use reelfarm_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use crate::model::Output;
+use crate::scheduler::{Scheduler, ToWorker, WorkerInfo};
+
+/// A connecting worker must register within this time (it sends the message right away).
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most task slots one worker may advertise.
+pub const MAX_SLOTS: u32 = 4096;
+
+/// See the module docs.
+pub struct WorkerApi {
+    scheduler: Arc<Scheduler>,
+    cluster: String,
+    shutdown: CancellationToken,
+}
+
+impl WorkerApi {
+    pub fn new(scheduler: Arc<Scheduler>, cluster: String, shutdown: CancellationToken) -> Self {
+        Self {
+            scheduler,
+            cluster,
+            shutdown,
+        }
+    }
+}
+
+fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
+    let id_ok = !r.worker_id.is_empty()
+        && r.worker_id.len() <= 63
+        && r.worker_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !id_ok {
+        return Err(Status::invalid_argument(format!(
+            "register.worker_id must be 1..=63 characters of [A-Za-z0-9._-], got {:?}",
+            r.worker_id
+        )));
+    }
+    if r.slots == 0 || r.slots > MAX_SLOTS {
+        return Err(Status::invalid_argument(format!(
+            "register.slots must be 1..={MAX_SLOTS}, got {}",
+            r.slots
+        )));
+    }
+    Ok(WorkerInfo {
+        id: r.worker_id.clone(),
+        engine: r.engine.clone(),
+        gpu_model: r.gpu_model.clone(),
+        gpu_memory_bytes: r.gpu_memory_bytes,
+        slots: r.slots,
+        hostname: r.hostname.clone(),
+        version: r.version.clone(),
+        metrics_address: r.metrics_address.clone(),
+    })
+}
+
+fn to_proto(msg: ToWorker) -> v1::CoordinatorMessage {
+    let body = match msg {
+        ToWorker::Assign(items) => v1::coordinator_message::Body::Assignments(v1::Assignments {
+            items: items.iter().map(convert::assignment).collect(),
+        }),
+        ToWorker::Cancel(token) => v1::coordinator_message::Body::Cancel(v1::CancelTask {
+            token: Some(convert::token(&token)),
+        }),
+    };
+    v1::CoordinatorMessage { body: Some(body) }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::worker_service_server::WorkerService for WorkerApi {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no register message"))??;
+        let info = match first.and_then(|m| m.body) {
+            Some(v1::worker_message::Body::Register(r)) => worker_info(&r)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be register",
+                ))
+            }
+        };
+        let worker_id = info.id.clone();
+        let (to_worker, mut from_scheduler) = mpsc::unbounded_channel();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let registered = v1::CoordinatorMessage {
+            body: Some(v1::coordinator_message::Body::Registered(v1::Registered {
+                term: self.scheduler.term(),
+                cluster: self.cluster.clone(),
+            })),
+        };
+        let _ = out.send(Ok(registered));
+        let session = self.scheduler.register_worker(info, to_worker).await;
+
+        // Scheduler → worker. Ends when the scheduler drops the worker (replaced, lease
+        // lost), which ends the response stream and tells the worker to reconnect.
+        tokio::spawn(async move {
+            while let Some(msg) = from_scheduler.recv().await {
+                if out.send(Ok(to_proto(msg))).is_err() {
+                    break;
+                }
+            }
+        });
+
+        // Worker → scheduler.
+        let scheduler = self.scheduler.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = shutdown.cancelled() => break,
+                };
+                let body = match msg {
+                    Ok(Some(m)) => m.body,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(worker_id = %worker_id, %status, "worker stream error");
+                        break;
+                    }
+                };
+                handle(&scheduler, &worker_id, body);
+            }
+            scheduler
+                .worker_gone(&worker_id, Some(session), "stream_closed")
+                .await;
+        });
+
+        // Unbounded is safe here: assignments are bounded by the worker's free slots.
+        let stream = UnboundedReceiverStream::new(out_rx);
+        Ok(Response::new(Box::pin(stream) as SessionStream))
+    }
+}
+
+fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_message::Body>) {
+    use v1::worker_message::Body;
+    match body {
+        Some(Body::Progress(p)) => {
+            if let Some(token) = convert::token_from(p.token.as_ref()) {
+                if let Err(e) = scheduler.progress(worker_id, &token, p.step, p.total_steps) {
+                    tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id, error = %e, "progress rejected");
+                }
+            }
+        }
+        Some(Body::Result(r)) => {
+            let Some(token) = convert::token_from(r.token.as_ref()) else {
+                tracing::warn!(worker_id, "result without a token ignored");
+                return;
+            };
+            let outputs = r
+                .outputs
+                .iter()
+                .map(|o| Output {
+                    kind: o.kind.clone(),
+                    uri: o.uri.clone(),
+                    sha256: o.sha256.clone(),
+                    bytes: o.bytes,
+                })
+                .collect();
+            let scene = (!r.scene.is_empty()).then(|| r.scene.clone());
+            // Commits run concurrently so many results share one durable write.
+            let scheduler = scheduler.clone();
+            let worker_id = worker_id.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = scheduler
+                    .result(&worker_id, &token, r.ok, &r.error, outputs, scene)
+                    .await
+                {
+                    tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                        attempt = token.attempt, error = %e, "result rejected");
+                }
+            });
+        }
+        Some(Body::Register(_)) => {
+            tracing::warn!(worker_id, "second register on one session ignored");
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,99 @@
+//! The coordinator's configuration: flags, each also read from a `REELFARM_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::planner::PlannerConfig;
+use crate::scheduler::{FarmConfig, SchedulerConfig};
+
+/// reelfarm coordinator: accepts jobs over gRPC, plans them into tasks, schedules the tasks
+/// on workers, and keeps durable state in etcd (or in memory without --etcd).
+#[derive(Parser, Clone, Debug)]
+#[command(name = "reelfarm-coordinator", version)]
+pub struct Config {
+    /// gRPC address (JobService, WorkerService, AdminService, reflection, health).
+    #[arg(long, env = "REELFARM_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+
+    /// HTTP address for /metrics (Prometheus) and /healthz.
+    #[arg(long, env = "REELFARM_HTTP_LISTEN", default_value = "127.0.0.1:9464")]
+    pub http_listen: SocketAddr,
+
+    /// etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379). Without it, state is
+    /// kept in memory and lost when the process exits.
+    #[arg(long, env = "REELFARM_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// Cluster name: the etcd key prefix is /reelfarm/<cluster>/.
+    #[arg(long, env = "REELFARM_CLUSTER", default_value = "default")]
+    pub cluster: String,
+
+    /// Artifact store root shared with the workers (a local or mounted directory). Committed
+    /// outputs are checked to exist there.
+    #[arg(long, env = "REELFARM_ARTIFACTS", default_value = "./artifacts")]
+    pub artifacts: PathBuf,
+
+    /// Jobs not yet finished (queued or running), at most; submissions beyond it get
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REELFARM_MAX_QUEUED_JOBS", default_value_t = 10_000)]
+    pub max_queued_jobs: usize,
+
+    /// Attempts of one task (errors and lost workers) before its job fails.
+    #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// Target frames per VIDEO_SEGMENT task.
+    #[arg(long, env = "REELFARM_SEGMENT_FRAMES", default_value_t = 12)]
+    pub segment_frames: u32,
+
+    /// Most VIDEO_SEGMENT tasks per job.
+    #[arg(long, env = "REELFARM_MAX_SEGMENTS", default_value_t = 64)]
+    pub max_segments: u32,
+
+    /// Log JSON lines instead of human-readable text (level from RUST_LOG).
+    #[arg(long, env = "REELFARM_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Checks values clap cannot; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let cluster_ok = !self.cluster.is_empty()
+            && self.cluster.len() <= 63
+            && self
+                .cluster
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !cluster_ok {
+            return Err(format!(
+                "--cluster must be 1..=63 characters of [a-z0-9-], got {:?}",
+                self.cluster
+            ));
+        }
+        if self.max_queued_jobs == 0 {
+            return Err("--max-queued-jobs must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("--max-attempts must be at least 1".into());
+        }
+        if self.segment_frames == 0 || self.max_segments == 0 {
+            return Err("--segment-frames and --max-segments must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn scheduler(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            farm: FarmConfig {
+                max_attempts: self.max_attempts,
+                max_active_jobs: self.max_queued_jobs,
+            },
+            planner: PlannerConfig {
+                segment_frames: self.segment_frames,
+                max_segments: self.max_segments,
+            },
+        }
+    }
+}

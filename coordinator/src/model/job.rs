@@ -1,0 +1,126 @@
+//! Jobs: the validated spec, the lifecycle state, and the durable record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::task::{Output, TaskDef};
+
+/// A job id: 16 lowercase hex characters (64 bits). The first 11 are the creation time in
+/// milliseconds, so ids sort by age (listing and pagination use that order); the last 5 are
+/// random. The whole id is the payload of the video watermark.
+pub type JobId = String;
+
+/// Length of a [`JobId`].
+pub const JOB_ID_LEN: usize = 16;
+
+/// Makes a new job id for a job created at `created_ms`.
+pub fn new_job_id(created_ms: u64) -> JobId {
+    let random: u32 = rand::random::<u32>() & 0xf_ffff;
+    format!("{:011x}{:05x}", created_ms & 0xfff_ffff_ffff, random)
+}
+
+/// True when `s` has the shape of a [`JobId`].
+pub fn is_job_id(s: &str) -> bool {
+    s.len() == JOB_ID_LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Priority class; higher classes are dispatched first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::Low, Priority::Normal, Priority::High];
+    /// Lower-case name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+/// Diffusion sampler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sampler {
+    Ddim,
+    Euler,
+    DpmSolverPp2m,
+}
+
+/// What to generate, validated, with every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub prompt: String,
+    pub duration_seconds: f64,
+    pub fps: u32,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+    pub steps: u32,
+    pub sampler: Sampler,
+    pub audio: bool,
+    pub priority: Priority,
+    pub tenant: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl JobSpec {
+    /// Frames in the clip: `round(duration_seconds * fps)`, at least 1. The worker computes
+    /// the same number from the same fields.
+    pub fn frame_count(&self) -> u32 {
+        ((self.duration_seconds * self.fps as f64).round() as u32).max(1)
+    }
+}
+
+/// Job lifecycle: QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+    /// Lower-case name, used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The durable record of a job: written once at submission (with its plan) and rewritten
+/// when the job reaches a terminal state. Task completions are stored beside it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    /// QUEUED while not terminal (RUNNING is derived from task progress), else terminal.
+    pub state: JobState,
+    pub idempotency_key: Option<String>,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub error: Option<String>,
+    /// The committed artifacts, set when SUCCEEDED.
+    pub outputs: Vec<Output>,
+    /// The plan: the job's tasks in dependency order.
+    pub tasks: Vec<TaskDef>,
+}

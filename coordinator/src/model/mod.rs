@@ -1,0 +1,21 @@
+//! Domain types of the coordinator: what a job and its tasks are, independent of protobuf
+//! (converted once at the API edge, see `api::convert`) and of storage (serialized as JSON
+//! records by `state`).
+//!
+//! - [`job`]: [`JobId`], [`JobSpec`] (validated, defaults filled in), [`JobState`], [`JobRecord`].
+//! - [`task`]: [`TaskKind`], [`TaskState`], [`TaskDef`] (the plan of one task), [`Output`],
+//!   [`AttemptToken`] and [`TaskCompletion`] (a committed result).
+
+pub mod job;
+pub mod task;
+
+pub use job::{JobId, JobRecord, JobSpec, JobState, Priority, Sampler};
+pub use task::{AttemptToken, Output, TaskCompletion, TaskDef, TaskKind, TaskState};
+
+/// Milliseconds since the Unix epoch, the timestamp unit of every record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,170 @@
+//! The planner: turns a validated [`JobSpec`] into the job's tasks.
+//!
+//! ```text
+//! PLAN ──▶ VIDEO_SEGMENT × K ─┬─▶ ASSEMBLE
+//!      └─▶ AUDIO (if spec.audio)┘
+//! ```
+//!
+//! K is chosen so a job spreads over many workers: segments of about
+//! [`PlannerConfig::segment_frames`] frames, at most [`PlannerConfig::max_segments`]. Every
+//! frame of the clip belongs to exactly one segment, in order.
+
+use crate::model::{JobSpec, TaskDef, TaskKind};
+
+/// Planner settings (from the coordinator's flags).
+#[derive(Clone, Copy, Debug)]
+pub struct PlannerConfig {
+    /// Target frames per VIDEO_SEGMENT task.
+    pub segment_frames: u32,
+    /// Upper bound on VIDEO_SEGMENT tasks per job.
+    pub max_segments: u32,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        // 12 frames = 1 s at the default 12 fps: small enough that the demo clip spreads
+        // over several workers, large enough that per-task overhead stays small.
+        Self {
+            segment_frames: 12,
+            max_segments: 64,
+        }
+    }
+}
+
+/// Relative costs for the progress figure: a frame-step of diffusion is the unit.
+const PLAN_WEIGHT: f64 = 1.0;
+const AUDIO_WEIGHT_PER_FRAME: f64 = 0.5;
+const ASSEMBLE_WEIGHT_PER_FRAME: f64 = 0.1;
+
+/// Plans `spec` into tasks, in dependency order (every task's deps come before it).
+pub fn plan(spec: &JobSpec, config: PlannerConfig) -> Vec<TaskDef> {
+    let frames = spec.frame_count();
+    let wanted = frames.div_ceil(config.segment_frames.max(1));
+    let segments = wanted.clamp(1, config.max_segments.max(1)).min(frames);
+    let per_segment = frames.div_ceil(segments);
+
+    let mut tasks = vec![TaskDef {
+        id: "plan".into(),
+        kind: TaskKind::Plan,
+        frame_start: 0,
+        frame_end: frames,
+        segment_index: 0,
+        deps: vec![],
+        weight: PLAN_WEIGHT,
+    }];
+    let mut start = 0;
+    let mut index = 0;
+    while start < frames {
+        let end = (start + per_segment).min(frames);
+        tasks.push(TaskDef {
+            id: format!("segment-{index:03}"),
+            kind: TaskKind::VideoSegment,
+            frame_start: start,
+            frame_end: end,
+            segment_index: index,
+            deps: vec![0],
+            weight: f64::from(end - start) * f64::from(spec.steps),
+        });
+        start = end;
+        index += 1;
+    }
+    if spec.audio {
+        tasks.push(TaskDef {
+            id: "audio".into(),
+            kind: TaskKind::Audio,
+            frame_start: 0,
+            frame_end: frames,
+            segment_index: 0,
+            deps: vec![0],
+            weight: f64::from(frames) * AUDIO_WEIGHT_PER_FRAME,
+        });
+    }
+    let deps = (1..tasks.len() as u32).collect();
+    tasks.push(TaskDef {
+        id: "assemble".into(),
+        kind: TaskKind::Assemble,
+        frame_start: 0,
+        frame_end: frames,
+        segment_index: 0,
+        deps,
+        weight: f64::from(frames) * ASSEMBLE_WEIGHT_PER_FRAME,
+    });
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Priority, Sampler};
+    use proptest::prelude::*;
+
+    fn spec(duration_seconds: f64, fps: u32, audio: bool) -> JobSpec {
+        JobSpec {
+            prompt: "a ball".into(),
+            duration_seconds,
+            fps,
+            width: 320,
+            height: 180,
+            seed: 1,
+            steps: 20,
+            sampler: Sampler::Ddim,
+            audio,
+            priority: Priority::Normal,
+            tenant: "default".into(),
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn demo_clip_is_split_into_several_segments_plus_audio_and_assemble() {
+        let tasks = plan(&spec(4.0, 12, true), PlannerConfig::default());
+        let kinds: Vec<_> = tasks.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds.first(), Some(&TaskKind::Plan), "plan first");
+        assert_eq!(kinds.last(), Some(&TaskKind::Assemble), "assemble last");
+        let segments = kinds.iter().filter(|k| **k == TaskKind::VideoSegment).count();
+        assert_eq!(segments, 4, "48 frames at 12 frames a segment");
+        assert_eq!(kinds.iter().filter(|k| **k == TaskKind::Audio).count(), 1);
+    }
+
+    #[test]
+    fn no_audio_task_when_audio_is_off() {
+        let tasks = plan(&spec(2.0, 12, false), PlannerConfig::default());
+        assert!(tasks.iter().all(|t| t.kind != TaskKind::Audio));
+        let assemble = tasks.last().expect("assemble task");
+        assert_eq!(assemble.deps.len(), tasks.len() - 2, "assemble waits for every segment");
+    }
+
+    #[test]
+    fn segment_count_is_capped() {
+        let config = PlannerConfig { segment_frames: 1, max_segments: 8 };
+        let tasks = plan(&spec(20.0, 60, true), config);
+        let segments = tasks.iter().filter(|t| t.kind == TaskKind::VideoSegment).count();
+        assert_eq!(segments, 8);
+    }
+
+    proptest! {
+        /// Every frame of the clip is covered by exactly one segment, in order, and every
+        /// task's dependencies come before it.
+        #[test]
+        fn segments_cover_every_frame_exactly_once(
+            duration in 0.5f64..20.0,
+            fps in 1u32..=60,
+            segment_frames in 1u32..100,
+            max_segments in 1u32..100,
+            audio: bool,
+        ) {
+            let s = spec(duration, fps, audio);
+            let tasks = plan(&s, PlannerConfig { segment_frames, max_segments });
+            let mut next = 0;
+            for t in tasks.iter().filter(|t| t.kind == TaskKind::VideoSegment) {
+                prop_assert_eq!(t.frame_start, next, "segments are contiguous");
+                prop_assert!(t.frame_end > t.frame_start, "segments are not empty");
+                next = t.frame_end;
+            }
+            prop_assert_eq!(next, s.frame_count(), "segments end at the last frame");
+            for (i, t) in tasks.iter().enumerate() {
+                prop_assert!(t.deps.iter().all(|d| (*d as usize) < i), "deps come first");
+            }
+        }
+    }
+}

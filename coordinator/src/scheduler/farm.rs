@@ -1,0 +1,1011 @@
+//! The farm: the coordinator's in-memory working state — jobs, their tasks, the ready queue
+//! and the connected workers — and every transition between states. Synchronous and free
+//! of I/O so it can be tested alone; [`super::Scheduler`] holds it under a mutex and does the
+//! durable writes between the `begin_*` and `finish_*` halves of a transition.
+//!
+//! Invariants:
+//! - A task is in the ready queue only while READY and its job has no pending terminal write.
+//! - A worker's `free` slots plus its `running` tasks equal its advertised slots.
+//! - A report is accepted only with the task's current token (term and attempt) from the
+//!   worker it was assigned to (fencing); everything else is counted and rejected.
+//! - A job moves to a terminal state only through one durable write, and at most one such
+//!   write is in flight per job (`JobEntry::pending`).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use super::queue::ReadyQueue;
+use super::view::{JobView, TaskRunView, WorkerView};
+use crate::metrics::Metrics;
+use crate::model::{
+    now_ms, AttemptToken, JobId, JobRecord, JobSpec, JobState, Output, TaskCompletion, TaskKind,
+    TaskState,
+};
+use crate::state::Write;
+
+/// Limits of the farm (from the coordinator's flags).
+#[derive(Clone, Copy, Debug)]
+pub struct FarmConfig {
+    /// Assignments that may end in an error or a lost worker before the job fails.
+    pub max_attempts: u32,
+    /// Jobs not yet terminal, at most; more are refused with RESOURCE_EXHAUSTED.
+    pub max_active_jobs: usize,
+}
+
+/// A message for one worker's stream.
+#[derive(Clone, Debug)]
+pub enum ToWorker {
+    Assign(Vec<Assignment>),
+    Cancel(AttemptToken),
+}
+
+/// One task handed to a worker.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    pub token: AttemptToken,
+    pub kind: TaskKind,
+    pub spec: JobSpec,
+    pub frame_start: u32,
+    pub frame_end: u32,
+    pub segment_index: u32,
+    pub segment_count: u32,
+    pub inputs: Vec<TaskInput>,
+}
+
+/// A dependency's output that a task reads.
+#[derive(Clone, Debug)]
+pub struct TaskInput {
+    pub kind: TaskKind,
+    pub segment_index: u32,
+    pub output: Output,
+}
+
+/// What a worker says about itself when it connects.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub engine: String,
+    pub gpu_model: String,
+    pub gpu_memory_bytes: u64,
+    pub slots: u32,
+    pub hostname: String,
+    pub version: String,
+    pub metrics_address: String,
+}
+
+/// Why a worker report was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejection {
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    #[error("unknown task {0}")]
+    UnknownTask(String),
+    #[error("stale attempt token: the task is no longer assigned to this attempt")]
+    Stale,
+    #[error("worker {0} is not registered")]
+    UnknownWorker(String),
+}
+
+/// A job-level write that must be made durable before it takes effect in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// The ASSEMBLE result is being committed together with SUCCEEDED.
+    Finishing,
+    Cancelling,
+    Failing,
+}
+
+/// The second half of a transition, applied once its writes are durable.
+#[derive(Debug)]
+pub enum AfterCommit {
+    TaskDone {
+        completion: TaskCompletion,
+    },
+    JobTerminal {
+        job_id: JobId,
+        state: JobState,
+        error: Option<String>,
+    },
+}
+
+/// Writes to make durable, then the transition to apply.
+#[derive(Debug)]
+pub struct Commit {
+    pub writes: Vec<Write>,
+    pub after: AfterCommit,
+}
+
+struct TaskRun {
+    state: TaskState,
+    attempt: u64,
+    worker: Option<String>,
+    progress: f64,
+    deps_left: u32,
+    outputs: Vec<Output>,
+    error: Option<String>,
+    /// Assignments that ended in an error or a lost worker.
+    failures: u32,
+    retries: u32,
+    /// While the result is being committed: no requeue, no second result.
+    committing: bool,
+    /// Has a live entry in the ready queue (counted in the queue-depth gauge).
+    queued: bool,
+    ready_at: Instant,
+}
+
+struct JobEntry {
+    record: JobRecord,
+    tasks: Vec<TaskRun>,
+    scene: Option<String>,
+    started_ms: Option<u64>,
+    pending: Option<Pending>,
+    /// Bumped on every change; WatchJob streams follow it.
+    changed: watch::Sender<u64>,
+}
+
+impl JobEntry {
+    fn touch(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn state(&self) -> JobState {
+        if self.record.state.is_terminal() {
+            self.record.state
+        } else if self.started_ms.is_some() {
+            JobState::Running
+        } else {
+            JobState::Queued
+        }
+    }
+}
+
+struct WorkerEntry {
+    info: WorkerInfo,
+    session: u64,
+    tx: mpsc::UnboundedSender<ToWorker>,
+    free: u32,
+    running: HashSet<(JobId, u32)>,
+    draining: bool,
+    in_idle: bool,
+    connected_ms: u64,
+    tasks_done: u64,
+}
+
+/// See the module docs.
+pub struct Farm {
+    term: u64,
+    config: FarmConfig,
+    metrics: Arc<Metrics>,
+    jobs: BTreeMap<JobId, JobEntry>,
+    idempotency: HashMap<(String, String), JobId>,
+    active_jobs: usize,
+    ready: ReadyQueue,
+    workers: HashMap<String, WorkerEntry>,
+    /// Workers with free slots, in round-robin order, so a job's segments spread out.
+    idle: VecDeque<String>,
+    next_session: u64,
+}
+
+impl Farm {
+    pub fn new(term: u64, config: FarmConfig, metrics: Arc<Metrics>) -> Self {
+        metrics.term.set(term as i64);
+        Self {
+            term,
+            config,
+            metrics,
+            jobs: BTreeMap::new(),
+            idempotency: HashMap::new(),
+            active_jobs: 0,
+            ready: ReadyQueue::default(),
+            workers: HashMap::new(),
+            idle: VecDeque::new(),
+            next_session: 0,
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn config(&self) -> FarmConfig {
+        self.config
+    }
+
+    pub fn active_jobs(&self) -> usize {
+        self.active_jobs
+    }
+
+    pub fn contains_job(&self, id: &str) -> bool {
+        self.jobs.contains_key(id)
+    }
+
+    /// The job already created with this idempotency key (per tenant), if any.
+    pub fn job_for_key(&self, tenant: &str, key: &str) -> Option<JobId> {
+        self.idempotency
+            .get(&(tenant.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    // ----- jobs -------------------------------------------------------------------------
+
+    /// Adds a stored job with the completions already committed for it (from a snapshot on
+    /// recovery, none for a new job), and queues whatever is ready.
+    pub fn insert_job(&mut self, record: JobRecord, completions: &[TaskCompletion]) {
+        let now = Instant::now();
+        let mut tasks: Vec<TaskRun> = record
+            .tasks
+            .iter()
+            .map(|t| TaskRun {
+                state: TaskState::Blocked,
+                attempt: 0,
+                worker: None,
+                progress: 0.0,
+                deps_left: t.deps.len() as u32,
+                outputs: vec![],
+                error: None,
+                failures: 0,
+                retries: 0,
+                committing: false,
+                queued: false,
+                ready_at: now,
+            })
+            .collect();
+        let mut scene = None;
+        let mut started_ms = None;
+        for c in completions {
+            if let Some(t) = tasks.get_mut(c.task_index as usize) {
+                t.state = TaskState::Done;
+                t.progress = 1.0;
+                t.attempt = c.attempt;
+                t.outputs = c.outputs.clone();
+                if c.scene.is_some() {
+                    scene = c.scene.clone();
+                }
+                started_ms = Some(started_ms.unwrap_or(c.finished_ms).min(c.finished_ms));
+            }
+        }
+        let terminal = record.state.is_terminal();
+        for (i, def) in record.tasks.iter().enumerate() {
+            let done_deps = def
+                .deps
+                .iter()
+                .filter(|d| tasks[**d as usize].state == TaskState::Done)
+                .count() as u32;
+            let t = &mut tasks[i];
+            t.deps_left -= done_deps;
+            if t.state != TaskState::Done {
+                if terminal {
+                    t.state = match record.state {
+                        JobState::Cancelled => TaskState::Cancelled,
+                        _ => TaskState::Blocked,
+                    };
+                } else if t.deps_left == 0 {
+                    t.state = TaskState::Ready;
+                }
+            }
+        }
+        if let Some(key) = &record.idempotency_key {
+            self.idempotency
+                .insert((record.spec.tenant.clone(), key.clone()), record.id.clone());
+        }
+        let id = record.id.clone();
+        let (changed, _) = watch::channel(0);
+        let mut entry = JobEntry {
+            record,
+            tasks,
+            scene,
+            started_ms,
+            pending: None,
+            changed,
+        };
+        if !terminal {
+            self.active_jobs += 1;
+            self.metrics.jobs_active.set(self.active_jobs as i64);
+            for i in 0..entry.tasks.len() {
+                if entry.tasks[i].state == TaskState::Ready {
+                    enqueue(&mut self.ready, &self.metrics, &mut entry, i as u32);
+                }
+            }
+        }
+        self.jobs.insert(id, entry);
+    }
+
+    /// A view of one job for the API.
+    pub fn job_view(&self, id: &str, with_tasks: bool) -> Option<JobView> {
+        self.jobs.get(id).map(|j| view_of(j, with_tasks))
+    }
+
+    /// A receiver that changes whenever the job does.
+    pub fn watch_job(&self, id: &str) -> Option<watch::Receiver<u64>> {
+        self.jobs.get(id).map(|j| j.changed.subscribe())
+    }
+
+    /// Jobs newest first, filtered, starting after `after` (a job id from the previous page).
+    pub fn list_jobs(
+        &self,
+        filter: impl Fn(&JobView) -> bool,
+        after: Option<&str>,
+        limit: usize,
+        with_tasks: bool,
+    ) -> (Vec<JobView>, Option<String>) {
+        let range = match after {
+            Some(a) => self.jobs.range(..a.to_string()),
+            None => self.jobs.range::<String, _>(..),
+        };
+        let mut out = Vec::new();
+        for (_, job) in range.rev() {
+            let v = view_of(job, with_tasks);
+            if filter(&v) {
+                if out.len() == limit {
+                    let next = out.last().map(|v: &JobView| v.id.clone());
+                    return (out, next);
+                }
+                out.push(v);
+            }
+        }
+        (out, None)
+    }
+
+    /// Starts cancelling a job: the caller persists the writes, then calls
+    /// [`Farm::finish_commit`]. `Ok(None)`: the job is already terminal (nothing to do).
+    pub fn begin_cancel(&mut self, id: &str) -> Result<Option<Commit>, CancelRefusal> {
+        let job = self.jobs.get_mut(id).ok_or(CancelRefusal::NotFound)?;
+        if job.record.state.is_terminal() {
+            return Ok(None);
+        }
+        match job.pending {
+            Some(Pending::Finishing) => return Err(CancelRefusal::Finishing),
+            Some(_) => return Err(CancelRefusal::Busy),
+            None => {}
+        }
+        job.pending = Some(Pending::Cancelling);
+        let mut record = job.record.clone();
+        record.state = JobState::Cancelled;
+        record.finished_ms = Some(now_ms());
+        record.error = Some("cancelled by request".into());
+        Ok(Some(Commit {
+            writes: vec![Write::Job(Box::new(record))],
+            after: AfterCommit::JobTerminal {
+                job_id: id.to_string(),
+                state: JobState::Cancelled,
+                error: Some("cancelled by request".into()),
+            },
+        }))
+    }
+
+    // ----- workers ----------------------------------------------------------------------
+
+    /// Registers a worker's stream. A worker reconnecting under the same id replaces its old
+    /// session, whose tasks go back to READY. Returns the session number.
+    pub fn register_worker(
+        &mut self,
+        info: WorkerInfo,
+        tx: mpsc::UnboundedSender<ToWorker>,
+    ) -> (u64, Vec<Commit>) {
+        let commits = self.remove_worker(&info.id, None, "worker_reconnected");
+        self.next_session += 1;
+        let session = self.next_session;
+        let id = info.id.clone();
+        self.workers.insert(
+            id.clone(),
+            WorkerEntry {
+                free: info.slots,
+                info,
+                session,
+                tx,
+                running: HashSet::new(),
+                draining: false,
+                in_idle: true,
+                connected_ms: now_ms(),
+                tasks_done: 0,
+            },
+        );
+        self.idle.push_back(id);
+        self.update_worker_gauges();
+        (session, commits)
+    }
+
+    /// Removes a worker (stream closed, lease expired, key deleted). With `session`, only if
+    /// that session is still the current one. Its unfinished tasks go back to READY, counted
+    /// as retries with `reason`; returns job failures to persist for tasks out of attempts.
+    pub fn remove_worker(&mut self, id: &str, session: Option<u64>, reason: &str) -> Vec<Commit> {
+        match self.workers.get(id) {
+            Some(w) if session.is_none_or(|s| s == w.session) => {}
+            _ => return vec![],
+        }
+        let worker = self.workers.remove(id).expect("checked above");
+        self.idle.retain(|w| w != id);
+        let mut commits = Vec::new();
+        for (job_id, index) in worker.running {
+            if let Some(c) = self.requeue(&job_id, index, reason, "worker lost") {
+                commits.push(c);
+            }
+        }
+        self.update_worker_gauges();
+        commits
+    }
+
+    /// Stops giving a worker new tasks; it finishes what it runs.
+    pub fn drain_worker(&mut self, id: &str) -> Option<WorkerView> {
+        let w = self.workers.get_mut(id)?;
+        w.draining = true;
+        self.idle.retain(|x| x != id);
+        if let Some(w) = self.workers.get_mut(id) {
+            w.in_idle = false;
+        }
+        self.update_worker_gauges();
+        self.worker_view(id)
+    }
+
+    pub fn worker_view(&self, id: &str) -> Option<WorkerView> {
+        self.workers.get(id).map(|w| WorkerView {
+            info: w.info.clone(),
+            draining: w.draining,
+            running: w.running.len() as u32,
+            connected_ms: w.connected_ms,
+            tasks_done: w.tasks_done,
+        })
+    }
+
+    pub fn worker_views(&self) -> Vec<WorkerView> {
+        let mut ids: Vec<&String> = self.workers.keys().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| self.worker_view(id)).collect()
+    }
+
+    /// Counts for the cluster status: (workers, ready tasks, running tasks).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let running = self.workers.values().map(|w| w.running.len()).sum();
+        let ready = Priority3::sum(&self.metrics);
+        (self.workers.len(), ready, running)
+    }
+
+    fn update_worker_gauges(&self) {
+        let draining = self.workers.values().filter(|w| w.draining).count();
+        self.metrics
+            .workers
+            .with_label_values(&["active"])
+            .set((self.workers.len() - draining) as i64);
+        self.metrics
+            .workers
+            .with_label_values(&["draining"])
+            .set(draining as i64);
+        let slots: u32 = self.workers.values().map(|w| w.info.slots).sum();
+        let free: u32 = self
+            .workers
+            .values()
+            .filter(|w| !w.draining)
+            .map(|w| w.free)
+            .sum();
+        self.metrics.slots.with_label_values(&["total"]).set(i64::from(slots));
+        self.metrics.slots.with_label_values(&["free"]).set(i64::from(free));
+    }
+
+    // ----- dispatch ---------------------------------------------------------------------
+
+    /// Hands ready tasks to workers with free slots: best task first, workers in
+    /// round-robin order; one message per worker carries all its new assignments.
+    pub fn dispatch(&mut self) {
+        let mut batches: HashMap<String, Vec<Assignment>> = HashMap::new();
+        while let Some(worker_id) = self.idle.pop_front() {
+            let (jobs, metrics) = (&mut self.jobs, &self.metrics);
+            let Some(item) = self.ready.pop(|i| {
+                let Some(j) = jobs.get_mut(&i.job_id) else { return false };
+                let pending = j.pending.is_some();
+                let t = &mut j.tasks[i.task_index as usize];
+                if !t.queued {
+                    return false;
+                }
+                // Popped either way: a task skipped because of a pending terminal write is
+                // queued again if that write is abandoned (`requeue_ready_tasks`).
+                t.queued = false;
+                metrics.queue_depth(i.priority).dec();
+                !pending && t.state == TaskState::Ready
+            }) else {
+                self.idle.push_front(worker_id);
+                break;
+            };
+            if !self.workers.contains_key(&worker_id) {
+                // Removed while listed in `idle`; put the task back.
+                let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
+                enqueue(&mut self.ready, &self.metrics, job, item.task_index);
+                continue;
+            }
+            let worker = self.workers.get_mut(&worker_id).expect("checked above");
+            let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
+            let index = item.task_index as usize;
+            let attempt = {
+                let task = &mut job.tasks[index];
+                task.state = TaskState::Assigned;
+                task.attempt += 1;
+                task.worker = Some(worker_id.clone());
+                task.progress = 0.0;
+                if task.attempt > 1 {
+                    task.retries += 1;
+                }
+                self.metrics
+                    .dispatch_latency
+                    .observe(task.ready_at.elapsed().as_secs_f64());
+                task.attempt
+            };
+            if job.started_ms.is_none() {
+                job.started_ms = Some(now_ms());
+            }
+            let def = &job.record.tasks[index];
+            self.metrics
+                .tasks_dispatched
+                .with_label_values(&[def.kind.as_str()])
+                .inc();
+            let segment_count = job
+                .record
+                .tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::VideoSegment)
+                .count() as u32;
+            let inputs = def
+                .deps
+                .iter()
+                .flat_map(|d| {
+                    let dep_def = &job.record.tasks[*d as usize];
+                    job.tasks[*d as usize].outputs.iter().map(|o| TaskInput {
+                        kind: dep_def.kind,
+                        segment_index: dep_def.segment_index,
+                        output: o.clone(),
+                    })
+                })
+                .collect();
+            let assignment = Assignment {
+                token: AttemptToken {
+                    job_id: item.job_id.clone(),
+                    task_id: def.id.clone(),
+                    attempt,
+                    term: self.term,
+                },
+                kind: def.kind,
+                spec: job.record.spec.clone(),
+                frame_start: def.frame_start,
+                frame_end: def.frame_end,
+                segment_index: def.segment_index,
+                segment_count,
+                inputs,
+            };
+            job.touch();
+            worker.running.insert((item.job_id.clone(), item.task_index));
+            worker.free -= 1;
+            batches.entry(worker_id.clone()).or_default().push(assignment);
+            if worker.free > 0 && !worker.draining {
+                self.idle.push_back(worker_id);
+            } else {
+                worker.in_idle = false;
+            }
+        }
+        for (worker_id, assignments) in batches {
+            if let Some(w) = self.workers.get(&worker_id) {
+                // A closed stream is noticed by its reader, which removes the worker and
+                // requeues these tasks.
+                let _ = w.tx.send(ToWorker::Assign(assignments));
+            }
+        }
+        self.update_worker_gauges();
+    }
+
+    // ----- reports from workers ---------------------------------------------------------
+
+    fn check_token(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+    ) -> Result<(usize, TaskState), Rejection> {
+        let job = self
+            .jobs
+            .get(&token.job_id)
+            .ok_or_else(|| Rejection::UnknownJob(token.job_id.clone()))?;
+        let index = job
+            .record
+            .tasks
+            .iter()
+            .position(|t| t.id == token.task_id)
+            .ok_or_else(|| Rejection::UnknownTask(token.task_id.clone()))?;
+        let task = &job.tasks[index];
+        let current = token.term == self.term
+            && token.attempt == task.attempt
+            && task.worker.as_deref() == Some(worker_id)
+            && matches!(task.state, TaskState::Assigned | TaskState::Running)
+            && !task.committing
+            && job.pending.is_none();
+        if current {
+            Ok((index, task.state))
+        } else {
+            Err(Rejection::Stale)
+        }
+    }
+
+    /// Step progress of a running task.
+    pub fn progress(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        step: u32,
+        total: u32,
+    ) -> Result<(), Rejection> {
+        let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
+            self.metrics.stale_reports.inc();
+        })?;
+        let job = self.jobs.get_mut(&token.job_id).expect("checked");
+        let task = &mut job.tasks[index];
+        task.state = TaskState::Running;
+        task.progress = if total == 0 {
+            0.0
+        } else {
+            (f64::from(step) / f64::from(total)).clamp(0.0, 1.0)
+        };
+        job.touch();
+        Ok(())
+    }
+
+    /// A worker's result. A success returns the commit to make durable; a failure is
+    /// handled at once (requeue), or returns the job failure to persist when out of attempts.
+    pub fn begin_result(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        ok: bool,
+        error: &str,
+        outputs: Vec<Output>,
+        scene: Option<String>,
+    ) -> Result<Option<Commit>, Rejection> {
+        let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
+            self.metrics.stale_reports.inc();
+        })?;
+        self.release_slot(worker_id, &token.job_id, index as u32, ok);
+        if !ok {
+            return Ok(self.requeue(&token.job_id, index as u32, "task_error", error));
+        }
+        let job = self.jobs.get_mut(&token.job_id).expect("checked");
+        job.tasks[index].committing = true;
+        let completion = TaskCompletion {
+            job_id: token.job_id.clone(),
+            task_index: index as u32,
+            attempt: token.attempt,
+            term: token.term,
+            worker_id: worker_id.to_string(),
+            outputs,
+            scene,
+            finished_ms: now_ms(),
+        };
+        let mut writes = vec![Write::TaskDone(completion.clone())];
+        let last = job
+            .tasks
+            .iter()
+            .enumerate()
+            .all(|(i, t)| i == index || t.state == TaskState::Done);
+        if last {
+            // The final result and SUCCEEDED go in one transaction: a job never succeeds
+            // without its artifacts, nor has artifacts without succeeding.
+            job.pending = Some(Pending::Finishing);
+            let mut record = job.record.clone();
+            record.state = JobState::Succeeded;
+            record.finished_ms = Some(completion.finished_ms);
+            record.outputs = completion.outputs.clone();
+            writes.push(Write::Job(Box::new(record)));
+        }
+        Ok(Some(Commit {
+            writes,
+            after: AfterCommit::TaskDone { completion },
+        }))
+    }
+
+    fn release_slot(&mut self, worker_id: &str, job_id: &str, index: u32, done: bool) {
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            if w.running.remove(&(job_id.to_string(), index)) {
+                w.free += 1;
+                if done {
+                    w.tasks_done += 1;
+                }
+                if !w.in_idle && !w.draining {
+                    w.in_idle = true;
+                    self.idle.push_back(worker_id.to_string());
+                }
+            }
+        }
+    }
+
+    /// Puts a task back to READY after a failed attempt, or fails its job when it is out of
+    /// attempts (returning the write to persist).
+    fn requeue(&mut self, job_id: &str, index: u32, reason: &str, error: &str) -> Option<Commit> {
+        let max_attempts = self.config.max_attempts;
+        let job = self.jobs.get_mut(job_id)?;
+        let task = &mut job.tasks[index as usize];
+        if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+            return None;
+        }
+        task.failures += 1;
+        task.worker = None;
+        task.progress = 0.0;
+        task.error = Some(format!("{reason}: {error}"));
+        self.metrics.tasks_retried.with_label_values(&[reason]).inc();
+        if task.failures >= max_attempts {
+            task.state = TaskState::Failed;
+            let message = format!(
+                "task {} failed {} times; last error: {reason}: {error}",
+                job.record.tasks[index as usize].id, task.failures
+            );
+            job.touch();
+            if job.pending.is_some() || job.record.state.is_terminal() {
+                return None;
+            }
+            job.pending = Some(Pending::Failing);
+            let mut record = job.record.clone();
+            record.state = JobState::Failed;
+            record.finished_ms = Some(now_ms());
+            record.error = Some(message.clone());
+            return Some(Commit {
+                writes: vec![Write::Job(Box::new(record))],
+                after: AfterCommit::JobTerminal {
+                    job_id: job_id.to_string(),
+                    state: JobState::Failed,
+                    error: Some(message),
+                },
+            });
+        }
+        task.state = TaskState::Ready;
+        task.ready_at = Instant::now();
+        job.touch();
+        if job.pending.is_none() {
+            enqueue(&mut self.ready, &self.metrics, job, index);
+        }
+        None
+    }
+
+    /// Applies a transition once its writes are durable (`Ok`), or undoes its first half
+    /// when they could not be written (`Err`, with the reason for the log and the task).
+    pub fn finish_commit(&mut self, after: AfterCommit, result: Result<(), String>) {
+        match (after, result) {
+            (AfterCommit::TaskDone { completion }, Ok(())) => self.apply_done(completion),
+            (AfterCommit::TaskDone { completion }, Err(e)) => {
+                let Some(job) = self.jobs.get_mut(&completion.job_id) else { return };
+                if job.pending == Some(Pending::Finishing) {
+                    job.pending = None;
+                }
+                let task = &mut job.tasks[completion.task_index as usize];
+                task.committing = false;
+                // The attempt's output is orphaned; the task runs again under a new attempt.
+                let _ = self.requeue(&completion.job_id, completion.task_index, "commit_failed", &e);
+                self.requeue_ready_tasks(&completion.job_id);
+            }
+            (AfterCommit::JobTerminal { job_id, state, error }, Ok(())) => {
+                self.apply_terminal(&job_id, state, error)
+            }
+            (AfterCommit::JobTerminal { job_id, .. }, Err(_)) => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.pending = None;
+                }
+                self.requeue_ready_tasks(&job_id);
+            }
+        }
+    }
+
+    /// Re-queues a job's READY tasks (after a pending terminal write was abandoned).
+    fn requeue_ready_tasks(&mut self, job_id: &str) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        if job.pending.is_some() || job.record.state.is_terminal() {
+            return;
+        }
+        for i in 0..job.tasks.len() {
+            if job.tasks[i].state == TaskState::Ready {
+                enqueue(&mut self.ready, &self.metrics, job, i as u32);
+            }
+        }
+    }
+
+    fn apply_done(&mut self, completion: TaskCompletion) {
+        let Some(job) = self.jobs.get_mut(&completion.job_id) else { return };
+        let index = completion.task_index as usize;
+        let kind = job.record.tasks[index].kind;
+        {
+            let task = &mut job.tasks[index];
+            task.committing = false;
+            task.state = TaskState::Done;
+            task.progress = 1.0;
+            task.outputs = completion.outputs.clone();
+            task.error = None;
+        }
+        if completion.scene.is_some() {
+            job.scene = completion.scene.clone();
+        }
+        self.metrics
+            .tasks_completed
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        let now = Instant::now();
+        let mut newly_ready = Vec::new();
+        for (i, def) in job.record.tasks.iter().enumerate() {
+            if def.deps.contains(&completion.task_index) {
+                let t = &mut job.tasks[i];
+                t.deps_left -= 1;
+                if t.deps_left == 0 && t.state == TaskState::Blocked {
+                    t.state = TaskState::Ready;
+                    t.ready_at = now;
+                    newly_ready.push(i as u32);
+                }
+            }
+        }
+        job.touch();
+        if job.pending == Some(Pending::Finishing) {
+            let outputs = completion.outputs.clone();
+            let id = completion.job_id.clone();
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.record.outputs = outputs;
+            }
+            self.apply_terminal(&id, JobState::Succeeded, None);
+            return;
+        }
+        if job.pending.is_none() && !job.record.state.is_terminal() {
+            for i in newly_ready {
+                enqueue(&mut self.ready, &self.metrics, job, i);
+            }
+        }
+    }
+
+    fn apply_terminal(&mut self, job_id: &str, state: JobState, error: Option<String>) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        if job.record.state.is_terminal() {
+            return;
+        }
+        job.pending = None;
+        job.record.state = state;
+        job.record.error = error;
+        let priority = job.record.spec.priority;
+        for t in job.tasks.iter_mut() {
+            if t.queued {
+                // Its queue entry becomes stale and is dropped when popped.
+                t.queued = false;
+                self.metrics.queue_depth(priority).dec();
+            }
+        }
+        let finished = now_ms();
+        job.record.finished_ms = Some(finished);
+        let mut cancels = Vec::new();
+        for (i, t) in job.tasks.iter_mut().enumerate() {
+            match t.state {
+                TaskState::Assigned | TaskState::Running => {
+                    if let Some(w) = t.worker.take() {
+                        cancels.push((
+                            w,
+                            i as u32,
+                            AttemptToken {
+                                job_id: job_id.to_string(),
+                                task_id: job.record.tasks[i].id.clone(),
+                                attempt: t.attempt,
+                                term: self.term,
+                            },
+                        ));
+                    }
+                    t.state = TaskState::Cancelled;
+                }
+                TaskState::Ready | TaskState::Blocked if state == JobState::Cancelled => {
+                    t.state = TaskState::Cancelled;
+                }
+                _ => {}
+            }
+        }
+        for t in job.tasks.iter_mut() {
+            if t.state == TaskState::Ready {
+                t.state = TaskState::Blocked;
+            }
+        }
+        job.touch();
+        let duration = finished.saturating_sub(job.record.created_ms) as f64 / 1000.0;
+        self.metrics.job_duration.observe(duration);
+        self.metrics
+            .jobs_finished
+            .with_label_values(&[state.as_str()])
+            .inc();
+        self.active_jobs = self.active_jobs.saturating_sub(1);
+        self.metrics.jobs_active.set(self.active_jobs as i64);
+        for (worker_id, index, token) in cancels {
+            self.release_slot(&worker_id, job_id, index, false);
+            if let Some(w) = self.workers.get(&worker_id) {
+                let _ = w.tx.send(ToWorker::Cancel(token));
+            }
+        }
+    }
+
+}
+
+/// Puts a READY task in the ready queue unless it already has a live entry there.
+fn enqueue(ready: &mut ReadyQueue, metrics: &Metrics, job: &mut JobEntry, index: u32) {
+    let task = &mut job.tasks[index as usize];
+    if task.queued {
+        return;
+    }
+    task.queued = true;
+    let priority = job.record.spec.priority;
+    ready.push(priority, job.record.id.clone(), index);
+    metrics.queue_depth(priority).inc();
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelRefusal {
+    NotFound,
+    /// Its final result is being committed.
+    Finishing,
+    /// Another terminal write is in flight.
+    Busy,
+}
+
+/// Sum of the ready-queue gauges.
+struct Priority3;
+
+impl Priority3 {
+    fn sum(metrics: &Metrics) -> usize {
+        crate::model::Priority::ALL
+            .iter()
+            .map(|p| metrics.queue_depth(*p).get().max(0) as usize)
+            .sum()
+    }
+}
+
+fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
+    let total_weight: f64 = job.record.tasks.iter().map(|t| t.weight).sum();
+    let done_weight: f64 = job
+        .record
+        .tasks
+        .iter()
+        .zip(&job.tasks)
+        .map(|(d, t)| d.weight * t.progress)
+        .sum();
+    let progress = if job.record.state == JobState::Succeeded {
+        1.0
+    } else if total_weight > 0.0 {
+        (done_weight / total_weight).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let tasks = if with_tasks {
+        job.record
+            .tasks
+            .iter()
+            .zip(&job.tasks)
+            .map(|(d, t)| TaskRunView {
+                id: d.id.clone(),
+                kind: d.kind,
+                state: t.state,
+                frame_start: d.frame_start,
+                frame_end: d.frame_end,
+                worker_id: t.worker.clone().unwrap_or_default(),
+                attempt: t.attempt,
+                progress: t.progress,
+                error: t.error.clone().unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    let count = |s: TaskState| job.tasks.iter().filter(|t| t.state == s).count() as u32;
+    JobView {
+        id: job.record.id.clone(),
+        state: job.state(),
+        spec: job.record.spec.clone(),
+        progress,
+        total_tasks: job.tasks.len() as u32,
+        blocked: count(TaskState::Blocked),
+        ready: count(TaskState::Ready),
+        running: count(TaskState::Assigned) + count(TaskState::Running),
+        done: count(TaskState::Done),
+        failed: count(TaskState::Failed),
+        retries: job.tasks.iter().map(|t| t.retries).sum(),
+        tasks,
+        outputs: job.record.outputs.clone(),
+        error: job.record.error.clone().unwrap_or_default(),
+        created_ms: job.record.created_ms,
+        started_ms: job.started_ms,
+        finished_ms: job.record.finished_ms,
+        idempotency_key: job.record.idempotency_key.clone().unwrap_or_default(),
+        scene: job.scene.clone().unwrap_or_default(),
+    }
+}

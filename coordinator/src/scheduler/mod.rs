@@ -1,0 +1,438 @@
+//! The scheduler: owns the farm's working state and moves jobs and tasks through their
+//! lifecycles, writing through to the [`StateStore`] before anything takes effect.
+//!
+//! - [`farm`]: the synchronous state machine (jobs, tasks, ready queue, workers).
+//! - [`queue`]: the ready queue (priority class, then age).
+//! - [`view`]: read-only views handed to the API layer.
+//!
+//! Every transition that must be durable is split in two: the farm's `begin_*` half runs
+//! under the lock and returns the writes; the writes go to the store with no lock held;
+//! the `finish_*` half applies the result (or undoes the first half if the write failed).
+//! Dispatch runs inline after every event that can free a slot or ready a task, so a task
+//! reaches a worker in one pass through the lock.
+
+pub mod farm;
+pub mod queue;
+pub mod view;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::model::{job::new_job_id, now_ms, AttemptToken, JobRecord, JobSpec, JobState, Output};
+use crate::planner::{self, PlannerConfig};
+use crate::state::{CreateOutcome, StateStore, StoreError};
+pub use farm::{
+    Assignment, CancelRefusal, Commit, FarmConfig, Rejection, TaskInput, ToWorker, WorkerInfo,
+};
+use farm::Farm;
+pub use view::{JobView, TaskRunView, WorkerView};
+
+/// How long a submission that lost an idempotency race waits for the winner to appear.
+const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(5);
+
+/// A job to create.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub spec: JobSpec,
+    pub idempotency_key: Option<String>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("too many active jobs: {active} active, {requested} requested, limit {limit}")]
+    Exhausted {
+        active: usize,
+        requested: usize,
+        limit: usize,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job {0} is completing and can no longer be cancelled")]
+    Finishing(String),
+    #[error("job {0} is changing state; try again")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settings of the scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    pub farm: FarmConfig,
+    pub planner: PlannerConfig,
+}
+
+/// Counts for the cluster status.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterCounts {
+    pub workers: usize,
+    pub jobs_active: usize,
+    pub tasks_ready: usize,
+    pub tasks_running: usize,
+}
+
+/// See the module docs.
+pub struct Scheduler {
+    farm: Mutex<Farm>,
+    store: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
+    planner: PlannerConfig,
+    /// Submissions admitted but not yet inserted, counted against the active-job limit.
+    reserved: Mutex<usize>,
+    /// Cancelled when a newer coordinator took over the state: this one must stop.
+    fenced: CancellationToken,
+}
+
+impl Scheduler {
+    /// Starts a new term on `store` and rebuilds the working state from it: unfinished jobs
+    /// continue where their committed results leave them.
+    pub async fn recover(
+        store: Arc<dyn StateStore>,
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let term = store.begin_term().await?;
+        let snapshot = store.load().await?;
+        let mut farm = Farm::new(term, config.farm, metrics.clone());
+        let mut by_job: std::collections::HashMap<&str, Vec<_>> = Default::default();
+        for c in &snapshot.completions {
+            by_job.entry(c.job_id.as_str()).or_default().push(c.clone());
+        }
+        let (mut jobs, mut unfinished) = (0, 0);
+        for job in &snapshot.jobs {
+            jobs += 1;
+            if !job.state.is_terminal() {
+                unfinished += 1;
+            }
+            let done = by_job.remove(job.id.as_str()).unwrap_or_default();
+            farm.insert_job(job.clone(), &done);
+        }
+        metrics.leader.set(1);
+        tracing::info!(term, jobs, unfinished, backend = store.backend(), "state recovered");
+        Ok(Arc::new(Self {
+            farm: Mutex::new(farm),
+            store,
+            metrics,
+            planner: config.planner,
+            reserved: Mutex::new(0),
+            fenced: CancellationToken::new(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Farm> {
+        // The farm's invariants are kept by each method before it returns; a panic inside
+        // one is a bug that the poisoned lock would only turn into a second outage.
+        self.farm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn term(&self) -> u64 {
+        self.lock().term()
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Cancelled when this coordinator has been fenced off by a newer term.
+    pub fn fenced(&self) -> CancellationToken {
+        self.fenced.clone()
+    }
+
+    // ----- jobs -------------------------------------------------------------------------
+
+    /// Plans and stores new jobs, then queues them. A job whose idempotency key was used
+    /// before is not created again: the first job is returned in its place. Nothing is
+    /// returned before every job is durable.
+    pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<JobView>, SubmitError> {
+        // Known idempotency keys answer without a write.
+        let mut results: Vec<Option<JobView>> = {
+            let farm = self.lock();
+            jobs.iter()
+                .map(|j| {
+                    j.idempotency_key
+                        .as_ref()
+                        .and_then(|k| farm.job_for_key(&j.spec.tenant, k))
+                        .and_then(|id| farm.job_view(&id, true))
+                })
+                .collect()
+        };
+        let new = results.iter().filter(|r| r.is_none()).count();
+        {
+            let farm = self.lock();
+            let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+            let limit = farm.config().max_active_jobs;
+            let active = farm.active_jobs() + *reserved;
+            if active + new > limit {
+                return Err(SubmitError::Exhausted {
+                    active,
+                    requested: new,
+                    limit,
+                });
+            }
+            *reserved += new;
+        }
+        let term = self.term();
+        let creates = jobs
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, r)| r.is_none())
+            .map(|(job, _)| self.create_one(term, job));
+        let created = futures::future::join_all(creates).await;
+        {
+            let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+            *reserved -= new;
+        }
+        let mut created = created.into_iter();
+        for slot in results.iter_mut().filter(|r| r.is_none()) {
+            let view = created.next().expect("one result per create")?;
+            *slot = Some(view);
+        }
+        self.lock().dispatch();
+        Ok(results.into_iter().map(|r| r.expect("filled above")).collect())
+    }
+
+    async fn create_one(&self, term: u64, job: &NewJob) -> Result<JobView, SubmitError> {
+        let tasks = planner::plan(&job.spec, self.planner);
+        loop {
+            let created_ms = now_ms();
+            let record = JobRecord {
+                id: new_job_id(created_ms),
+                spec: job.spec.clone(),
+                state: JobState::Queued,
+                idempotency_key: job.idempotency_key.clone(),
+                created_ms,
+                finished_ms: None,
+                error: None,
+                outputs: vec![],
+                tasks: tasks.clone(),
+            };
+            let started = Instant::now();
+            let outcome = self.store.create_job(term, &record).await;
+            self.metrics
+                .store_commit_seconds
+                .with_label_values(&["create_job"])
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(CreateOutcome::Created) => {
+                    let mut farm = self.lock();
+                    let id = record.id.clone();
+                    let priority = record.spec.priority;
+                    farm.insert_job(record, &[]);
+                    self.metrics
+                        .jobs_submitted
+                        .with_label_values(&[priority.as_str()])
+                        .inc();
+                    tracing::info!(job_id = %id, tenant = %job.spec.tenant, "job submitted");
+                    return Ok(farm.job_view(&id, true).expect("just inserted"));
+                }
+                Ok(CreateOutcome::Existing(id)) => return self.wait_for_job(&id).await,
+                Err(StoreError::JobExists(_)) => continue,
+                Err(e) => return Err(self.store_error(e).into()),
+            }
+        }
+    }
+
+    /// The job that won an idempotency race is inserted right after its write; wait for it.
+    async fn wait_for_job(&self, id: &str) -> Result<JobView, SubmitError> {
+        let deadline = Instant::now() + IDEMPOTENCY_WAIT;
+        loop {
+            if let Some(v) = self.lock().job_view(id, true) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                return Err(SubmitError::Store(StoreError::Unavailable(format!(
+                    "job {id} for this idempotency key is stored but not loaded"
+                ))));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn get_job(&self, id: &str, with_tasks: bool) -> Option<JobView> {
+        self.lock().job_view(id, with_tasks)
+    }
+
+    /// Jobs newest first, filtered; returns the page and the token of the next one.
+    pub fn list_jobs(
+        &self,
+        filter: impl Fn(&JobView) -> bool,
+        after: Option<&str>,
+        limit: usize,
+        with_tasks: bool,
+    ) -> (Vec<JobView>, Option<String>) {
+        self.lock().list_jobs(filter, after, limit, with_tasks)
+    }
+
+    pub fn watch_job(&self, id: &str) -> Option<watch::Receiver<u64>> {
+        self.lock().watch_job(id)
+    }
+
+    /// Cancels a job: durable first, then its running tasks are stopped on their workers.
+    /// Cancelling a job already terminal returns it unchanged.
+    pub async fn cancel_job(&self, id: &str) -> Result<JobView, CancelError> {
+        let begun = self.lock().begin_cancel(id);
+        match begun {
+            Err(CancelRefusal::NotFound) => Err(CancelError::NotFound(id.into())),
+            Err(CancelRefusal::Finishing) => Err(CancelError::Finishing(id.into())),
+            Err(CancelRefusal::Busy) => Err(CancelError::Busy(id.into())),
+            Ok(None) => self
+                .get_job(id, true)
+                .ok_or_else(|| CancelError::NotFound(id.into())),
+            Ok(Some(commit)) => {
+                let result = self.run_commit(commit).await;
+                result.map_err(CancelError::Store)?;
+                tracing::info!(job_id = %id, "job cancelled");
+                self.get_job(id, true)
+                    .ok_or_else(|| CancelError::NotFound(id.into()))
+            }
+        }
+    }
+
+    // ----- workers ----------------------------------------------------------------------
+
+    /// Registers a worker stream; tasks flow to it through `tx`. Returns the session number
+    /// to pass to [`Scheduler::worker_gone`].
+    pub async fn register_worker(
+        &self,
+        info: WorkerInfo,
+        tx: mpsc::UnboundedSender<ToWorker>,
+    ) -> u64 {
+        let id = info.id.clone();
+        let (session, commits) = {
+            let mut farm = self.lock();
+            let r = farm.register_worker(info, tx);
+            farm.dispatch();
+            r
+        };
+        tracing::info!(worker_id = %id, session, "worker registered");
+        self.run_commits(commits).await;
+        session
+    }
+
+    /// A worker is gone (stream closed, lease expired or key deleted): its unfinished tasks
+    /// go back to READY. With `session`, only if that session is still current.
+    pub async fn worker_gone(&self, id: &str, session: Option<u64>, reason: &str) {
+        let commits = {
+            let mut farm = self.lock();
+            let known = farm.worker_view(id).is_some();
+            let c = farm.remove_worker(id, session, reason);
+            farm.dispatch();
+            if !known {
+                return;
+            }
+            c
+        };
+        tracing::info!(worker_id = %id, reason, "worker removed");
+        self.run_commits(commits).await;
+    }
+
+    pub fn drain_worker(&self, id: &str) -> Option<WorkerView> {
+        self.lock().drain_worker(id)
+    }
+
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.lock().worker_views()
+    }
+
+    pub fn counts(&self) -> ClusterCounts {
+        let farm = self.lock();
+        let (workers, tasks_ready, tasks_running) = farm.counts();
+        ClusterCounts {
+            workers,
+            jobs_active: farm.active_jobs(),
+            tasks_ready,
+            tasks_running,
+        }
+    }
+
+    /// Step progress from a worker.
+    pub fn progress(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        step: u32,
+        total: u32,
+    ) -> Result<(), Rejection> {
+        self.lock().progress(worker_id, token, step, total)
+    }
+
+    /// A worker's result: committed (success) or retried (failure). Rejected when the token
+    /// is not the task's current one.
+    pub async fn result(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        ok: bool,
+        error: &str,
+        outputs: Vec<Output>,
+        scene: Option<String>,
+    ) -> Result<(), Rejection> {
+        let commit = {
+            let mut farm = self.lock();
+            let c = farm.begin_result(worker_id, token, ok, error, outputs, scene)?;
+            farm.dispatch();
+            c
+        };
+        if !ok {
+            tracing::warn!(job_id = %token.job_id, task_id = %token.task_id, attempt = token.attempt,
+                worker_id, error, "task attempt failed");
+        }
+        if let Some(commit) = commit {
+            let _ = self.run_commit(commit).await;
+        }
+        Ok(())
+    }
+
+    // ----- durable writes ---------------------------------------------------------------
+
+    async fn run_commits(&self, commits: Vec<Commit>) {
+        for c in commits {
+            let _ = self.run_commit(c).await;
+        }
+    }
+
+    async fn run_commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let term = self.term();
+        let started = Instant::now();
+        let result = self.store.commit(term, commit.writes).await;
+        self.metrics
+            .store_commit_seconds
+            .with_label_values(&["commit"])
+            .observe(started.elapsed().as_secs_f64());
+        let result = result.map_err(|e| self.store_error(e));
+        let mut farm = self.lock();
+        farm.finish_commit(
+            commit.after,
+            result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        );
+        farm.dispatch();
+        result
+    }
+
+    /// Notes a fenced write: a newer coordinator owns the state, so this one stops.
+    fn store_error(&self, e: StoreError) -> StoreError {
+        match &e {
+            StoreError::Fenced { ours } => {
+                if !self.fenced.is_cancelled() {
+                    tracing::error!(term = ours, "fenced by a newer coordinator term; stopping");
+                    self.metrics.leader.set(0);
+                    self.fenced.cancel();
+                }
+            }
+            other => tracing::warn!(error = %other, "state write failed"),
+        }
+        e
+    }
+}

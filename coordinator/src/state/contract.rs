@@ -1,0 +1,105 @@
+//! The contract every [`StateStore`] must keep, run against the memory backend here and
+//! against a real etcd in `tests/state_etcd.rs` (through [`run_contract`]).
+
+use super::*;
+use crate::model::{JobSpec, JobState, Priority, Sampler, TaskCompletion};
+
+fn job(id: &str, key: Option<&str>) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        spec: JobSpec {
+            prompt: "a ball".into(),
+            duration_seconds: 1.0,
+            fps: 12,
+            width: 64,
+            height: 64,
+            seed: 1,
+            steps: 2,
+            sampler: Sampler::Ddim,
+            audio: false,
+            priority: Priority::Normal,
+            tenant: "t".into(),
+            labels: Default::default(),
+        },
+        state: JobState::Queued,
+        idempotency_key: key.map(str::to_string),
+        created_ms: 1,
+        finished_ms: None,
+        error: None,
+        outputs: vec![],
+        tasks: vec![],
+    }
+}
+
+fn done(job_id: &str, index: u32, term: u64) -> Write {
+    Write::TaskDone(TaskCompletion {
+        job_id: job_id.into(),
+        task_index: index,
+        attempt: 1,
+        term,
+        worker_id: "w".into(),
+        outputs: vec![],
+        scene: None,
+        finished_ms: 2,
+    })
+}
+
+/// Runs the whole contract on a fresh, empty store.
+pub async fn run_contract(store: &dyn StateStore) {
+    let t1 = store.begin_term().await.expect("begin term");
+    assert_eq!(
+        store.create_job(t1, &job("0000000000000001", Some("k"))).await.expect("create"),
+        CreateOutcome::Created
+    );
+    assert_eq!(
+        store.create_job(t1, &job("0000000000000002", Some("k"))).await.expect("create again"),
+        CreateOutcome::Existing("0000000000000001".into()),
+        "a reused idempotency key returns the first job"
+    );
+    assert!(
+        matches!(
+            store.create_job(t1, &job("0000000000000001", None)).await,
+            Err(StoreError::JobExists(_))
+        ),
+        "an id collision is refused"
+    );
+    store.commit(t1, vec![done("0000000000000001", 0, t1)]).await.expect("commit");
+    assert!(
+        store.commit(t1, vec![done("0000000000000001", 0, t1)]).await.is_err(),
+        "a second result for the same task is refused"
+    );
+
+    let t2 = store.begin_term().await.expect("second term");
+    assert!(t2 > t1, "terms increase");
+    assert!(
+        matches!(
+            store.commit(t1, vec![done("0000000000000001", 1, t1)]).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a write with an old term is fenced"
+    );
+    assert!(
+        matches!(
+            store.create_job(t1, &job("0000000000000003", None)).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a create with an old term is fenced"
+    );
+    let mut finished = job("0000000000000001", Some("k"));
+    finished.state = JobState::Succeeded;
+    store
+        .commit(t2, vec![done("0000000000000001", 1, t2), Write::Job(Box::new(finished))])
+        .await
+        .expect("commit in the new term");
+
+    let snapshot = store.load().await.expect("load");
+    assert_eq!(snapshot.jobs.len(), 1, "only the created job is stored");
+    assert_eq!(snapshot.jobs[0].state, JobState::Succeeded);
+    assert_eq!(snapshot.completions.len(), 2, "both committed results are stored");
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    run_contract(&memory::MemoryStore::new()).await;
+}

@@ -1,0 +1,341 @@
+//! [`StateStore`] on etcd, for clusters.
+//!
+//! Keys (values are JSON, readable with `etcdctl get --prefix /reelfarm/`):
+//!
+//! ```text
+//! /reelfarm/<cluster>/term                          current coordinator term (decimal)
+//! /reelfarm/<cluster>/jobs/<job_id>                 JobRecord
+//! /reelfarm/<cluster>/results/<job_id>/<index>      TaskCompletion (one per task, never rewritten)
+//! /reelfarm/<cluster>/idempotency/<tenant>/<key>    job id
+//! /reelfarm/<cluster>/workers/<worker_id>           worker registration, under the worker's lease
+//! ```
+//!
+//! Every transaction compares the term key with the caller's term, so a deposed coordinator
+//! cannot write. Commits arriving together are packed into one transaction (group commit):
+//! task results from many workers cost one etcd round trip, which is what lets the
+//! scheduler reach tens of thousands of tasks per second on etcd.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    idempotency_scope, CreateOutcome, Snapshot, StateStore, StoreError, StoreResult, Write,
+};
+use crate::model::{JobRecord, TaskCompletion};
+
+/// How long one etcd request may take before the store reports it unavailable. etcd answers
+/// in milliseconds on a healthy cluster; 5 s covers a leader election inside etcd.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Writes packed into one transaction at most. etcd's default `--max-txn-ops` is 128; a
+/// write costs one put and at most one compare, so 100 leaves room for the term compare.
+const MAX_WRITES_PER_TXN: usize = 100;
+
+/// The key layout of one cluster.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/reelfarm/{cluster}/"),
+        }
+    }
+    pub fn term(&self) -> String {
+        format!("{}term", self.root)
+    }
+    pub fn jobs_prefix(&self) -> String {
+        format!("{}jobs/", self.root)
+    }
+    pub fn job(&self, id: &str) -> String {
+        format!("{}jobs/{id}", self.root)
+    }
+    pub fn results_prefix(&self) -> String {
+        format!("{}results/", self.root)
+    }
+    pub fn result(&self, job_id: &str, task_index: u32) -> String {
+        format!("{}results/{job_id}/{task_index:04}", self.root)
+    }
+    pub fn idempotency(&self, tenant: &str, key: &str) -> String {
+        format!("{}idempotency/{tenant}/{key}", self.root)
+    }
+    /// Prefix under which workers register with their leases.
+    pub fn workers_prefix(&self) -> String {
+        format!("{}workers/", self.root)
+    }
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}workers/{id}", self.root)
+    }
+}
+
+/// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`).
+pub async fn connect(endpoints: &[String]) -> StoreResult<Client> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(10), REQUEST_TIMEOUT);
+    tokio::time::timeout(REQUEST_TIMEOUT * 2, Client::connect(endpoints, Some(options)))
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("connecting to etcd at {endpoints:?} timed out")))?
+        .map_err(unavailable)
+}
+
+fn unavailable(e: etcd_client::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+async fn timed<T>(
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> StoreResult<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, f)
+        .await
+        .map_err(|_| StoreError::Unavailable("etcd request timed out".into()))?
+        .map_err(unavailable)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records are plain data")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+struct CommitRequest {
+    term: u64,
+    writes: Vec<Write>,
+    done: oneshot::Sender<StoreResult<()>>,
+}
+
+/// See the module docs.
+pub struct EtcdStore {
+    client: Client,
+    keys: Keys,
+    commits: mpsc::UnboundedSender<CommitRequest>,
+}
+
+impl EtcdStore {
+    /// A store for `cluster` on an open client; starts the group-commit task.
+    pub fn new(client: Client, cluster: &str) -> Self {
+        let keys = Keys::new(cluster);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(client.clone(), keys.clone(), rx));
+        Self {
+            client,
+            keys,
+            commits: tx,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+async fn current_term(client: &Client, keys: &Keys) -> StoreResult<u64> {
+    let resp = timed(client.kv_client().get(keys.term(), None)).await?;
+    match resp.kvs().first() {
+        None => Ok(0),
+        Some(kv) => String::from_utf8_lossy(kv.value())
+            .parse()
+            .map_err(|e: std::num::ParseIntError| StoreError::Corrupt {
+                key: keys.term(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+fn term_is(keys: &Keys, term: u64) -> Compare {
+    Compare::value(keys.term(), CompareOp::Equal, term.to_string())
+}
+
+#[async_trait]
+impl StateStore for EtcdStore {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn begin_term(&self) -> StoreResult<u64> {
+        loop {
+            let resp = timed(self.client.kv_client().get(self.keys.term(), None)).await?;
+            let (current, guard) = match resp.kvs().first() {
+                None => (0, Compare::create_revision(self.keys.term(), CompareOp::Equal, 0)),
+                Some(kv) => (
+                    String::from_utf8_lossy(kv.value()).parse::<u64>().map_err(|e| {
+                        StoreError::Corrupt {
+                            key: self.keys.term(),
+                            reason: e.to_string(),
+                        }
+                    })?,
+                    Compare::mod_revision(self.keys.term(), CompareOp::Equal, kv.mod_revision()),
+                ),
+            };
+            let next = current + 1;
+            let txn = Txn::new()
+                .when([guard])
+                .and_then([TxnOp::put(self.keys.term(), next.to_string(), None)]);
+            if timed(self.client.kv_client().txn(txn)).await?.succeeded() {
+                return Ok(next);
+            }
+            // Another coordinator bumped the term between our read and write: read again.
+        }
+    }
+
+    async fn load(&self) -> StoreResult<Snapshot> {
+        let mut kv = self.client.kv_client();
+        let jobs = timed(kv.get(self.keys.jobs_prefix(), Some(GetOptions::new().with_prefix()))).await?;
+        let results =
+            timed(kv.get(self.keys.results_prefix(), Some(GetOptions::new().with_prefix()))).await?;
+        let mut snapshot = Snapshot::default();
+        for kv in jobs.kvs() {
+            snapshot.jobs.push(decode::<JobRecord>(kv.key(), kv.value())?);
+        }
+        for kv in results.kvs() {
+            snapshot
+                .completions
+                .push(decode::<TaskCompletion>(kv.key(), kv.value())?);
+        }
+        Ok(snapshot)
+    }
+
+    async fn create_job(&self, term: u64, job: &JobRecord) -> StoreResult<CreateOutcome> {
+        let job_key = self.keys.job(&job.id);
+        let mut compares = vec![
+            term_is(&self.keys, term),
+            Compare::create_revision(job_key.clone(), CompareOp::Equal, 0),
+        ];
+        let mut puts = vec![TxnOp::put(job_key.clone(), encode(job), None)];
+        let idem_key = idempotency_scope(job).map(|(tenant, key)| self.keys.idempotency(&tenant, &key));
+        if let Some(k) = &idem_key {
+            compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+            puts.push(TxnOp::put(k.clone(), job.id.clone(), None));
+        }
+        let mut on_failure = vec![TxnOp::get(self.keys.term(), None), TxnOp::get(job_key, None)];
+        if let Some(k) = &idem_key {
+            on_failure.push(TxnOp::get(k.clone(), None));
+        }
+        let txn = Txn::new().when(compares).and_then(puts).or_else(on_failure);
+        let resp = timed(self.client.kv_client().txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(CreateOutcome::Created);
+        }
+        // Find out which condition failed, from the reads of the failure branch.
+        let reads: Vec<Option<Vec<u8>>> = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let stored_term = reads
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
+        if stored_term != Some(term) {
+            return Err(StoreError::Fenced { ours: term });
+        }
+        if let Some(Some(existing)) = reads.get(2) {
+            return Ok(CreateOutcome::Existing(String::from_utf8_lossy(existing).into_owned()));
+        }
+        Err(StoreError::JobExists(job.id.clone()))
+    }
+
+    async fn commit(&self, term: u64, writes: Vec<Write>) -> StoreResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.commits
+            .send(CommitRequest { term, writes, done })
+            .map_err(|_| StoreError::Unavailable("commit task stopped".into()))?;
+        wait.await
+            .map_err(|_| StoreError::Unavailable("commit task stopped".into()))?
+    }
+}
+
+/// The group-commit loop: takes every request waiting, packs as many as fit into one
+/// transaction, and answers each. If a packed transaction fails on a per-write condition
+/// (a duplicate result), the requests are retried one by one so only the culprit fails.
+async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut writes = batch[0].writes.len();
+        while writes < MAX_WRITES_PER_TXN {
+            match rx.try_recv() {
+                Ok(req) if req.term == batch[0].term => {
+                    writes += req.writes.len();
+                    batch.push(req);
+                }
+                Ok(req) => {
+                    // A different term cannot share the compare: commit it alone.
+                    let result = commit_once(&client, &keys, req.term, &req.writes).await;
+                    let _ = req.done.send(result);
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.len() == 1 {
+            let req = batch.pop().expect("one request");
+            let result = commit_once(&client, &keys, req.term, &req.writes).await;
+            let _ = req.done.send(result);
+            continue;
+        }
+        let term = batch[0].term;
+        let all: Vec<Write> = batch.iter().flat_map(|r| r.writes.iter().cloned()).collect();
+        match commit_once(&client, &keys, term, &all).await {
+            Ok(()) => {
+                for req in batch {
+                    let _ = req.done.send(Ok(()));
+                }
+            }
+            Err(StoreError::Fenced { ours }) => {
+                for req in batch {
+                    let _ = req.done.send(Err(StoreError::Fenced { ours }));
+                }
+            }
+            Err(_) => {
+                for req in batch {
+                    let result = commit_once(&client, &keys, req.term, &req.writes).await;
+                    let _ = req.done.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn commit_once(client: &Client, keys: &Keys, term: u64, writes: &[Write]) -> StoreResult<()> {
+    let mut compares = vec![term_is(keys, term)];
+    let mut puts = Vec::with_capacity(writes.len());
+    for w in writes {
+        match w {
+            Write::TaskDone(c) => {
+                let key = keys.result(&c.job_id, c.task_index);
+                compares.push(Compare::create_revision(key.clone(), CompareOp::Equal, 0));
+                puts.push(TxnOp::put(key, encode(c), None));
+            }
+            Write::Job(job) => puts.push(TxnOp::put(keys.job(&job.id), encode(job.as_ref()), None)),
+        }
+    }
+    let txn = Txn::new().when(compares).and_then(puts);
+    if timed(client.kv_client().txn(txn)).await?.succeeded() {
+        return Ok(());
+    }
+    if current_term(client, keys).await? != term {
+        return Err(StoreError::Fenced { ours: term });
+    }
+    Err(StoreError::Unavailable(
+        "a task in this commit already has a committed result".into(),
+    ))
+}
