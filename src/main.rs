@@ -1,1 +1,189 @@
-fn main() {}
+//! `reelfarm`: the command-line client of a reelfarm coordinator, the embedded demo farm,
+//! and the benchmarks. See `reelfarm --help` and the README.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use reelfarm::cmd::{self, spec_args::SpecArgs};
+use reelfarm::output::Format;
+use reelfarm_proto::v1;
+
+#[derive(Parser)]
+#[command(
+    name = "reelfarm",
+    version,
+    about = "reelfarm: generative video render farm — client, demo and benchmarks"
+)]
+struct Cli {
+    /// Coordinator gRPC address(es), comma-separated; the first that answers is used.
+    #[arg(
+        long,
+        global = true,
+        env = "REELFARM_COORDINATOR",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070"
+    )]
+    coordinator: Vec<String>,
+
+    /// Output format.
+    #[arg(
+        long,
+        global = true,
+        env = "REELFARM_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    output: Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit a job.
+    Submit {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Idempotency key: resubmitting with the same key returns the first job.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the job until it ends (progress bar; exit status says how it ended).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show a job.
+    Get { id: String },
+    /// List jobs, newest first.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// queued, running, succeeded, failed or cancelled.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<v1::JobState>,
+        /// "key" or "key=value".
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Follow a job until it ends.
+    Watch { id: String },
+    /// Cancel a job.
+    Cancel { id: String },
+    /// List connected workers.
+    Workers,
+    /// Stop giving a worker new tasks; it finishes those it runs.
+    Drain { id: String },
+    /// Run a whole farm in this process (in-memory state, local workers) on one job.
+    Demo {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Workers to start.
+        #[arg(long, default_value_t = 3)]
+        workers: u32,
+        /// Where the artifacts go.
+        #[arg(long, default_value = "reelfarm-demo")]
+        out: PathBuf,
+    },
+    /// Benchmarks (JSON on stdout).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The scheduler alone: simulated workers over the real gRPC stream.
+    Sched {
+        /// Simulated worker counts, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        workers: Vec<u32>,
+        /// Task slots over all workers (split evenly).
+        #[arg(long, default_value_t = 1000)]
+        total_slots: u32,
+        /// Tasks per run (rounded up to whole jobs of 67 tasks).
+        #[arg(long, default_value_t = 50_000)]
+        tasks: u32,
+        /// State backends: memory, etcd.
+        #[arg(long, value_delimiter = ',', default_value = "memory,etcd")]
+        backend: Vec<String>,
+        /// etcd endpoint; default: start a temporary etcd if `etcd` is on PATH.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// Simulated task duration in milliseconds (0: answer at once).
+        #[arg(long, default_value_t = 0)]
+        task_ms: u64,
+    },
+}
+
+fn parse_state(s: &str) -> Result<v1::JobState, String> {
+    v1::JobState::from_str_name(&format!("JOB_STATE_{}", s.to_ascii_uppercase()))
+        .filter(|s| *s != v1::JobState::Unspecified)
+        .ok_or_else(|| {
+            format!("unknown state {s:?}: queued, running, succeeded, failed or cancelled")
+        })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    reelfarm_telemetry::init_tracing_with_default(false, "warn");
+    let c = &cli.coordinator;
+    let f = cli.output;
+    match cli.command {
+        Command::Submit {
+            spec,
+            idempotency_key,
+            watch,
+        } => cmd::submit::run(c, &spec, idempotency_key, watch, f).await,
+        Command::Get { id } => cmd::get::run(c, &id, f).await,
+        Command::List {
+            tenant,
+            state,
+            label,
+            page_size,
+            all,
+        } => {
+            cmd::list::run(
+                c,
+                cmd::list::ListArgs {
+                    tenant,
+                    state,
+                    label,
+                    page_size,
+                    all,
+                },
+                f,
+            )
+            .await
+        }
+        Command::Watch { id } => cmd::watch::run(c, &id, f).await,
+        Command::Cancel { id } => cmd::cancel::run(c, &id, f).await,
+        Command::Workers => cmd::workers::list(c, f).await,
+        Command::Drain { id } => cmd::workers::drain(c, &id, f).await,
+        Command::Demo { spec, workers, out } => {
+            cmd::demo::run(cmd::demo::DemoArgs { spec, workers, out }, f).await
+        }
+        Command::Bench(Bench::Sched {
+            workers,
+            total_slots,
+            tasks,
+            backend,
+            etcd,
+            task_ms,
+        }) => {
+            cmd::bench::sched::run(cmd::bench::sched::SchedArgs {
+                workers,
+                total_slots,
+                tasks,
+                backends: backend,
+                etcd,
+                task_ms,
+            })
+            .await
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The planner: turns a validated [`JobSpec`] into the job's tasks.
 //!
 //! ```text
-//! PLAN ──▶ VIDEO_SEGMENT × K ─┬─▶ ASSEMBLE
+//! PLAN ──▶ VIDEO_SEGMENT × K ─┬─▶ ASSEMBLE (reads the plan too)
 //!      └─▶ AUDIO (if spec.audio)┘
 //! ```
 //!
@@ -79,7 +79,8 @@ pub fn plan(spec: &JobSpec, config: PlannerConfig) -> Vec<TaskDef> {
             weight: f64::from(frames) * AUDIO_WEIGHT_PER_FRAME,
         });
     }
-    let deps = (1..tasks.len() as u32).collect();
+    // ASSEMBLE reads the plan, every segment and the audio: everything before it.
+    let deps = (0..tasks.len() as u32).collect();
     tasks.push(TaskDef {
         id: "assemble".into(),
         kind: TaskKind::Assemble,
@@ -121,7 +122,10 @@ mod tests {
         let kinds: Vec<_> = tasks.iter().map(|t| t.kind).collect();
         assert_eq!(kinds.first(), Some(&TaskKind::Plan), "plan first");
         assert_eq!(kinds.last(), Some(&TaskKind::Assemble), "assemble last");
-        let segments = kinds.iter().filter(|k| **k == TaskKind::VideoSegment).count();
+        let segments = kinds
+            .iter()
+            .filter(|k| **k == TaskKind::VideoSegment)
+            .count();
         assert_eq!(segments, 4, "48 frames at 12 frames a segment");
         assert_eq!(kinds.iter().filter(|k| **k == TaskKind::Audio).count(), 1);
     }
@@ -131,14 +135,24 @@ mod tests {
         let tasks = plan(&spec(2.0, 12, false), PlannerConfig::default());
         assert!(tasks.iter().all(|t| t.kind != TaskKind::Audio));
         let assemble = tasks.last().expect("assemble task");
-        assert_eq!(assemble.deps.len(), tasks.len() - 2, "assemble waits for every segment");
+        assert_eq!(
+            assemble.deps.len(),
+            tasks.len() - 1,
+            "assemble waits for every other task"
+        );
     }
 
     #[test]
     fn segment_count_is_capped() {
-        let config = PlannerConfig { segment_frames: 1, max_segments: 8 };
+        let config = PlannerConfig {
+            segment_frames: 1,
+            max_segments: 8,
+        };
         let tasks = plan(&spec(20.0, 60, true), config);
-        let segments = tasks.iter().filter(|t| t.kind == TaskKind::VideoSegment).count();
+        let segments = tasks
+            .iter()
+            .filter(|t| t.kind == TaskKind::VideoSegment)
+            .count();
         assert_eq!(segments, 8);
     }
 

@@ -43,7 +43,10 @@ impl RunningCoordinator {
 }
 
 /// Starts a coordinator; it runs until `shutdown` is cancelled.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningCoordinator> {
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningCoordinator> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let (store, etcd_client): (Arc<dyn StateStore>, _) = if config.etcd.is_empty() {
@@ -57,7 +60,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )
     };
     std::fs::create_dir_all(&config.artifacts).map_err(|e| {
-        anyhow::anyhow!("--artifacts {}: cannot create: {e}", config.artifacts.display())
+        anyhow::anyhow!(
+            "--artifacts {}: cannot create: {e}",
+            config.artifacts.display()
+        )
     })?;
     let scheduler = Scheduler::recover(store, config.scheduler(), metrics.clone()).await?;
 
@@ -96,7 +102,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
-    let router = api::router(scheduler.clone(), metrics.clone(), &config.cluster, shutdown.clone()).await;
+    let router = api::router(
+        scheduler.clone(),
+        metrics.clone(),
+        &config.cluster,
+        shutdown.clone(),
+    )
+    .await;
     let grpc_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = TcpListenerStream::new(listener);

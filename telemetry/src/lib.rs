@@ -92,8 +92,15 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
 /// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), human
 /// readable lines, or JSON lines when `json` is set. Safe to call more than once.
 pub fn init_tracing(json: bool) {
+    init_tracing_with_default(json, "info")
+}
+
+/// As [`init_tracing`], with another level when `RUST_LOG` is unset (the CLI uses `warn`
+/// so progress bars stay readable).
+pub fn init_tracing_with_default(json: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

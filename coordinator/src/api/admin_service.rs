@@ -26,7 +26,12 @@ impl v1::admin_service_server::AdminService for AdminApi {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        let workers = self.scheduler.workers().iter().map(convert::worker).collect();
+        let workers = self
+            .scheduler
+            .workers()
+            .iter()
+            .map(convert::worker)
+            .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
 

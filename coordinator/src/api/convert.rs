@@ -66,7 +66,11 @@ pub fn spec(s: &JobSpec) -> v1::JobSpec {
             Priority::High => v1::Priority::High,
         } as i32,
         tenant: s.tenant.clone(),
-        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

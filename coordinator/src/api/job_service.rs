@@ -160,7 +160,9 @@ impl v1::job_service_server::JobService for JobApi {
             tokio::spawn(async move {
                 loop {
                     changes.borrow_and_update();
-                    let Some(view) = scheduler.get_job(&id, true) else { break };
+                    let Some(view) = scheduler.get_job(&id, true) else {
+                        break;
+                    };
                     let terminal = view.state.is_terminal();
                     let msg = v1::WatchJobResponse {
                         job: Some(convert::job(&view)),
@@ -175,7 +177,9 @@ impl v1::job_service_server::JobService for JobApi {
                     }
                 }
             });
-            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as WatchStream))
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as WatchStream
+            ))
         })();
         self.observe("WatchJob", r)
     }

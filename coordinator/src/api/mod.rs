@@ -50,17 +50,27 @@ pub async fn router(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<JobServiceServer<job_service::JobApi>>().await;
-    health.set_serving::<WorkerServiceServer<worker_service::WorkerApi>>().await;
-    health.set_serving::<AdminServiceServer<admin_service::AdminApi>>().await;
+    health
+        .set_serving::<JobServiceServer<job_service::JobApi>>()
+        .await;
+    health
+        .set_serving::<WorkerServiceServer<worker_service::WorkerApi>>()
+        .await;
+    health
+        .set_serving::<AdminServiceServer<admin_service::AdminApi>>()
+        .await;
     {
         // A fenced coordinator reports NOT_SERVING so probes and load balancers drop it.
         let fenced = scheduler.fenced();
         let health = health.clone();
         tokio::spawn(async move {
             fenced.cancelled().await;
-            health.set_not_serving::<JobServiceServer<job_service::JobApi>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health
+                .set_not_serving::<JobServiceServer<job_service::JobApi>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
         });
     }
 
@@ -74,7 +84,8 @@ pub async fn router(
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServiceServer::new(admin_service::AdminApi::new(scheduler, cluster.to_string()));
+    let admin =
+        AdminServiceServer::new(admin_service::AdminApi::new(scheduler, cluster.to_string()));
     Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -71,7 +71,10 @@ fn bounded_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> Res
     match value {
         0 => Ok(default),
         v if (min..=max).contains(&v) => Ok(v),
-        v => Err(FieldError::new(field, format!("must be {min}..={max}, got {v}"))),
+        v => Err(FieldError::new(
+            field,
+            format!("must be {min}..={max}, got {v}"),
+        )),
     }
 }
 
@@ -89,8 +92,15 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
             format!("must be at most {PROMPT_MAX_CHARS} characters, got {chars}"),
         ));
     }
-    if spec.prompt.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(FieldError::new("spec.prompt", "must not contain control characters"));
+    if spec
+        .prompt
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(FieldError::new(
+            "spec.prompt",
+            "must not contain control characters",
+        ));
     }
     let duration_seconds = match spec.duration_seconds {
         d if d == 0.0 => DURATION_DEFAULT_S,
@@ -104,25 +114,39 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
     };
     let fps = bounded_u32("spec.fps", spec.fps, FPS_DEFAULT, 1, FPS_MAX)?;
     let width = bounded_u32("spec.width", spec.width, WIDTH_DEFAULT, SIZE_MIN, WIDTH_MAX)?;
-    let height = bounded_u32("spec.height", spec.height, HEIGHT_DEFAULT, SIZE_MIN, HEIGHT_MAX)?;
+    let height = bounded_u32(
+        "spec.height",
+        spec.height,
+        HEIGHT_DEFAULT,
+        SIZE_MIN,
+        HEIGHT_MAX,
+    )?;
     if width % 2 != 0 {
-        return Err(FieldError::new("spec.width", format!("must be even, got {width}")));
+        return Err(FieldError::new(
+            "spec.width",
+            format!("must be even, got {width}"),
+        ));
     }
     if height % 2 != 0 {
-        return Err(FieldError::new("spec.height", format!("must be even, got {height}")));
+        return Err(FieldError::new(
+            "spec.height",
+            format!("must be even, got {height}"),
+        ));
     }
     let steps = bounded_u32("spec.steps", spec.steps, STEPS_DEFAULT, 1, STEPS_MAX)?;
-    let sampler = match v1::Sampler::try_from(spec.sampler) {
-        Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
-        Ok(v1::Sampler::Euler) => Sampler::Euler,
-        Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
-        Err(_) => {
-            return Err(FieldError::new(
+    let sampler =
+        match v1::Sampler::try_from(spec.sampler) {
+            Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
+            Ok(v1::Sampler::Euler) => Sampler::Euler,
+            Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
+            Err(_) => return Err(FieldError::new(
                 "spec.sampler",
-                format!("must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, got {}", spec.sampler),
-            ))
-        }
-    };
+                format!(
+                    "must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, got {}",
+                    spec.sampler
+                ),
+            )),
+        };
     let priority = match v1::Priority::try_from(spec.priority) {
         Ok(v1::Priority::Unspecified | v1::Priority::Normal) => Priority::Normal,
         Ok(v1::Priority::Low) => Priority::Low,
@@ -130,7 +154,10 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         Err(_) => {
             return Err(FieldError::new(
                 "spec.priority",
-                format!("must be one of PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH, got {}", spec.priority),
+                format!(
+                    "must be one of PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH, got {}",
+                    spec.priority
+                ),
             ))
         }
     };
@@ -160,7 +187,8 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
 pub fn tenant(field: &str, t: &str) -> Result<String> {
     let ok = !t.is_empty()
         && t.len() <= TENANT_MAX_CHARS
-        && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !t.starts_with('-')
         && !t.ends_with('-');
     if ok {
@@ -185,7 +213,10 @@ fn labels(labels: &std::collections::HashMap<String, String>) -> Result<BTreeMap
     if labels.len() > LABELS_MAX {
         return Err(FieldError::new(
             "spec.labels",
-            format!("must have at most {LABELS_MAX} entries, got {}", labels.len()),
+            format!(
+                "must have at most {LABELS_MAX} entries, got {}",
+                labels.len()
+            ),
         ));
     }
     let mut out = BTreeMap::new();
@@ -200,7 +231,9 @@ fn labels(labels: &std::collections::HashMap<String, String>) -> Result<BTreeMap
         if n > LABEL_VALUE_MAX_CHARS || v.chars().any(char::is_control) {
             return Err(FieldError::new(
                 format!("spec.labels[{k:?}]"),
-                format!("value must be at most {LABEL_VALUE_MAX_CHARS} printable characters, got {n}"),
+                format!(
+                    "value must be at most {LABEL_VALUE_MAX_CHARS} printable characters, got {n}"
+                ),
             ));
         }
         out.insert(k.clone(), v.clone());
@@ -213,7 +246,8 @@ fn idempotency_key(k: &str) -> Result<Option<String>> {
         return Ok(None);
     }
     let ok = k.len() <= IDEMPOTENCY_KEY_MAX_CHARS
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
     if ok {
         Ok(Some(k.to_string()))
     } else {
@@ -237,7 +271,10 @@ pub fn submit_batch(req: &v1::SubmitBatchRequest) -> Result<Vec<NewJob>> {
     if req.jobs.is_empty() || req.jobs.len() > BATCH_MAX_JOBS {
         return Err(FieldError::new(
             "jobs",
-            format!("must have 1..={BATCH_MAX_JOBS} entries, got {}", req.jobs.len()),
+            format!(
+                "must have 1..={BATCH_MAX_JOBS} entries, got {}",
+                req.jobs.len()
+            ),
         ));
     }
     req.jobs
@@ -284,7 +321,12 @@ pub fn list_jobs(req: &v1::ListJobsRequest) -> Result<ListQuery> {
         Ok(v1::JobState::Succeeded) => Some(JobState::Succeeded),
         Ok(v1::JobState::Failed) => Some(JobState::Failed),
         Ok(v1::JobState::Cancelled) => Some(JobState::Cancelled),
-        Err(_) => return Err(FieldError::new("state", format!("unknown job state {}", req.state))),
+        Err(_) => {
+            return Err(FieldError::new(
+                "state",
+                format!("unknown job state {}", req.state),
+            ))
+        }
     };
     let label = if req.label.is_empty() {
         None
@@ -296,12 +338,21 @@ pub fn list_jobs(req: &v1::ListJobsRequest) -> Result<ListQuery> {
         if !label_key_ok(k) {
             return Err(FieldError::new(
                 "label",
-                format!("must be \"key\" or \"key=value\" with a key of [a-z0-9_./-], got {:?}", req.label),
+                format!(
+                    "must be \"key\" or \"key=value\" with a key of [a-z0-9_./-], got {:?}",
+                    req.label
+                ),
             ));
         }
         Some((k.to_string(), v))
     };
-    let page_size = bounded_u32("page_size", req.page_size, PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)? as usize;
+    let page_size = bounded_u32(
+        "page_size",
+        req.page_size,
+        PAGE_SIZE_DEFAULT,
+        1,
+        PAGE_SIZE_MAX,
+    )? as usize;
     let after = if req.page_token.is_empty() {
         None
     } else {
@@ -341,22 +392,100 @@ mod tests {
     #[test]
     fn each_bad_field_is_named_with_its_bound() {
         let cases: Vec<(v1::JobSpec, &str, &str)> = vec![
-            (v1::JobSpec { prompt: " ".into(), ..spec() }, "spec.prompt", "must not be empty"),
-            (v1::JobSpec { prompt: "x".repeat(2001), ..spec() }, "spec.prompt", "at most 2000"),
-            (v1::JobSpec { duration_seconds: 0.1, ..spec() }, "spec.duration_seconds", "0.5..=20, got 0.1"),
-            (v1::JobSpec { duration_seconds: f64::NAN, ..spec() }, "spec.duration_seconds", "0.5..=20"),
-            (v1::JobSpec { fps: 61, ..spec() }, "spec.fps", "1..=60, got 61"),
-            (v1::JobSpec { width: 32, ..spec() }, "spec.width", "64..=3840, got 32"),
-            (v1::JobSpec { height: 181, ..spec() }, "spec.height", "must be even"),
-            (v1::JobSpec { steps: 201, ..spec() }, "spec.steps", "1..=200, got 201"),
-            (v1::JobSpec { sampler: 9, ..spec() }, "spec.sampler", "got 9"),
-            (v1::JobSpec { priority: 7, ..spec() }, "spec.priority", "got 7"),
-            (v1::JobSpec { tenant: "Bad Tenant".into(), ..spec() }, "spec.tenant", "[a-z0-9-]"),
+            (
+                v1::JobSpec {
+                    prompt: " ".into(),
+                    ..spec()
+                },
+                "spec.prompt",
+                "must not be empty",
+            ),
+            (
+                v1::JobSpec {
+                    prompt: "x".repeat(2001),
+                    ..spec()
+                },
+                "spec.prompt",
+                "at most 2000",
+            ),
+            (
+                v1::JobSpec {
+                    duration_seconds: 0.1,
+                    ..spec()
+                },
+                "spec.duration_seconds",
+                "0.5..=20, got 0.1",
+            ),
+            (
+                v1::JobSpec {
+                    duration_seconds: f64::NAN,
+                    ..spec()
+                },
+                "spec.duration_seconds",
+                "0.5..=20",
+            ),
+            (
+                v1::JobSpec { fps: 61, ..spec() },
+                "spec.fps",
+                "1..=60, got 61",
+            ),
+            (
+                v1::JobSpec {
+                    width: 32,
+                    ..spec()
+                },
+                "spec.width",
+                "64..=3840, got 32",
+            ),
+            (
+                v1::JobSpec {
+                    height: 181,
+                    ..spec()
+                },
+                "spec.height",
+                "must be even",
+            ),
+            (
+                v1::JobSpec {
+                    steps: 201,
+                    ..spec()
+                },
+                "spec.steps",
+                "1..=200, got 201",
+            ),
+            (
+                v1::JobSpec {
+                    sampler: 9,
+                    ..spec()
+                },
+                "spec.sampler",
+                "got 9",
+            ),
+            (
+                v1::JobSpec {
+                    priority: 7,
+                    ..spec()
+                },
+                "spec.priority",
+                "got 7",
+            ),
+            (
+                v1::JobSpec {
+                    tenant: "Bad Tenant".into(),
+                    ..spec()
+                },
+                "spec.tenant",
+                "[a-z0-9-]",
+            ),
         ];
         for (s, field, problem) in cases {
             let e = job_spec(Some(&s)).expect_err(field);
             assert_eq!(e.field, field, "field named for {s:?}");
-            assert!(e.problem.contains(problem), "{field}: expected {problem:?} in {:?}", e.problem);
+            assert!(
+                e.problem.contains(problem),
+                "{field}: expected {problem:?} in {:?}",
+                e.problem
+            );
         }
     }
 
@@ -370,17 +499,25 @@ mod tests {
         assert_eq!(e.field, "spec.labels");
         let mut s = spec();
         s.labels.insert("Bad Key".into(), "v".into());
-        assert!(job_spec(Some(&s)).expect_err("bad key").field.starts_with("spec.labels["));
+        assert!(job_spec(Some(&s))
+            .expect_err("bad key")
+            .field
+            .starts_with("spec.labels["));
     }
 
     #[test]
     fn batch_is_validated_all_or_nothing_and_names_the_entry() {
-        let good = v1::SubmitJobRequest { spec: Some(spec()), idempotency_key: String::new() };
+        let good = v1::SubmitJobRequest {
+            spec: Some(spec()),
+            idempotency_key: String::new(),
+        };
         let bad = v1::SubmitJobRequest {
             spec: Some(v1::JobSpec { fps: 100, ..spec() }),
             idempotency_key: String::new(),
         };
-        let req = v1::SubmitBatchRequest { jobs: vec![good.clone(), good, bad] };
+        let req = v1::SubmitBatchRequest {
+            jobs: vec![good.clone(), good, bad],
+        };
         let e = submit_batch(&req).expect_err("one bad entry fails the batch");
         assert_eq!(e.field, "jobs[2].spec.fps");
         let e = submit_batch(&v1::SubmitBatchRequest { jobs: vec![] }).expect_err("empty batch");
@@ -389,8 +526,14 @@ mod tests {
 
     #[test]
     fn idempotency_key_and_ids_are_checked() {
-        let req = v1::SubmitJobRequest { spec: Some(spec()), idempotency_key: "has space".into() };
-        assert_eq!(submit_job(&req).expect_err("bad key").field, "idempotency_key");
+        let req = v1::SubmitJobRequest {
+            spec: Some(spec()),
+            idempotency_key: "has space".into(),
+        };
+        assert_eq!(
+            submit_job(&req).expect_err("bad key").field,
+            "idempotency_key"
+        );
         assert!(job_id("id", "0123456789abcdef").is_ok());
         assert_eq!(job_id("id", "nope").expect_err("bad id").field, "id");
     }

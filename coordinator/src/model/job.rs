@@ -22,7 +22,9 @@ pub fn new_job_id(created_ms: u64) -> JobId {
 
 /// True when `s` has the shape of a [`JobId`].
 pub fn is_job_id(s: &str) -> bool {
-    s.len() == JOB_ID_LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == JOB_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Priority class; higher classes are dispatched first.

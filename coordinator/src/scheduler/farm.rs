@@ -453,7 +453,9 @@ impl Farm {
     pub fn worker_views(&self) -> Vec<WorkerView> {
         let mut ids: Vec<&String> = self.workers.keys().collect();
         ids.sort();
-        ids.into_iter().filter_map(|id| self.worker_view(id)).collect()
+        ids.into_iter()
+            .filter_map(|id| self.worker_view(id))
+            .collect()
     }
 
     /// Counts for the cluster status: (workers, ready tasks, running tasks).
@@ -480,8 +482,14 @@ impl Farm {
             .filter(|w| !w.draining)
             .map(|w| w.free)
             .sum();
-        self.metrics.slots.with_label_values(&["total"]).set(i64::from(slots));
-        self.metrics.slots.with_label_values(&["free"]).set(i64::from(free));
+        self.metrics
+            .slots
+            .with_label_values(&["total"])
+            .set(i64::from(slots));
+        self.metrics
+            .slots
+            .with_label_values(&["free"])
+            .set(i64::from(free));
     }
 
     // ----- dispatch ---------------------------------------------------------------------
@@ -493,7 +501,9 @@ impl Farm {
         while let Some(worker_id) = self.idle.pop_front() {
             let (jobs, metrics) = (&mut self.jobs, &self.metrics);
             let Some(item) = self.ready.pop(|i| {
-                let Some(j) = jobs.get_mut(&i.job_id) else { return false };
+                let Some(j) = jobs.get_mut(&i.job_id) else {
+                    return false;
+                };
                 let pending = j.pending.is_some();
                 let t = &mut j.tasks[i.task_index as usize];
                 if !t.queued {
@@ -573,9 +583,14 @@ impl Farm {
                 inputs,
             };
             job.touch();
-            worker.running.insert((item.job_id.clone(), item.task_index));
+            worker
+                .running
+                .insert((item.job_id.clone(), item.task_index));
             worker.free -= 1;
-            batches.entry(worker_id.clone()).or_default().push(assignment);
+            batches
+                .entry(worker_id.clone())
+                .or_default()
+                .push(assignment);
             if worker.free > 0 && !worker.draining {
                 self.idle.push_back(worker_id);
             } else {
@@ -726,7 +741,10 @@ impl Farm {
         task.worker = None;
         task.progress = 0.0;
         task.error = Some(format!("{reason}: {error}"));
-        self.metrics.tasks_retried.with_label_values(&[reason]).inc();
+        self.metrics
+            .tasks_retried
+            .with_label_values(&[reason])
+            .inc();
         if task.failures >= max_attempts {
             task.state = TaskState::Failed;
             let message = format!(
@@ -766,19 +784,31 @@ impl Farm {
         match (after, result) {
             (AfterCommit::TaskDone { completion }, Ok(())) => self.apply_done(completion),
             (AfterCommit::TaskDone { completion }, Err(e)) => {
-                let Some(job) = self.jobs.get_mut(&completion.job_id) else { return };
+                let Some(job) = self.jobs.get_mut(&completion.job_id) else {
+                    return;
+                };
                 if job.pending == Some(Pending::Finishing) {
                     job.pending = None;
                 }
                 let task = &mut job.tasks[completion.task_index as usize];
                 task.committing = false;
                 // The attempt's output is orphaned; the task runs again under a new attempt.
-                let _ = self.requeue(&completion.job_id, completion.task_index, "commit_failed", &e);
+                let _ = self.requeue(
+                    &completion.job_id,
+                    completion.task_index,
+                    "commit_failed",
+                    &e,
+                );
                 self.requeue_ready_tasks(&completion.job_id);
             }
-            (AfterCommit::JobTerminal { job_id, state, error }, Ok(())) => {
-                self.apply_terminal(&job_id, state, error)
-            }
+            (
+                AfterCommit::JobTerminal {
+                    job_id,
+                    state,
+                    error,
+                },
+                Ok(()),
+            ) => self.apply_terminal(&job_id, state, error),
             (AfterCommit::JobTerminal { job_id, .. }, Err(_)) => {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.pending = None;
@@ -790,7 +820,9 @@ impl Farm {
 
     /// Re-queues a job's READY tasks (after a pending terminal write was abandoned).
     fn requeue_ready_tasks(&mut self, job_id: &str) {
-        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
         if job.pending.is_some() || job.record.state.is_terminal() {
             return;
         }
@@ -802,7 +834,9 @@ impl Farm {
     }
 
     fn apply_done(&mut self, completion: TaskCompletion) {
-        let Some(job) = self.jobs.get_mut(&completion.job_id) else { return };
+        let Some(job) = self.jobs.get_mut(&completion.job_id) else {
+            return;
+        };
         let index = completion.task_index as usize;
         let kind = job.record.tasks[index].kind;
         {
@@ -851,7 +885,9 @@ impl Farm {
     }
 
     fn apply_terminal(&mut self, job_id: &str, state: JobState, error: Option<String>) {
-        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
         if job.record.state.is_terminal() {
             return;
         }
@@ -913,7 +949,6 @@ impl Farm {
             }
         }
     }
-
 }
 
 /// Puts a READY task in the ready queue unless it already has a live entry there.

@@ -25,10 +25,10 @@ use crate::metrics::Metrics;
 use crate::model::{job::new_job_id, now_ms, AttemptToken, JobRecord, JobSpec, JobState, Output};
 use crate::planner::{self, PlannerConfig};
 use crate::state::{CreateOutcome, StateStore, StoreError};
+use farm::Farm;
 pub use farm::{
     Assignment, CancelRefusal, Commit, FarmConfig, Rejection, TaskInput, ToWorker, WorkerInfo,
 };
-use farm::Farm;
 pub use view::{JobView, TaskRunView, WorkerView};
 
 /// How long a submission that lost an idempotency race waits for the winner to appear.
@@ -120,7 +120,13 @@ impl Scheduler {
             farm.insert_job(job.clone(), &done);
         }
         metrics.leader.set(1);
-        tracing::info!(term, jobs, unfinished, backend = store.backend(), "state recovered");
+        tracing::info!(
+            term,
+            jobs,
+            unfinished,
+            backend = store.backend(),
+            "state recovered"
+        );
         Ok(Arc::new(Self {
             farm: Mutex::new(farm),
             store,
@@ -200,7 +206,10 @@ impl Scheduler {
             *slot = Some(view);
         }
         self.lock().dispatch();
-        Ok(results.into_iter().map(|r| r.expect("filled above")).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("filled above"))
+            .collect())
     }
 
     async fn create_one(&self, term: u64, job: &NewJob) -> Result<JobView, SubmitError> {

@@ -48,11 +48,17 @@ fn done(job_id: &str, index: u32, term: u64) -> Write {
 pub async fn run_contract(store: &dyn StateStore) {
     let t1 = store.begin_term().await.expect("begin term");
     assert_eq!(
-        store.create_job(t1, &job("0000000000000001", Some("k"))).await.expect("create"),
+        store
+            .create_job(t1, &job("0000000000000001", Some("k")))
+            .await
+            .expect("create"),
         CreateOutcome::Created
     );
     assert_eq!(
-        store.create_job(t1, &job("0000000000000002", Some("k"))).await.expect("create again"),
+        store
+            .create_job(t1, &job("0000000000000002", Some("k")))
+            .await
+            .expect("create again"),
         CreateOutcome::Existing("0000000000000001".into()),
         "a reused idempotency key returns the first job"
     );
@@ -63,9 +69,15 @@ pub async fn run_contract(store: &dyn StateStore) {
         ),
         "an id collision is refused"
     );
-    store.commit(t1, vec![done("0000000000000001", 0, t1)]).await.expect("commit");
+    store
+        .commit(t1, vec![done("0000000000000001", 0, t1)])
+        .await
+        .expect("commit");
     assert!(
-        store.commit(t1, vec![done("0000000000000001", 0, t1)]).await.is_err(),
+        store
+            .commit(t1, vec![done("0000000000000001", 0, t1)])
+            .await
+            .is_err(),
         "a second result for the same task is refused"
     );
 
@@ -73,7 +85,9 @@ pub async fn run_contract(store: &dyn StateStore) {
     assert!(t2 > t1, "terms increase");
     assert!(
         matches!(
-            store.commit(t1, vec![done("0000000000000001", 1, t1)]).await,
+            store
+                .commit(t1, vec![done("0000000000000001", 1, t1)])
+                .await,
             Err(StoreError::Fenced { .. })
         ),
         "a write with an old term is fenced"
@@ -88,14 +102,24 @@ pub async fn run_contract(store: &dyn StateStore) {
     let mut finished = job("0000000000000001", Some("k"));
     finished.state = JobState::Succeeded;
     store
-        .commit(t2, vec![done("0000000000000001", 1, t2), Write::Job(Box::new(finished))])
+        .commit(
+            t2,
+            vec![
+                done("0000000000000001", 1, t2),
+                Write::Job(Box::new(finished)),
+            ],
+        )
         .await
         .expect("commit in the new term");
 
     let snapshot = store.load().await.expect("load");
     assert_eq!(snapshot.jobs.len(), 1, "only the created job is stored");
     assert_eq!(snapshot.jobs[0].state, JobState::Succeeded);
-    assert_eq!(snapshot.completions.len(), 2, "both committed results are stored");
+    assert_eq!(
+        snapshot.completions.len(),
+        2,
+        "both committed results are stored"
+    );
 }
 
 #[cfg(test)]

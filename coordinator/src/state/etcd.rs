@@ -18,7 +18,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -77,10 +79,13 @@ pub async fn connect(endpoints: &[String]) -> StoreResult<Client> {
     let options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(10), REQUEST_TIMEOUT);
-    tokio::time::timeout(REQUEST_TIMEOUT * 2, Client::connect(endpoints, Some(options)))
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("connecting to etcd at {endpoints:?} timed out")))?
-        .map_err(unavailable)
+    tokio::time::timeout(
+        REQUEST_TIMEOUT * 2,
+        Client::connect(endpoints, Some(options)),
+    )
+    .await
+    .map_err(|_| StoreError::Unavailable(format!("connecting to etcd at {endpoints:?} timed out")))?
+    .map_err(unavailable)
 }
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
@@ -146,12 +151,14 @@ async fn current_term(client: &Client, keys: &Keys) -> StoreResult<u64> {
     let resp = timed(client.kv_client().get(keys.term(), None)).await?;
     match resp.kvs().first() {
         None => Ok(0),
-        Some(kv) => String::from_utf8_lossy(kv.value())
-            .parse()
-            .map_err(|e: std::num::ParseIntError| StoreError::Corrupt {
-                key: keys.term(),
-                reason: e.to_string(),
-            }),
+        Some(kv) => {
+            String::from_utf8_lossy(kv.value())
+                .parse()
+                .map_err(|e: std::num::ParseIntError| StoreError::Corrupt {
+                    key: keys.term(),
+                    reason: e.to_string(),
+                })
+        }
     }
 }
 
@@ -169,21 +176,26 @@ impl StateStore for EtcdStore {
         loop {
             let resp = timed(self.client.kv_client().get(self.keys.term(), None)).await?;
             let (current, guard) = match resp.kvs().first() {
-                None => (0, Compare::create_revision(self.keys.term(), CompareOp::Equal, 0)),
+                None => (
+                    0,
+                    Compare::create_revision(self.keys.term(), CompareOp::Equal, 0),
+                ),
                 Some(kv) => (
-                    String::from_utf8_lossy(kv.value()).parse::<u64>().map_err(|e| {
-                        StoreError::Corrupt {
+                    String::from_utf8_lossy(kv.value())
+                        .parse::<u64>()
+                        .map_err(|e| StoreError::Corrupt {
                             key: self.keys.term(),
                             reason: e.to_string(),
-                        }
-                    })?,
+                        })?,
                     Compare::mod_revision(self.keys.term(), CompareOp::Equal, kv.mod_revision()),
                 ),
             };
             let next = current + 1;
-            let txn = Txn::new()
-                .when([guard])
-                .and_then([TxnOp::put(self.keys.term(), next.to_string(), None)]);
+            let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+                self.keys.term(),
+                next.to_string(),
+                None,
+            )]);
             if timed(self.client.kv_client().txn(txn)).await?.succeeded() {
                 return Ok(next);
             }
@@ -193,12 +205,21 @@ impl StateStore for EtcdStore {
 
     async fn load(&self) -> StoreResult<Snapshot> {
         let mut kv = self.client.kv_client();
-        let jobs = timed(kv.get(self.keys.jobs_prefix(), Some(GetOptions::new().with_prefix()))).await?;
-        let results =
-            timed(kv.get(self.keys.results_prefix(), Some(GetOptions::new().with_prefix()))).await?;
+        let jobs = timed(kv.get(
+            self.keys.jobs_prefix(),
+            Some(GetOptions::new().with_prefix()),
+        ))
+        .await?;
+        let results = timed(kv.get(
+            self.keys.results_prefix(),
+            Some(GetOptions::new().with_prefix()),
+        ))
+        .await?;
         let mut snapshot = Snapshot::default();
         for kv in jobs.kvs() {
-            snapshot.jobs.push(decode::<JobRecord>(kv.key(), kv.value())?);
+            snapshot
+                .jobs
+                .push(decode::<JobRecord>(kv.key(), kv.value())?);
         }
         for kv in results.kvs() {
             snapshot
@@ -215,12 +236,16 @@ impl StateStore for EtcdStore {
             Compare::create_revision(job_key.clone(), CompareOp::Equal, 0),
         ];
         let mut puts = vec![TxnOp::put(job_key.clone(), encode(job), None)];
-        let idem_key = idempotency_scope(job).map(|(tenant, key)| self.keys.idempotency(&tenant, &key));
+        let idem_key =
+            idempotency_scope(job).map(|(tenant, key)| self.keys.idempotency(&tenant, &key));
         if let Some(k) = &idem_key {
             compares.push(Compare::create_revision(k.clone(), CompareOp::Equal, 0));
             puts.push(TxnOp::put(k.clone(), job.id.clone(), None));
         }
-        let mut on_failure = vec![TxnOp::get(self.keys.term(), None), TxnOp::get(job_key, None)];
+        let mut on_failure = vec![
+            TxnOp::get(self.keys.term(), None),
+            TxnOp::get(job_key, None),
+        ];
         if let Some(k) = &idem_key {
             on_failure.push(TxnOp::get(k.clone(), None));
         }
@@ -247,7 +272,9 @@ impl StateStore for EtcdStore {
             return Err(StoreError::Fenced { ours: term });
         }
         if let Some(Some(existing)) = reads.get(2) {
-            return Ok(CreateOutcome::Existing(String::from_utf8_lossy(existing).into_owned()));
+            return Ok(CreateOutcome::Existing(
+                String::from_utf8_lossy(existing).into_owned(),
+            ));
         }
         Err(StoreError::JobExists(job.id.clone()))
     }
@@ -293,7 +320,10 @@ async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceive
             continue;
         }
         let term = batch[0].term;
-        let all: Vec<Write> = batch.iter().flat_map(|r| r.writes.iter().cloned()).collect();
+        let all: Vec<Write> = batch
+            .iter()
+            .flat_map(|r| r.writes.iter().cloned())
+            .collect();
         match commit_once(&client, &keys, term, &all).await {
             Ok(()) => {
                 for req in batch {

@@ -87,7 +87,10 @@ impl StateStore for MemoryStore {
         check_term(&inner, term)?;
         for w in &writes {
             if let Write::TaskDone(c) = w {
-                if inner.completions.contains_key(&(c.job_id.clone(), c.task_index)) {
+                if inner
+                    .completions
+                    .contains_key(&(c.job_id.clone(), c.task_index))
+                {
                     return Err(StoreError::Unavailable(format!(
                         "task {}/{} already has a committed result",
                         c.job_id, c.task_index
@@ -98,7 +101,9 @@ impl StateStore for MemoryStore {
         for w in writes {
             match w {
                 Write::TaskDone(c) => {
-                    inner.completions.insert((c.job_id.clone(), c.task_index), c);
+                    inner
+                        .completions
+                        .insert((c.job_id.clone(), c.task_index), c);
                 }
                 Write::Job(job) => {
                     inner.jobs.insert(job.id.clone(), *job);

@@ -1,0 +1,300 @@
+//! `reelfarm bench sched`: the scheduler alone. A coordinator runs in this process (memory
+//! or etcd state); simulated workers connect over the real gRPC stream and answer every
+//! assignment at once (or after `--task-ms`) with a fake output — no rendering. Jobs are
+//! submitted before the workers connect, so the measured time is pure scheduling:
+//! dispatch, result handling, durable commits and dependency release.
+//!
+//! Reported per run: tasks per second (all tasks / time from the first worker connecting
+//! to the last job succeeding), and the dispatch latency seen by the workers: the time from
+//! a worker sending a result (freeing a slot) to receiving its next assignment, while work
+//! is waiting — the scheduler's reaction time under load.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reelfarm_proto::v1::{self, worker_service_client::WorkerServiceClient};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::local_etcd::LocalEtcd;
+
+pub struct SchedArgs {
+    pub workers: Vec<u32>,
+    pub total_slots: u32,
+    pub tasks: u32,
+    pub backends: Vec<String>,
+    pub etcd: Option<String>,
+    pub task_ms: u64,
+}
+
+/// Tasks per bench job: 1 plan + 64 segments + audio + assemble (20 s at 60 fps, 12-frame
+/// segments capped at 64) — the largest plan the coordinator makes with default flags.
+const TASKS_PER_JOB: u32 = 67;
+/// Jobs per SubmitBatch while loading the queue.
+const SUBMIT_BATCH: usize = 100;
+/// A run that has not finished by then is reported as timed out.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    let mut local_etcd = None;
+    for backend in &args.backends {
+        let etcd = match backend.as_str() {
+            "memory" => None,
+            "etcd" => match &args.etcd {
+                Some(e) => Some(e.clone()),
+                None if crate::local_etcd::available() => {
+                    let e = LocalEtcd::start()?;
+                    let endpoint = e.endpoint.clone();
+                    local_etcd = Some(e);
+                    Some(endpoint)
+                }
+                None => {
+                    results.push(serde_json::json!({"backend": "etcd",
+                        "skipped": "no --etcd given and no etcd binary on PATH"}));
+                    continue;
+                }
+            },
+            other => anyhow::bail!("--backend must be memory or etcd, got {other:?}"),
+        };
+        for &workers in &args.workers {
+            let r = run_one(&args, backend, etcd.clone(), workers).await?;
+            eprintln!("{r}");
+            results.push(r);
+        }
+    }
+    drop(local_etcd);
+    let report = serde_json::json!({
+        "bench": "sched",
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "machine": super::machine(),
+        "task_ms": args.task_ms,
+        "results": results,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[derive(Default)]
+struct Samples {
+    latencies_s: Vec<f64>,
+    tasks: u64,
+}
+
+async fn run_one(
+    args: &SchedArgs,
+    backend: &str,
+    etcd: Option<String>,
+    workers: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let shutdown = CancellationToken::new();
+    let artifacts = tempfile::tempdir()?;
+    let loopback = "127.0.0.1:0".parse().expect("static address");
+    let cluster = format!("bench-{}", rand_suffix());
+    let coordinator = reelfarm_coordinator::start(
+        reelfarm_coordinator::Config {
+            listen: loopback,
+            http_listen: loopback,
+            etcd: etcd.into_iter().collect(),
+            cluster,
+            artifacts: artifacts.path().to_path_buf(),
+            max_queued_jobs: 1_000_000,
+            max_attempts: 3,
+            segment_frames: 12,
+            max_segments: 64,
+            log_json: false,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let address = format!("http://{}", coordinator.grpc_addr);
+
+    // Load the queue.
+    let jobs = args.tasks.div_ceil(TASKS_PER_JOB) as usize;
+    let mut client = crate::client::jobs(std::slice::from_ref(&address)).await?;
+    let spec = v1::JobSpec {
+        prompt: "bench".into(),
+        duration_seconds: 20.0,
+        fps: 60,
+        ..Default::default()
+    };
+    let mut job_ids = Vec::with_capacity(jobs);
+    let mut left = jobs;
+    while left > 0 {
+        let n = left.min(SUBMIT_BATCH);
+        let req = v1::SubmitBatchRequest {
+            jobs: (0..n)
+                .map(|_| v1::SubmitJobRequest {
+                    spec: Some(spec.clone()),
+                    idempotency_key: String::new(),
+                })
+                .collect(),
+        };
+        let resp = client.submit_batch(req).await?.into_inner();
+        job_ids.extend(resp.jobs.into_iter().map(|j| j.id));
+        left -= n;
+    }
+    let total_tasks = coordinator
+        .scheduler
+        .list_jobs(|_| true, None, usize::MAX, false)
+        .0
+        .iter()
+        .map(|j| u64::from(j.total_tasks))
+        .sum::<u64>();
+
+    // Release the workers.
+    let slots = (args.total_slots / workers).max(1);
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..workers {
+        handles.push(tokio::spawn(sim_worker(
+            address.clone(),
+            format!("sim-{i}"),
+            slots,
+            Duration::from_millis(args.task_ms),
+            samples.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let deadline = started + RUN_TIMEOUT;
+    let mut timed_out = false;
+    loop {
+        let counts = coordinator.scheduler.counts();
+        if counts.jobs_active == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let succeeded = job_ids
+        .iter()
+        .filter(|id| {
+            coordinator
+                .scheduler
+                .get_job(id, false)
+                .is_some_and(|j| j.state == reelfarm_coordinator::model::JobState::Succeeded)
+        })
+        .count();
+    shutdown.cancel();
+    for h in handles {
+        let _ = h.await;
+    }
+    coordinator.stop().await;
+
+    let mut s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    s.latencies_s.sort_by(f64::total_cmp);
+    let ms = |p| super::percentile(&s.latencies_s, p) * 1000.0;
+    Ok(serde_json::json!({
+        "backend": backend,
+        "workers": workers,
+        "slots_per_worker": slots,
+        "jobs": jobs,
+        "jobs_succeeded": succeeded,
+        "tasks": total_tasks,
+        "tasks_answered_by_workers": s.tasks,
+        "seconds": seconds,
+        "tasks_per_second": total_tasks as f64 / seconds,
+        "dispatch_latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0),
+                                "samples": s.latencies_s.len()},
+        "timed_out": timed_out,
+    }))
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{:08x}",
+        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
+    )
+}
+
+/// A worker that answers every assignment with success, without rendering.
+async fn sim_worker(
+    address: String,
+    id: String,
+    slots: u32,
+    task_time: Duration,
+    samples: Arc<Mutex<Samples>>,
+    shutdown: CancellationToken,
+) {
+    let Ok(mut client) = WorkerServiceClient::connect(address).await else {
+        return;
+    };
+    let (out, out_rx) = mpsc::channel(8192);
+    let register = v1::WorkerMessage {
+        body: Some(v1::worker_message::Body::Register(v1::RegisterWorker {
+            worker_id: id.clone(),
+            engine: "sim".into(),
+            slots,
+            ..Default::default()
+        })),
+    };
+    if out.send(register).await.is_err() {
+        return;
+    }
+    let Ok(resp) = client.session(ReceiverStream::new(out_rx)).await else {
+        return;
+    };
+    let mut inbound = resp.into_inner();
+    // When each slot was freed (a result sent); the next assignment closes the oldest.
+    let freed: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    let mut local = Samples::default();
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m,
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(Some(msg)) = msg else { break };
+        let Some(v1::coordinator_message::Body::Assignments(a)) = msg.body else {
+            continue;
+        };
+        let now = Instant::now();
+        for assignment in a.items {
+            if let Some(t) = freed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+                local.latencies_s.push(now.duration_since(t).as_secs_f64());
+            }
+            local.tasks += 1;
+            let token = assignment.token.clone();
+            let result = v1::WorkerMessage {
+                body: Some(v1::worker_message::Body::Result(v1::TaskResult {
+                    token: token.clone(),
+                    ok: true,
+                    outputs: vec![v1::Output {
+                        kind: "sim".into(),
+                        uri: format!("sim://{}", token.map(|t| t.task_id).unwrap_or_default()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+            };
+            if task_time.is_zero() {
+                freed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(Instant::now());
+                if out.send(result).await.is_err() {
+                    break;
+                }
+            } else {
+                let (out, freed) = (out.clone(), freed.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(task_time).await;
+                    freed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back(Instant::now());
+                    let _ = out.send(result).await;
+                });
+            }
+        }
+    }
+    let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+    s.latencies_s.extend(local.latencies_s);
+    s.tasks += local.tasks;
+}

@@ -1,0 +1,50 @@
+//! `reelfarm workers` and `reelfarm drain ID`.
+
+use anyhow::Context as _;
+use reelfarm_proto::v1;
+
+use crate::output::Format;
+
+fn print(w: &v1::WorkerInfo, format: Format) {
+    let state = v1::WorkerState::try_from(w.state)
+        .map(|s| s.as_str_name().trim_start_matches("WORKER_STATE_"))
+        .unwrap_or("?");
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
+                "slots": w.slots, "running": w.running, "tasks_done": w.tasks_done,
+                "hostname": w.hostname, "metrics_address": w.metrics_address})
+        ),
+        Format::Text => println!(
+            "{:<32} {:<9} {:<5} slots {:>3}  running {:>3}  done {:>6}  {}",
+            w.id, state, w.engine, w.slots, w.running, w.tasks_done, w.metrics_address
+        ),
+    }
+}
+
+pub async fn list(coordinators: &[String], format: Format) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(coordinators).await?;
+    let resp = client
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .context("ListWorkers")?
+        .into_inner();
+    for w in &resp.workers {
+        print(w, format);
+    }
+    Ok(())
+}
+
+pub async fn drain(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(coordinators).await?;
+    let resp = client
+        .drain_worker(v1::DrainWorkerRequest { id: id.to_string() })
+        .await
+        .context("DrainWorker")?
+        .into_inner();
+    if let Some(w) = resp.worker {
+        print(&w, format);
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! A throwaway etcd server on free loopback ports, for benchmarks and end-to-end tests:
+//! started from the `etcd` binary on PATH (Debian's etcd-server), with its data in a
+//! temporary directory, killed and removed when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long etcd may take to answer its health endpoint (it takes well under a second).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running etcd; killed on drop.
+pub struct LocalEtcd {
+    child: Option<Child>,
+    /// Client URL, e.g. `http://127.0.0.1:23790`.
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// True when an `etcd` binary is on PATH.
+pub fn available() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+impl LocalEtcd {
+    /// Starts etcd and waits until it is healthy.
+    pub fn start() -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut etcd = Self {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            log_path: data_dir.path().join("etcd.log"),
+            data_dir,
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name=reelfarm-test")
+            .arg(format!(
+                "--data-dir={}",
+                self.data_dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=reelfarm-test={peer}"))
+            .arg("--log-level=warn")
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("starting etcd (is Debian's etcd-server installed?): {e}")
+            })?;
+        self.child = Some(child);
+        self.wait_healthy()
+    }
+
+    fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    anyhow::bail!("etcd exited with {status}; log: {}", self.log());
+                }
+            }
+            if health_ok(&addr) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!(
+            "etcd not healthy after {STARTUP_TIMEOUT:?}; log: {}",
+            self.log()
+        )
+    }
+
+    /// Kills etcd (SIGKILL) and starts it again on the same ports and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Kills etcd (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// etcd's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// GET /health over plain HTTP/1.0 (no HTTP client dependency needed for one request).
+fn health_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("loopback address"),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}

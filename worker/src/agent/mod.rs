@@ -1,0 +1,152 @@
+//! The worker agent: everything between the coordinator and the pipeline.
+//!
+//! - [`lease`]: the etcd registration and its lease, kept alive in the background.
+//! - [`session`]: the bidirectional stream to the coordinator (register, assignments,
+//!   progress, results), reconnecting with backoff.
+//! - [`executor`]: decodes an assignment and runs its pipeline stage on a blocking thread,
+//!   reading inputs from and writing outputs to the artifact store.
+//!
+//! [`start`] wires them up under one shutdown token.
+
+pub mod executor;
+pub mod lease;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use reelfarm_proto::v1;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::artifacts::ArtifactStore;
+use crate::config::{Config, EngineChoice};
+use crate::engine::{cpu::CpuEngine, Engine};
+use crate::metrics::Metrics;
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    pub id: String,
+    pub http_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    /// Stops the worker (deregistering from etcd) and waits for its tasks.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Picks the engine for `choice`, logging why.
+pub fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engine>> {
+    match choice {
+        EngineChoice::Cpu => {
+            tracing::info!(engine = "cpu", "engine chosen by --engine cpu");
+            Ok(Arc::new(CpuEngine::default()))
+        }
+        EngineChoice::Auto => {
+            tracing::info!(
+                engine = "cpu",
+                "engine auto: the CUDA engine is not built into this version; using cpu"
+            );
+            Ok(Arc::new(CpuEngine::default()))
+        }
+        EngineChoice::Cuda => anyhow::bail!(
+            "--engine cuda: the CUDA engine is not built into this version (see README, Status)"
+        ),
+    }
+}
+
+/// Starts a worker; it runs until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let id = config.worker_id();
+    let engine = choose_engine(config.engine)?;
+    let metrics = Arc::new(Metrics::new(engine.name()));
+    metrics
+        .slots
+        .with_label_values(&["total"])
+        .set(i64::from(config.slots));
+    let store = ArtifactStore::open(&config.artifacts)
+        .map_err(|e| anyhow::anyhow!("--artifacts {}: {e}", config.artifacts.display()))?;
+    let health = reelfarm_telemetry::Health::healthy();
+    let (http_addr, http_task) = reelfarm_telemetry::serve_http(
+        config.http_listen,
+        metrics.registry.clone(),
+        health,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", config.http_listen))?;
+    let mut tasks = vec![http_task];
+
+    let register = v1::RegisterWorker {
+        worker_id: id.clone(),
+        engine: engine.name().to_string(),
+        gpu_model: String::new(),
+        gpu_memory_bytes: 0,
+        free_memory_bytes: 0,
+        slots: config.slots,
+        hostname: crate::config::hostname(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        metrics_address: http_addr.to_string(),
+    };
+    if !config.etcd.is_empty() {
+        let client = etcd_client::Client::connect(&config.etcd, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("--etcd {:?}: {e}", config.etcd))?;
+        let reg = lease::Registration {
+            key: format!("/reelfarm/{}/workers/{id}", config.cluster),
+            value: serde_json::to_vec(&serde_json::json!({
+                "id": id,
+                "engine": engine.name(),
+                "slots": config.slots,
+                "hostname": register.hostname,
+                "metrics_address": register.metrics_address,
+            }))
+            .expect("plain JSON"),
+            ttl_seconds: config.lease_ttl,
+        };
+        let lease_id = lease::register(&client, &reg)
+            .await
+            .map_err(|e| anyhow::anyhow!("registering in etcd: {e}"))?;
+        tracing::info!(key = %reg.key, lease = lease_id, ttl = config.lease_ttl, "registered in etcd");
+        tasks.push(tokio::spawn(lease::keep_alive(
+            client,
+            reg,
+            lease_id,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+
+    let executor = Arc::new(executor::Executor {
+        store,
+        engine,
+        farm_secret: config.farm_secret(),
+        metrics: metrics.clone(),
+    });
+    tasks.push(tokio::spawn(session::run(
+        session::SessionConfig {
+            coordinators: config.coordinator.clone(),
+            register,
+            slots: config.slots,
+        },
+        executor,
+        shutdown.clone(),
+    )));
+    tracing::info!(worker_id = %id, %http_addr, slots = config.slots, "worker started");
+    Ok(RunningWorker {
+        id,
+        http_addr,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}

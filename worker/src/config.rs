@@ -1,0 +1,142 @@
+//! The worker's configuration: flags, each also read from a `REELFARM_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Which engine runs the pipeline's math.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineChoice {
+    /// CUDA when a driver is present, else CPU (the reason is logged).
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// reelfarm worker: registers with the coordinator (and in etcd with a lease), runs the
+/// tasks it is assigned, and writes their outputs to the artifact store.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "reelfarm-worker", version)]
+pub struct Config {
+    /// Coordinator gRPC address(es), comma-separated; the first that answers is used.
+    #[arg(
+        long,
+        env = "REELFARM_COORDINATOR",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinator: Vec<String>,
+
+    /// etcd endpoints, comma-separated. With it, the worker registers under
+    /// /reelfarm/<cluster>/workers/<id> with a lease kept alive in the background.
+    #[arg(long, env = "REELFARM_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// Cluster name (etcd key prefix /reelfarm/<cluster>/).
+    #[arg(long, env = "REELFARM_CLUSTER", default_value = "default")]
+    pub cluster: String,
+
+    /// Worker id, 1..=63 characters of [A-Za-z0-9._-]; default: <hostname>-<random>.
+    #[arg(long, env = "REELFARM_WORKER_ID")]
+    pub id: Option<String>,
+
+    /// Engine: auto (cuda if a driver is present, else cpu), cpu or cuda.
+    #[arg(long, env = "REELFARM_ENGINE", value_enum, default_value = "auto")]
+    pub engine: EngineChoice,
+
+    /// Tasks run at once.
+    #[arg(long, env = "REELFARM_SLOTS", default_value_t = 1)]
+    pub slots: u32,
+
+    /// Artifact store root shared with the coordinator and the other workers.
+    #[arg(long, env = "REELFARM_ARTIFACTS", default_value = "./artifacts")]
+    pub artifacts: PathBuf,
+
+    /// HTTP address for /metrics (Prometheus) and /healthz.
+    #[arg(long, env = "REELFARM_HTTP_LISTEN", default_value = "127.0.0.1:9465")]
+    pub http_listen: SocketAddr,
+
+    /// etcd lease TTL in seconds: a worker that stops renewing is considered gone after it.
+    #[arg(long, env = "REELFARM_LEASE_TTL", default_value_t = 10)]
+    pub lease_ttl: i64,
+
+    /// Secret that keys the watermark and signs the provenance manifest; the same on every
+    /// worker and the coordinator. Default: a fixed development secret (a warning is logged).
+    #[arg(long, env = "REELFARM_FARM_SECRET", hide_env_values = true)]
+    pub farm_secret: Option<String>,
+
+    /// Log JSON lines instead of human-readable text (level from RUST_LOG).
+    #[arg(long, env = "REELFARM_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// The farm secret used when none is configured: fine for a demo, not for production.
+pub const DEV_FARM_SECRET: &str = "reelfarm-development-secret";
+
+impl Config {
+    /// Checks values clap cannot; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.slots == 0 || self.slots > 4096 {
+            return Err(format!("--slots must be 1..=4096, got {}", self.slots));
+        }
+        if !(2..=3600).contains(&self.lease_ttl) {
+            return Err(format!(
+                "--lease-ttl must be 2..=3600 seconds, got {}",
+                self.lease_ttl
+            ));
+        }
+        if self.coordinator.is_empty() {
+            return Err("--coordinator needs at least one address".into());
+        }
+        if let Some(id) = &self.id {
+            let ok = !id.is_empty()
+                && id.len() <= 63
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !ok {
+                return Err(format!(
+                    "--id must be 1..=63 characters of [A-Za-z0-9._-], got {id:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker id: configured, or `<hostname>-<6 hex>`.
+    pub fn worker_id(&self) -> String {
+        self.id.clone().unwrap_or_else(|| {
+            let host: String = hostname()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(48)
+                .collect();
+            format!(
+                "{}-{:06x}",
+                if host.is_empty() { "worker" } else { &host },
+                rand::random::<u32>() & 0xff_ffff
+            )
+        })
+    }
+
+    pub fn farm_secret(&self) -> Vec<u8> {
+        match &self.farm_secret {
+            Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
+            _ => {
+                tracing::warn!("no --farm-secret: using the development secret; set REELFARM_FARM_SECRET in production");
+                DEV_FARM_SECRET.as_bytes().to_vec()
+            }
+        }
+    }
+}
+
+/// This machine's host name (from /etc/hostname or $HOSTNAME), or "" when unknown.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

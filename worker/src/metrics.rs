@@ -1,0 +1,115 @@
+//! The worker's Prometheus metrics, served on `/metrics` (see `reelfarm_telemetry`).
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Every metric of the worker, registered in [`Metrics::registry`].
+pub struct Metrics {
+    pub registry: Registry,
+    pub tasks: IntCounterVec,
+    pub task_duration: HistogramVec,
+    pub frames: IntCounter,
+    pub audio_seconds: prometheus::Counter,
+    pub diffusion_steps: IntCounterVec,
+    pub step_duration: HistogramVec,
+    pub slots: IntGaugeVec,
+    pub connected: IntGauge,
+    pub stale_cancels: IntCounter,
+    pub lease_renewal_failures: IntCounter,
+    pub artifact_bytes: IntCounter,
+    pub session_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(engine: &str) -> Self {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definitions are static and valid");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("each metric is registered once");
+                m
+            }};
+        }
+        let m = Self {
+            tasks: reg!(IntCounterVec::new(
+                Opts::new(
+                    "reelfarm_worker_tasks_total",
+                    "Task attempts finished, by kind and outcome (ok, error, cancelled)."
+                ),
+                &["kind", "outcome"]
+            )),
+            task_duration: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "reelfarm_worker_task_duration_seconds",
+                    "Wall time of a task attempt, by kind."
+                )
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0
+                ]),
+                &["kind"]
+            )),
+            frames: reg!(IntCounter::new(
+                "reelfarm_worker_frames_generated_total",
+                "Video frames generated."
+            )),
+            audio_seconds: reg!(prometheus::Counter::new(
+                "reelfarm_worker_audio_seconds_generated_total",
+                "Seconds of audio generated."
+            )),
+            diffusion_steps: reg!(IntCounterVec::new(
+                Opts::new(
+                    "reelfarm_worker_diffusion_steps_total",
+                    "Frame-steps of diffusion sampling, by engine."
+                ),
+                &["engine"]
+            )),
+            step_duration: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "reelfarm_worker_diffusion_step_duration_seconds",
+                    "Wall time of one sampler step over a segment's frames, by engine."
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0
+                ]),
+                &["engine"]
+            )),
+            slots: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "reelfarm_worker_slots",
+                    "Task slots of this worker (total, busy)."
+                ),
+                &["state"]
+            )),
+            connected: reg!(IntGauge::new(
+                "reelfarm_worker_connected",
+                "1 while the worker holds a session with the coordinator."
+            )),
+            stale_cancels: reg!(IntCounter::new(
+                "reelfarm_worker_cancelled_tasks_total",
+                "Running tasks stopped on the coordinator's request or because the session ended."
+            )),
+            lease_renewal_failures: reg!(IntCounter::new(
+                "reelfarm_worker_lease_renewal_failures_total",
+                "Failed etcd lease keep-alives or re-registrations."
+            )),
+            artifact_bytes: reg!(IntCounter::new(
+                "reelfarm_worker_artifact_bytes_written_total",
+                "Bytes written to the artifact store."
+            )),
+            session_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "reelfarm_worker_session_duration_seconds",
+                    "Length of sessions with the coordinator."
+                )
+                .buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0])
+            )),
+            registry,
+        };
+        m.diffusion_steps.with_label_values(&[engine]);
+        m
+    }
+}
