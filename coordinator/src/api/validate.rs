@@ -134,19 +134,20 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         ));
     }
     let steps = bounded_u32("spec.steps", spec.steps, STEPS_DEFAULT, 1, STEPS_MAX)?;
-    let sampler =
-        match v1::Sampler::try_from(spec.sampler) {
-            Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
-            Ok(v1::Sampler::Euler) => Sampler::Euler,
-            Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
-            Err(_) => return Err(FieldError::new(
+    let sampler = match v1::Sampler::try_from(spec.sampler) {
+        Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
+        Ok(v1::Sampler::Euler) => Sampler::Euler,
+        Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
+        Err(_) => {
+            return Err(FieldError::new(
                 "spec.sampler",
                 format!(
                     "must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, got {}",
                     spec.sampler
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let priority = match v1::Priority::try_from(spec.priority) {
         Ok(v1::Priority::Unspecified | v1::Priority::Normal) => Priority::Normal,
         Ok(v1::Priority::Low) => Priority::Low,

@@ -1,0 +1,122 @@
+//! Dispatch: hands READY tasks to workers with free slots.
+
+use std::collections::HashMap;
+
+use super::*;
+
+impl Farm {
+    // ----- dispatch ---------------------------------------------------------------------
+
+    /// Hands ready tasks to workers with free slots: best task first, workers in
+    /// round-robin order; one message per worker carries all its new assignments.
+    pub fn dispatch(&mut self) {
+        let mut batches: HashMap<String, Vec<Assignment>> = HashMap::new();
+        while let Some(worker_id) = self.idle.pop_front() {
+            let (jobs, metrics) = (&mut self.jobs, &self.metrics);
+            let Some(item) = self.ready.pop(|i| {
+                let Some(j) = jobs.get_mut(&i.job_id) else {
+                    return false;
+                };
+                let pending = j.pending.is_some();
+                let t = &mut j.tasks[i.task_index as usize];
+                if !t.queued {
+                    return false;
+                }
+                // Popped either way: a task skipped because of a pending terminal write is
+                // queued again if that write is abandoned (`requeue_ready_tasks`).
+                t.queued = false;
+                metrics.queue_depth(i.priority).dec();
+                !pending && t.state == TaskState::Ready
+            }) else {
+                self.idle.push_front(worker_id);
+                break;
+            };
+            if !self.workers.contains_key(&worker_id) {
+                // Removed while listed in `idle`; put the task back.
+                let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
+                enqueue(&mut self.ready, &self.metrics, job, item.task_index);
+                continue;
+            }
+            let worker = self.workers.get_mut(&worker_id).expect("checked above");
+            let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
+            let index = item.task_index as usize;
+            let attempt = {
+                let task = &mut job.tasks[index];
+                task.state = TaskState::Assigned;
+                task.attempt += 1;
+                task.worker = Some(worker_id.clone());
+                task.progress = 0.0;
+                if task.attempt > 1 {
+                    task.retries += 1;
+                }
+                self.metrics
+                    .dispatch_latency
+                    .observe(task.ready_at.elapsed().as_secs_f64());
+                task.attempt
+            };
+            if job.started_ms.is_none() {
+                job.started_ms = Some(now_ms());
+            }
+            let def = &job.record.tasks[index];
+            self.metrics
+                .tasks_dispatched
+                .with_label_values(&[def.kind.as_str()])
+                .inc();
+            let segment_count = job
+                .record
+                .tasks
+                .iter()
+                .filter(|t| t.kind == TaskKind::VideoSegment)
+                .count() as u32;
+            let inputs = def
+                .deps
+                .iter()
+                .flat_map(|d| {
+                    let dep_def = &job.record.tasks[*d as usize];
+                    job.tasks[*d as usize].outputs.iter().map(|o| TaskInput {
+                        kind: dep_def.kind,
+                        segment_index: dep_def.segment_index,
+                        output: o.clone(),
+                    })
+                })
+                .collect();
+            let assignment = Assignment {
+                token: AttemptToken {
+                    job_id: item.job_id.clone(),
+                    task_id: def.id.clone(),
+                    attempt,
+                    term: self.term,
+                },
+                kind: def.kind,
+                spec: job.record.spec.clone(),
+                frame_start: def.frame_start,
+                frame_end: def.frame_end,
+                segment_index: def.segment_index,
+                segment_count,
+                inputs,
+            };
+            job.touch();
+            worker
+                .running
+                .insert((item.job_id.clone(), item.task_index));
+            worker.free -= 1;
+            batches
+                .entry(worker_id.clone())
+                .or_default()
+                .push(assignment);
+            if worker.free > 0 && !worker.draining {
+                self.idle.push_back(worker_id);
+            } else {
+                worker.in_idle = false;
+            }
+        }
+        for (worker_id, assignments) in batches {
+            if let Some(w) = self.workers.get(&worker_id) {
+                // A closed stream is noticed by its reader, which removes the worker and
+                // requeues these tasks.
+                let _ = w.tx.send(ToWorker::Assign(assignments));
+            }
+        }
+        self.update_worker_gauges();
+    }
+}

@@ -1,0 +1,355 @@
+//! Reports from workers (progress, results) and the transitions they cause: commits of
+//! results, retries, job completion, and the terminal states of jobs.
+
+use std::time::Instant;
+
+use super::*;
+
+impl Farm {
+    pub(super) fn check_token(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+    ) -> Result<(usize, TaskState), Rejection> {
+        let job = self
+            .jobs
+            .get(&token.job_id)
+            .ok_or_else(|| Rejection::UnknownJob(token.job_id.clone()))?;
+        let index = job
+            .record
+            .tasks
+            .iter()
+            .position(|t| t.id == token.task_id)
+            .ok_or_else(|| Rejection::UnknownTask(token.task_id.clone()))?;
+        let task = &job.tasks[index];
+        let current = token.term == self.term
+            && token.attempt == task.attempt
+            && task.worker.as_deref() == Some(worker_id)
+            && matches!(task.state, TaskState::Assigned | TaskState::Running)
+            && !task.committing
+            && job.pending.is_none();
+        if current {
+            Ok((index, task.state))
+        } else {
+            Err(Rejection::Stale)
+        }
+    }
+
+    /// Step progress of a running task.
+    pub fn progress(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        step: u32,
+        total: u32,
+    ) -> Result<(), Rejection> {
+        let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
+            self.metrics.stale_reports.inc();
+        })?;
+        let job = self.jobs.get_mut(&token.job_id).expect("checked");
+        let task = &mut job.tasks[index];
+        task.state = TaskState::Running;
+        task.progress = if total == 0 {
+            0.0
+        } else {
+            (f64::from(step) / f64::from(total)).clamp(0.0, 1.0)
+        };
+        job.touch();
+        Ok(())
+    }
+
+    /// A worker's result. A success returns the commit to make durable; a failure is
+    /// handled at once (requeue), or returns the job failure to persist when out of attempts.
+    pub fn begin_result(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        ok: bool,
+        error: &str,
+        outputs: Vec<Output>,
+        scene: Option<String>,
+    ) -> Result<Option<Commit>, Rejection> {
+        let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
+            self.metrics.stale_reports.inc();
+        })?;
+        self.release_slot(worker_id, &token.job_id, index as u32, ok);
+        if !ok {
+            return Ok(self.requeue(&token.job_id, index as u32, "task_error", error));
+        }
+        let job = self.jobs.get_mut(&token.job_id).expect("checked");
+        job.tasks[index].committing = true;
+        let completion = TaskCompletion {
+            job_id: token.job_id.clone(),
+            task_index: index as u32,
+            attempt: token.attempt,
+            term: token.term,
+            worker_id: worker_id.to_string(),
+            outputs,
+            scene,
+            finished_ms: now_ms(),
+        };
+        let mut writes = vec![Write::TaskDone(completion.clone())];
+        let last = job
+            .tasks
+            .iter()
+            .enumerate()
+            .all(|(i, t)| i == index || t.state == TaskState::Done);
+        if last {
+            // The final result and SUCCEEDED go in one transaction: a job never succeeds
+            // without its artifacts, nor has artifacts without succeeding.
+            job.pending = Some(Pending::Finishing);
+            let mut record = job.record.clone();
+            record.state = JobState::Succeeded;
+            record.finished_ms = Some(completion.finished_ms);
+            record.outputs = completion.outputs.clone();
+            writes.push(Write::Job(Box::new(record)));
+        }
+        Ok(Some(Commit {
+            writes,
+            after: AfterCommit::TaskDone { completion },
+        }))
+    }
+
+    pub(super) fn release_slot(&mut self, worker_id: &str, job_id: &str, index: u32, done: bool) {
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            if w.running.remove(&(job_id.to_string(), index)) {
+                w.free += 1;
+                if done {
+                    w.tasks_done += 1;
+                }
+                if !w.in_idle && !w.draining {
+                    w.in_idle = true;
+                    self.idle.push_back(worker_id.to_string());
+                }
+            }
+        }
+    }
+
+    /// Puts a task back to READY after a failed attempt, or fails its job when it is out of
+    /// attempts (returning the write to persist).
+    pub(super) fn requeue(
+        &mut self,
+        job_id: &str,
+        index: u32,
+        reason: &str,
+        error: &str,
+    ) -> Option<Commit> {
+        let max_attempts = self.config.max_attempts;
+        let job = self.jobs.get_mut(job_id)?;
+        let task = &mut job.tasks[index as usize];
+        if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+            return None;
+        }
+        task.failures += 1;
+        task.worker = None;
+        task.progress = 0.0;
+        task.error = Some(format!("{reason}: {error}"));
+        self.metrics
+            .tasks_retried
+            .with_label_values(&[reason])
+            .inc();
+        if task.failures >= max_attempts {
+            task.state = TaskState::Failed;
+            let message = format!(
+                "task {} failed {} times; last error: {reason}: {error}",
+                job.record.tasks[index as usize].id, task.failures
+            );
+            job.touch();
+            if job.pending.is_some() || job.record.state.is_terminal() {
+                return None;
+            }
+            job.pending = Some(Pending::Failing);
+            let mut record = job.record.clone();
+            record.state = JobState::Failed;
+            record.finished_ms = Some(now_ms());
+            record.error = Some(message.clone());
+            return Some(Commit {
+                writes: vec![Write::Job(Box::new(record))],
+                after: AfterCommit::JobTerminal {
+                    job_id: job_id.to_string(),
+                    state: JobState::Failed,
+                    error: Some(message),
+                },
+            });
+        }
+        task.state = TaskState::Ready;
+        task.ready_at = Instant::now();
+        job.touch();
+        if job.pending.is_none() {
+            enqueue(&mut self.ready, &self.metrics, job, index);
+        }
+        None
+    }
+
+    /// Applies a transition once its writes are durable (`Ok`), or undoes its first half
+    /// when they could not be written (`Err`, with the reason for the log and the task).
+    pub fn finish_commit(&mut self, after: AfterCommit, result: Result<(), String>) {
+        match (after, result) {
+            (AfterCommit::TaskDone { completion }, Ok(())) => self.apply_done(completion),
+            (AfterCommit::TaskDone { completion }, Err(e)) => {
+                let Some(job) = self.jobs.get_mut(&completion.job_id) else {
+                    return;
+                };
+                if job.pending == Some(Pending::Finishing) {
+                    job.pending = None;
+                }
+                let task = &mut job.tasks[completion.task_index as usize];
+                task.committing = false;
+                // The attempt's output is orphaned; the task runs again under a new attempt.
+                let _ = self.requeue(
+                    &completion.job_id,
+                    completion.task_index,
+                    "commit_failed",
+                    &e,
+                );
+                self.requeue_ready_tasks(&completion.job_id);
+            }
+            (
+                AfterCommit::JobTerminal {
+                    job_id,
+                    state,
+                    error,
+                },
+                Ok(()),
+            ) => self.apply_terminal(&job_id, state, error),
+            (AfterCommit::JobTerminal { job_id, .. }, Err(_)) => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.pending = None;
+                }
+                self.requeue_ready_tasks(&job_id);
+            }
+        }
+    }
+
+    /// Re-queues a job's READY tasks (after a pending terminal write was abandoned).
+    fn requeue_ready_tasks(&mut self, job_id: &str) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.pending.is_some() || job.record.state.is_terminal() {
+            return;
+        }
+        for i in 0..job.tasks.len() {
+            if job.tasks[i].state == TaskState::Ready {
+                enqueue(&mut self.ready, &self.metrics, job, i as u32);
+            }
+        }
+    }
+
+    fn apply_done(&mut self, completion: TaskCompletion) {
+        let Some(job) = self.jobs.get_mut(&completion.job_id) else {
+            return;
+        };
+        let index = completion.task_index as usize;
+        let kind = job.record.tasks[index].kind;
+        {
+            let task = &mut job.tasks[index];
+            task.committing = false;
+            task.state = TaskState::Done;
+            task.progress = 1.0;
+            task.outputs = completion.outputs.clone();
+            task.error = None;
+        }
+        if completion.scene.is_some() {
+            job.scene = completion.scene.clone();
+        }
+        self.metrics
+            .tasks_completed
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        let now = Instant::now();
+        let mut newly_ready = Vec::new();
+        for (i, def) in job.record.tasks.iter().enumerate() {
+            if def.deps.contains(&completion.task_index) {
+                let t = &mut job.tasks[i];
+                t.deps_left -= 1;
+                if t.deps_left == 0 && t.state == TaskState::Blocked {
+                    t.state = TaskState::Ready;
+                    t.ready_at = now;
+                    newly_ready.push(i as u32);
+                }
+            }
+        }
+        job.touch();
+        if job.pending == Some(Pending::Finishing) {
+            let outputs = completion.outputs.clone();
+            let id = completion.job_id.clone();
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.record.outputs = outputs;
+            }
+            self.apply_terminal(&id, JobState::Succeeded, None);
+            return;
+        }
+        if job.pending.is_none() && !job.record.state.is_terminal() {
+            for i in newly_ready {
+                enqueue(&mut self.ready, &self.metrics, job, i);
+            }
+        }
+    }
+
+    fn apply_terminal(&mut self, job_id: &str, state: JobState, error: Option<String>) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.record.state.is_terminal() {
+            return;
+        }
+        job.pending = None;
+        job.record.state = state;
+        job.record.error = error;
+        let priority = job.record.spec.priority;
+        for t in job.tasks.iter_mut() {
+            if t.queued {
+                // Its queue entry becomes stale and is dropped when popped.
+                t.queued = false;
+                self.metrics.queue_depth(priority).dec();
+            }
+        }
+        let finished = now_ms();
+        job.record.finished_ms = Some(finished);
+        let mut cancels = Vec::new();
+        for (i, t) in job.tasks.iter_mut().enumerate() {
+            match t.state {
+                TaskState::Assigned | TaskState::Running => {
+                    if let Some(w) = t.worker.take() {
+                        cancels.push((
+                            w,
+                            i as u32,
+                            AttemptToken {
+                                job_id: job_id.to_string(),
+                                task_id: job.record.tasks[i].id.clone(),
+                                attempt: t.attempt,
+                                term: self.term,
+                            },
+                        ));
+                    }
+                    t.state = TaskState::Cancelled;
+                }
+                TaskState::Ready | TaskState::Blocked if state == JobState::Cancelled => {
+                    t.state = TaskState::Cancelled;
+                }
+                _ => {}
+            }
+        }
+        for t in job.tasks.iter_mut() {
+            if t.state == TaskState::Ready {
+                t.state = TaskState::Blocked;
+            }
+        }
+        job.touch();
+        let duration = finished.saturating_sub(job.record.created_ms) as f64 / 1000.0;
+        self.metrics.job_duration.observe(duration);
+        self.metrics
+            .jobs_finished
+            .with_label_values(&[state.as_str()])
+            .inc();
+        self.active_jobs = self.active_jobs.saturating_sub(1);
+        self.metrics.jobs_active.set(self.active_jobs as i64);
+        for (worker_id, index, token) in cancels {
+            self.release_slot(&worker_id, job_id, index, false);
+            if let Some(w) = self.workers.get(&worker_id) {
+                let _ = w.tx.send(ToWorker::Cancel(token));
+            }
+        }
+    }
+}
