@@ -170,23 +170,33 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Decodes H.264 access units (Annex B, in decode order) to RGB frames in display order.
+/// Units the decoder rejects are skipped (a verifier must read damaged or foreign streams as
+/// far as it can); fails only when nothing decodes.
 pub fn decode_annex_b<'a>(
     units: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Vec<Frame>, PipelineError> {
     let mut decoder = Decoder::new().map_err(|e| media_err("decoder", e))?;
     let mut frames = Vec::new();
+    let mut first_error = None;
     for unit in units {
-        if let Some(image) = decoder.decode(unit).map_err(|e| media_err("decode", e))? {
-            frames.push(to_frame(&image));
+        match decoder.decode(unit) {
+            Ok(Some(image)) => frames.push(to_frame(&image)),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    for image in decoder
-        .flush_remaining()
-        .map_err(|e| media_err("flush", e))?
-    {
-        frames.push(to_frame(&image));
+    match decoder.flush_remaining() {
+        Ok(images) => frames.extend(images.iter().map(to_frame)),
+        Err(e) => {
+            first_error.get_or_insert_with(|| e.to_string());
+        }
     }
-    Ok(frames)
+    match (frames.is_empty(), first_error) {
+        (true, Some(e)) => Err(media_err("decode", e)),
+        _ => Ok(frames),
+    }
 }
 
 fn to_frame(image: &impl YUVSource) -> Frame {

@@ -14,6 +14,8 @@
 //! but optional). No system media library. Tests also need the `ffmpeg`/`ffprobe` binaries.
 
 pub mod demux;
+#[cfg(test)]
+mod ffmpeg_tests;
 pub mod h264;
 pub mod mux;
 pub mod opus;

@@ -6,6 +6,7 @@
 //!   content hash) stored in the MP4 and as manifest.json.
 //! - [`verify`]: checks a file with both, given the farm secret.
 
+pub mod ecc;
 pub mod manifest;
 pub mod verify;
 pub mod watermark;
