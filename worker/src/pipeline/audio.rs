@@ -10,7 +10,11 @@ pub struct AudioTrack {
     pub samples: Vec<f32>,
 }
 
-pub fn synthesize(spec: &ClipSpec, _plan: &Plan, progress: Progress<'_>) -> Result<AudioTrack, PipelineError> {
+pub fn synthesize(
+    spec: &ClipSpec,
+    _plan: &Plan,
+    progress: Progress<'_>,
+) -> Result<AudioTrack, PipelineError> {
     progress(1, 1);
     Ok(AudioTrack {
         sample_rate: 48_000,

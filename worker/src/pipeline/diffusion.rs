@@ -15,5 +15,7 @@ pub fn render_frames(
     _cancel: &AtomicBool,
 ) -> Result<Vec<Frame>, PipelineError> {
     progress(1, 1);
-    Ok(frames.map(|_| Frame::new(spec.width, spec.height)).collect())
+    Ok(frames
+        .map(|_| Frame::new(spec.width, spec.height))
+        .collect())
 }

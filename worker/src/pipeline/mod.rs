@@ -108,9 +108,15 @@ pub fn run_segment(
         )));
     }
     let plan = plan::Plan::from_bytes(plan_bytes)?;
-    let mut rendered = diffusion::render_frames(spec, &plan, frames.clone(), engine, progress, cancel)?;
+    let mut rendered =
+        diffusion::render_frames(spec, &plan, frames.clone(), engine, progress, cancel)?;
     for (offset, frame) in rendered.iter_mut().enumerate() {
-        provenance::watermark::embed(frame, &ctx.job_id, &ctx.farm_secret, frames.start + offset as u32);
+        provenance::watermark::embed(
+            frame,
+            &ctx.job_id,
+            &ctx.farm_secret,
+            frames.start + offset as u32,
+        );
     }
     media::encode_segment(spec, &rendered)
 }

@@ -1,0 +1,3 @@
+//! Guide render (in progress).
+pub mod camera;
+pub mod geometry;
