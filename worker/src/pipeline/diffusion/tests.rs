@@ -366,3 +366,83 @@ fn progress_counts_frame_steps_and_cancel_stops() {
         "a set cancel flag stops the render"
     );
 }
+
+/// Timing of the demo clip (4 s, 320×180, 12 fps, 20 steps) and of a few 1080p frames; run
+/// with `cargo test -p reelfarm-worker --release -- --ignored --nocapture timing`.
+#[test]
+#[ignore = "timing, not a correctness check"]
+fn timing_demo_clip_and_1080p_frames() {
+    let demo = spec(
+        "a red rubber ball bouncing on a wooden floor",
+        4.0,
+        12,
+        320,
+        180,
+        20,
+        Sampler::DpmSolverPp2m,
+    );
+    let t0 = std::time::Instant::now();
+    let plan = make_plan(&demo).expect("valid spec");
+    let t_plan = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    let frames = render(&demo, &plan, 0..demo.frame_count());
+    let t_frames = t1.elapsed();
+    let frame_steps = frames.len() as f64 * 20.0;
+    println!(
+        "demo: plan {:?}, {} frames in {:?} ({:.3} ms per frame-step)",
+        t_plan,
+        frames.len(),
+        t_frames,
+        t_frames.as_secs_f64() * 1e3 / frame_steps
+    );
+    let hd = spec(
+        "a red rubber ball bouncing on a wooden floor",
+        10.0,
+        24,
+        1920,
+        1080,
+        20,
+        Sampler::DpmSolverPp2m,
+    );
+    let plan = make_plan(&hd).expect("valid spec");
+    let t2 = std::time::Instant::now();
+    let guide_t = std::time::Instant::now();
+    let _ = conditioning(&plan, 0).expect("frame 0");
+    let guide_ms = guide_t.elapsed().as_secs_f64() * 1e3;
+    let frames = render(&hd, &plan, 0..4);
+    let t_hd = t2.elapsed();
+    println!(
+        "1080p: 4 frames in {:?} (guide {guide_ms:.0} ms/frame; 240 frames ≈ {:.0} s)",
+        t_hd,
+        t_hd.as_secs_f64() / 4.0 * 240.0
+    );
+    assert_eq!(frames.len(), 4, "four 1080p frames");
+}
+
+/// Writes frames of a demo scene as PPM files to `$REELFARM_DUMP_DIR` for looking at them.
+#[test]
+#[ignore = "writes files for a human to look at"]
+fn dump_demo_frames() {
+    let Ok(dir) = std::env::var("REELFARM_DUMP_DIR") else {
+        return;
+    };
+    let s = spec(
+        "two red rubber balls and a blue wooden cube bouncing on a wooden floor",
+        2.0,
+        12,
+        320,
+        180,
+        20,
+        Sampler::DpmSolverPp2m,
+    );
+    let plan = make_plan(&s).expect("valid spec");
+    for (k, f) in render(&s, &plan, 0..s.frame_count())
+        .iter()
+        .enumerate()
+        .step_by(6)
+    {
+        let mut bytes = format!("P6\n{} {}\n255\n", f.width, f.height).into_bytes();
+        bytes.extend_from_slice(&f.rgb);
+        std::fs::write(format!("{dir}/frame{k:02}.ppm"), bytes).expect("dump dir is writable");
+    }
+}
