@@ -117,7 +117,8 @@ pub fn bodies_of(scene: &SceneSpec) -> Vec<Body> {
         .collect()
 }
 
-/// Longest clip the planner accepts, seconds: the coordinator caps jobs at 20 s.
+/// Longest clip the planner accepts, seconds: three times the coordinator's 20 s job cap, a
+/// guard against absurd specs (it bounds the simulation's substeps and the plan's size).
 const MAX_DURATION_S: f64 = 60.0;
 
 impl Plan {
