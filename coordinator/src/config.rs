@@ -17,6 +17,12 @@ pub struct Config {
     #[arg(long, env = "REELFARM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
 
+    /// gRPC address other replicas hand to clients and workers when this one leads, e.g.
+    /// http://10.0.0.5:7070 (on Kubernetes: the pod IP). Default: derived from --listen
+    /// (the host name when listening on all interfaces).
+    #[arg(long, env = "REELFARM_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
     /// HTTP address for /metrics (Prometheus) and /healthz.
     #[arg(long, env = "REELFARM_HTTP_LISTEN", default_value = "127.0.0.1:9464")]
     pub http_listen: SocketAddr,
@@ -87,6 +93,19 @@ impl Config {
             return Err("--segment-frames and --max-segments must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The address to advertise for the bound gRPC address `bound`.
+    pub fn advertise_address(&self, bound: SocketAddr) -> String {
+        if let Some(a) = &self.advertise_address {
+            return a.clone();
+        }
+        if bound.ip().is_unspecified() {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+            format!("http://{host}:{}", bound.port())
+        } else {
+            format!("http://{bound}")
+        }
     }
 
     /// The farm secret, or the development one (with a warning).

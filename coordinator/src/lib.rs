@@ -14,15 +14,19 @@
 //!   placement on workers' free slots, attempt tokens, retries — writing through to the
 //!   store before anything takes effect.
 //! - [`membership`]: follows worker leases in etcd; a lost lease requeues the worker's tasks.
+//! - [`election`] and [`role`]: replicas elect one leader through etcd; followers answer
+//!   with the leader's address.
 //! - [`metrics`]: Prometheus metrics, served with `/healthz` by `reelfarm_telemetry`.
 //! - [`config`] and [`server`]: flags, and starting everything under one shutdown token.
 
 pub mod api;
 pub mod config;
+pub mod election;
 pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod planner;
+pub mod role;
 pub mod scheduler;
 pub mod server;
 pub mod state;

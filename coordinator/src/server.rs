@@ -1,91 +1,130 @@
-//! Starting and stopping a coordinator: state backend, scheduler, membership watch, gRPC
-//! server and metrics endpoint, all tied to one shutdown token. Used by the
-//! `reelfarm-coordinator` binary and, in-process, by the demo and the benchmarks.
+//! Starting and stopping a coordinator replica: state backend, election, scheduler,
+//! membership watch, gRPC server and metrics endpoint, all tied to one shutdown token.
+//! Used by the `reelfarm-coordinator` binary and, in-process, by the demo and benchmarks.
+//!
+//! A replica serves gRPC at once, as a follower; it campaigns, and when elected it starts a
+//! new term, reloads the state and becomes the leader. If it loses leadership (its election
+//! lease expired, or a newer term fenced its writes) it stops leading for good and
+//! [`RunningCoordinator::lost_leadership`] fires: the binary exits so that its supervisor
+//! restarts it as a fresh follower, the conventional way to leave no stale state behind.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::election::{Election, EtcdElection, LeaderChange, SoloElection};
 use crate::metrics::Metrics;
+use crate::role::{Role, RoleHandle};
 use crate::scheduler::Scheduler;
 use crate::state::{etcd, memory::MemoryStore, StateStore};
 use crate::{api, membership};
 
-/// A coordinator running in this process.
+/// Pause between failed campaigns (etcd unreachable).
+const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
+/// How often a follower refreshes the leader's address it hands to clients.
+const LEADER_REFRESH: Duration = Duration::from_millis(500);
+
+/// A coordinator replica running in this process.
 pub struct RunningCoordinator {
     /// The bound gRPC address (useful when listening on port 0).
     pub grpc_addr: SocketAddr,
     /// The bound /metrics and /healthz address.
     pub http_addr: SocketAddr,
-    pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<Metrics>,
+    role: RoleHandle,
+    election: Arc<dyn Election>,
     shutdown: CancellationToken,
+    lost: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningCoordinator {
-    /// Stops serving and waits for the server tasks to end.
+    /// The scheduler while this replica leads.
+    pub fn scheduler(&self) -> Option<Arc<Scheduler>> {
+        match self.role.current() {
+            Role::Leader(s) => Some(s),
+            Role::Follower { .. } => None,
+        }
+    }
+
+    /// Waits until this replica leads (None if it stopped first).
+    pub async fn wait_leader(&self) -> Option<Arc<Scheduler>> {
+        self.role.clone().wait_leader().await
+    }
+
+    /// Cancelled when this replica lost leadership (or was fenced): it must be restarted.
+    pub fn lost_leadership(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Hands leadership over (resign) if leading, stops serving, waits for the tasks.
     pub async fn stop(self) {
+        if self.election.is_leader() {
+            if let Err(e) = self.election.resign().await {
+                tracing::warn!(error = %e, "resigning leadership failed; the lease will expire");
+            } else {
+                tracing::info!("leadership handed over");
+            }
+        }
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
     }
-
-    /// Resolves when this coordinator must stop on its own (fenced by a newer term).
-    pub async fn fenced(&self) {
-        self.scheduler.fenced().cancelled().await
-    }
 }
 
-/// Starts a coordinator; it runs until `shutdown` is cancelled.
+/// Starts a coordinator replica; it runs until `shutdown` is cancelled. Without etcd it is
+/// the only replica and leads before this returns.
 pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningCoordinator> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
-    let (store, etcd_client): (Arc<dyn StateStore>, _) = if config.etcd.is_empty() {
-        tracing::warn!("no --etcd: state is in memory and is lost when this process exits");
-        (Arc::new(MemoryStore::new()), None)
-    } else {
-        let client = etcd::connect(&config.etcd).await?;
-        (
-            Arc::new(etcd::EtcdStore::new(client.clone(), &config.cluster)),
-            Some(client),
-        )
-    };
     std::fs::create_dir_all(&config.artifacts).map_err(|e| {
         anyhow::anyhow!(
             "--artifacts {}: cannot create: {e}",
             config.artifacts.display()
         )
     })?;
-    let scheduler = Scheduler::recover(store, config.scheduler(), metrics.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let advertise = config.advertise_address(grpc_addr);
 
+    let (store, election, etcd_client): (Arc<dyn StateStore>, Arc<dyn Election>, _) =
+        if config.etcd.is_empty() {
+            tracing::warn!("no --etcd: state is in memory and is lost when this process exits");
+            (
+                Arc::new(MemoryStore::new()),
+                Arc::new(SoloElection::new(advertise.clone())),
+                None,
+            )
+        } else {
+            let client = etcd::connect(&config.etcd).await?;
+            (
+                Arc::new(etcd::EtcdStore::new(client.clone(), &config.cluster)),
+                Arc::new(EtcdElection::new(
+                    client.clone(),
+                    &config.cluster,
+                    advertise.clone(),
+                    shutdown.clone(),
+                )),
+                Some(client),
+            )
+        };
+    let backend = store.backend();
+
+    let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
+    let role = RoleHandle::new(role_rx.clone());
     let mut tasks = Vec::new();
-    if let Some(client) = etcd_client {
-        tasks.push(tokio::spawn(membership::watch_workers(
-            client,
-            etcd::Keys::new(&config.cluster),
-            scheduler.clone(),
-            shutdown.clone(),
-        )));
-    }
-    // A fenced coordinator stops serving: a newer one owns the state.
-    {
-        let (fenced, shutdown) = (scheduler.fenced(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = fenced.cancelled() => shutdown.cancel(),
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
 
     let health = reelfarm_telemetry::Health::healthy();
     let (http_addr, http_task) = reelfarm_telemetry::serve_http(
@@ -98,18 +137,16 @@ pub async fn start(
     .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", config.http_listen))?;
     tasks.push(http_task);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
-    let grpc_addr = listener.local_addr()?;
     let verify = api::job_service::VerifyConfig {
         farm_secret: config.farm_secret(),
         artifacts: config.artifacts.clone(),
     };
     let router = api::router(
-        scheduler.clone(),
+        role.clone(),
+        role_rx,
         metrics.clone(),
         &config.cluster,
+        backend,
         verify,
         shutdown.clone(),
     )
@@ -124,14 +161,141 @@ pub async fn start(
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
-    tracing::info!(%grpc_addr, %http_addr, cluster = %config.cluster, backend = scheduler.backend(),
-        term = scheduler.term(), "coordinator serving");
+
+    let lost = CancellationToken::new();
+    let role_tx = Arc::new(role_tx);
+    tasks.push(tokio::spawn(lead(Leadership {
+        election: election.clone(),
+        store,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        role: role_tx.clone(),
+        etcd: etcd_client,
+        shutdown: shutdown.clone(),
+        lost: lost.clone(),
+    })));
+    if config.etcd.is_empty() {
+        role.clone()
+            .wait_leader()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the coordinator stopped before leading"))?;
+    } else {
+        tasks.push(tokio::spawn(follow_leader(
+            election.clone(),
+            role_tx,
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(%grpc_addr, %http_addr, %advertise, cluster = %config.cluster, backend,
+        "coordinator serving");
     Ok(RunningCoordinator {
         grpc_addr,
         http_addr,
-        scheduler,
         metrics,
+        role,
+        election,
         shutdown,
+        lost,
         tasks,
     })
+}
+
+struct Leadership {
+    election: Arc<dyn Election>,
+    store: Arc<dyn StateStore>,
+    config: Config,
+    metrics: Arc<Metrics>,
+    role: Arc<watch::Sender<Role>>,
+    etcd: Option<etcd_client::Client>,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+}
+
+/// Campaigns until elected, then leads until leadership is lost or the replica stops.
+async fn lead(l: Leadership) {
+    let mut changes = l.election.subscribe_leader_change();
+    loop {
+        match l.election.campaign().await {
+            Ok(()) => break,
+            Err(e) if l.shutdown.is_cancelled() => {
+                tracing::debug!(error = %e, "campaign stopped");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "campaign failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(CAMPAIGN_RETRY) => {}
+                    _ = l.shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+    let scheduler = match Scheduler::recover(l.store, l.config.scheduler(), l.metrics.clone()).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not load state after winning the election");
+            let _ = l.election.resign().await;
+            l.lost.cancel();
+            return;
+        }
+    };
+    l.role.send_replace(Role::Leader(scheduler.clone()));
+    let membership = l.etcd.map(|client| {
+        tokio::spawn(membership::watch_workers(
+            client,
+            etcd::Keys::new(&l.config.cluster),
+            scheduler.clone(),
+            l.shutdown.clone(),
+        ))
+    });
+    let fenced = scheduler.fenced();
+    let reason = loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(LeaderChange::SteppedDown(reason)) => break reason,
+                Ok(LeaderChange::Elected) => continue,
+                Err(_) => break "election stopped".to_string(),
+            },
+            _ = fenced.cancelled() => break "fenced by a newer term".to_string(),
+            _ = l.shutdown.cancelled() => break String::new(),
+        }
+    };
+    if let Some(m) = membership {
+        m.abort();
+    }
+    l.metrics.leader.set(0);
+    l.role.send_replace(Role::Follower { leader: None });
+    if !reason.is_empty() {
+        tracing::error!(%reason, "no longer the leader; this replica must restart");
+        l.lost.cancel();
+    }
+}
+
+/// While following, keeps the leader's address fresh for clients and workers.
+async fn follow_leader(
+    election: Arc<dyn Election>,
+    role: Arc<watch::Sender<Role>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if matches!(&*role.borrow(), Role::Follower { .. }) {
+            match election.leader().await {
+                Ok(leader) => {
+                    role.send_if_modified(|r| match r {
+                        Role::Follower { leader: current } if *current != leader => {
+                            *current = leader.clone();
+                            true
+                        }
+                        _ => false,
+                    });
+                }
+                Err(e) => tracing::debug!(error = %e, "looking up the leader failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LEADER_REFRESH) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -9,14 +9,16 @@ async fn main() -> anyhow::Result<()> {
     reelfarm_telemetry::init_tracing(config.log_json);
     let shutdown = CancellationToken::new();
     let coordinator = reelfarm_coordinator::start(config, shutdown.clone()).await?;
-    let fenced = coordinator.scheduler.fenced();
+    let lost = coordinator.lost_leadership();
     tokio::select! {
+        // SIGTERM on the leader resigns in stop(): another replica takes over at once.
         _ = reelfarm::signals::terminated() => tracing::info!("shutting down"),
-        _ = fenced.cancelled() => {}
+        _ = lost.cancelled() => {}
     }
     coordinator.stop().await;
-    if fenced.is_cancelled() {
-        anyhow::bail!("stopped: a newer coordinator term owns the state");
+    if lost.is_cancelled() {
+        // Exit non-zero so the supervisor restarts this replica as a clean follower.
+        anyhow::bail!("stopped: this replica lost leadership");
     }
     Ok(())
 }

@@ -44,11 +44,16 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
             segment_frames: 12,
             max_segments: 64,
             farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
+            advertise_address: None,
             log_json: false,
         },
         shutdown.clone(),
     )
     .await?;
+    // Without etcd the coordinator is the only replica and leads before start returns.
+    let scheduler = coordinator
+        .scheduler()
+        .context("the embedded coordinator is not leading")?;
     let address = format!("http://{}", coordinator.grpc_addr);
     let mut workers = Vec::new();
     for i in 0..args.workers {
@@ -73,7 +78,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
         );
     }
     let deadline = Instant::now() + WORKERS_TIMEOUT;
-    while coordinator.scheduler.workers().len() < args.workers as usize {
+    while scheduler.workers().len() < args.workers as usize {
         anyhow::ensure!(
             Instant::now() < deadline,
             "workers did not connect within {WORKERS_TIMEOUT:?}"

@@ -1,22 +1,25 @@
 //! `reelfarm.v1.AdminService`: operator actions (list and drain workers, cluster status).
 
-use std::sync::Arc;
-
 use reelfarm_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::scheduler::Scheduler;
+use crate::role::{Role, RoleHandle};
 
 /// See the module docs.
 pub struct AdminApi {
-    scheduler: Arc<Scheduler>,
+    role: RoleHandle,
     cluster: String,
+    backend: &'static str,
 }
 
 impl AdminApi {
-    pub fn new(scheduler: Arc<Scheduler>, cluster: String) -> Self {
-        Self { scheduler, cluster }
+    pub fn new(role: RoleHandle, cluster: String, backend: &'static str) -> Self {
+        Self {
+            role,
+            cluster,
+            backend,
+        }
     }
 }
 
@@ -27,7 +30,8 @@ impl v1::admin_service_server::AdminService for AdminApi {
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         let workers = self
-            .scheduler
+            .role
+            .scheduler()?
             .workers()
             .iter()
             .map(convert::worker)
@@ -44,7 +48,8 @@ impl v1::admin_service_server::AdminService for AdminApi {
             return Err(Status::invalid_argument("id must name a worker"));
         }
         let view = self
-            .scheduler
+            .role
+            .scheduler()?
             .drain_worker(id)
             .ok_or_else(|| Status::not_found(format!("worker {id} is not connected")))?;
         tracing::info!(worker_id = %id, "worker draining");
@@ -57,16 +62,30 @@ impl v1::admin_service_server::AdminService for AdminApi {
         &self,
         _request: Request<v1::GetClusterStatusRequest>,
     ) -> Result<Response<v1::GetClusterStatusResponse>, Status> {
-        let counts = self.scheduler.counts();
-        Ok(Response::new(v1::GetClusterStatusResponse {
-            cluster: self.cluster.clone(),
-            term: self.scheduler.term(),
-            leader: !self.scheduler.fenced().is_cancelled(),
-            state_backend: self.scheduler.backend().to_string(),
-            workers: counts.workers as u32,
-            jobs_active: counts.jobs_active as u32,
-            tasks_ready: counts.tasks_ready as u32,
-            tasks_running: counts.tasks_running as u32,
-        }))
+        // Answered by followers too: it is how clients find the leader.
+        let status = match self.role.current() {
+            Role::Leader(s) => {
+                let counts = s.counts();
+                v1::GetClusterStatusResponse {
+                    cluster: self.cluster.clone(),
+                    term: s.term(),
+                    leader: !s.fenced().is_cancelled(),
+                    state_backend: self.backend.to_string(),
+                    workers: counts.workers as u32,
+                    jobs_active: counts.jobs_active as u32,
+                    tasks_ready: counts.tasks_ready as u32,
+                    tasks_running: counts.tasks_running as u32,
+                    leader_address: String::new(),
+                }
+            }
+            Role::Follower { leader } => v1::GetClusterStatusResponse {
+                cluster: self.cluster.clone(),
+                leader: false,
+                state_backend: self.backend.to_string(),
+                leader_address: leader.unwrap_or_default(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(status))
     }
 }

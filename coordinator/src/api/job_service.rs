@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status, validate};
 use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
+use crate::role::RoleHandle;
 
 /// WatchJob sends at most one snapshot per interval (the latest), so a job reporting every
 /// diffusion step does not flood slow clients. 50 ms keeps progress bars smooth.
@@ -31,15 +31,15 @@ pub const VERIFY_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// See the module docs.
 pub struct JobApi {
-    scheduler: Arc<Scheduler>,
+    role: RoleHandle,
     metrics: Arc<Metrics>,
     verify: VerifyConfig,
 }
 
 impl JobApi {
-    pub fn new(scheduler: Arc<Scheduler>, metrics: Arc<Metrics>, verify: VerifyConfig) -> Self {
+    pub fn new(role: RoleHandle, metrics: Arc<Metrics>, verify: VerifyConfig) -> Self {
         Self {
-            scheduler,
+            role,
             metrics,
             verify,
         }
@@ -132,7 +132,7 @@ impl v1::job_service_server::JobService for JobApi {
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let r = async {
             let job = validate::submit_job(request.get_ref())?;
-            let views = self.scheduler.submit(vec![job]).await?;
+            let views = self.role.scheduler()?.submit(vec![job]).await?;
             let job = views.first().map(convert::job);
             Ok(Response::new(v1::SubmitJobResponse { job }))
         }
@@ -146,7 +146,7 @@ impl v1::job_service_server::JobService for JobApi {
     ) -> Result<Response<v1::SubmitBatchResponse>, Status> {
         let r = async {
             let jobs = validate::submit_batch(request.get_ref())?;
-            let views = self.scheduler.submit(jobs).await?;
+            let views = self.role.scheduler()?.submit(jobs).await?;
             Ok(Response::new(v1::SubmitBatchResponse {
                 jobs: views.iter().map(convert::job).collect(),
             }))
@@ -162,7 +162,8 @@ impl v1::job_service_server::JobService for JobApi {
         let r = (|| {
             let id = validate::job_id("id", &request.get_ref().id)?;
             let view = self
-                .scheduler
+                .role
+                .scheduler()?
                 .get_job(&id, true)
                 .ok_or_else(|| status::job_not_found(&id))?;
             Ok(Response::new(v1::GetJobResponse {
@@ -178,7 +179,7 @@ impl v1::job_service_server::JobService for JobApi {
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
         let r = (|| {
             let q = validate::list_jobs(request.get_ref())?;
-            let (views, next) = self.scheduler.list_jobs(
+            let (views, next) = self.role.scheduler()?.list_jobs(
                 |v| {
                     q.tenant.as_ref().is_none_or(|t| &v.spec.tenant == t)
                         && q.state.is_none_or(|s| v.state == s)
@@ -207,11 +208,10 @@ impl v1::job_service_server::JobService for JobApi {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let r = (|| {
             let id = validate::job_id("id", &request.get_ref().id)?;
-            let mut changes = self
-                .scheduler
+            let scheduler = self.role.scheduler()?;
+            let mut changes = scheduler
                 .watch_job(&id)
                 .ok_or_else(|| status::job_not_found(&id))?;
-            let scheduler = self.scheduler.clone();
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             tokio::spawn(async move {
                 loop {
@@ -246,7 +246,7 @@ impl v1::job_service_server::JobService for JobApi {
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
         let r = async {
             let id = validate::job_id("id", &request.get_ref().id)?;
-            let view = self.scheduler.cancel_job(&id).await?;
+            let view = self.role.scheduler()?.cancel_job(&id).await?;
             Ok(Response::new(v1::CancelJobResponse {
                 job: Some(convert::job(&view)),
             }))

@@ -27,17 +27,23 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 
 use crate::metrics::Metrics;
-use crate::scheduler::Scheduler;
+use crate::role::{Role, RoleHandle};
 
 /// Largest gRPC message accepted: a VerifyContent upload (64 MiB) plus framing; a
 /// SubmitBatch of 1000 jobs with long prompts is far below it.
 const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
 
 /// Builds the gRPC router with every service, reflection and health.
+///
+/// Health: the overall service ("") is SERVING while the process runs (liveness); the
+/// reelfarm services are SERVING only while this replica leads (readiness), so a load
+/// balancer or Kubernetes Service sends traffic to the leader.
 pub async fn router(
-    scheduler: Arc<Scheduler>,
+    role: RoleHandle,
+    mut role_changes: tokio::sync::watch::Receiver<Role>,
     metrics: Arc<Metrics>,
     cluster: &str,
+    backend: &'static str,
     verify: job_service::VerifyConfig,
     shutdown: CancellationToken,
 ) -> Router {
@@ -52,42 +58,45 @@ pub async fn router(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<JobServiceServer<job_service::JobApi>>()
-        .await;
-    health
-        .set_serving::<WorkerServiceServer<worker_service::WorkerApi>>()
-        .await;
-    health
-        .set_serving::<AdminServiceServer<admin_service::AdminApi>>()
-        .await;
-    {
-        // A fenced coordinator reports NOT_SERVING so probes and load balancers drop it.
-        let fenced = scheduler.fenced();
-        let health = health.clone();
-        tokio::spawn(async move {
-            fenced.cancelled().await;
-            health
-                .set_not_serving::<JobServiceServer<job_service::JobApi>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        });
-    }
+    tokio::spawn(async move {
+        loop {
+            let leading = matches!(
+                &*role_changes.borrow_and_update(),
+                Role::Leader(s) if !s.fenced().is_cancelled()
+            );
+            for name in [
+                "reelfarm.v1.JobService",
+                "reelfarm.v1.WorkerService",
+                "reelfarm.v1.AdminService",
+            ] {
+                let status = if leading {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status(name, status).await;
+            }
+            if role_changes.changed().await.is_err() {
+                break;
+            }
+        }
+    });
 
-    let jobs = JobServiceServer::new(job_service::JobApi::new(scheduler.clone(), metrics, verify))
+    let jobs = JobServiceServer::new(job_service::JobApi::new(role.clone(), metrics, verify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(
-        scheduler.clone(),
+        role.clone(),
         cluster.to_string(),
         shutdown,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin =
-        AdminServiceServer::new(admin_service::AdminApi::new(scheduler, cluster.to_string()));
+    let admin = AdminServiceServer::new(admin_service::AdminApi::new(
+        role,
+        cluster.to_string(),
+        backend,
+    ));
     Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)

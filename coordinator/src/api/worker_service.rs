@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use crate::model::Output;
+use crate::role::RoleHandle;
 use crate::scheduler::{Scheduler, ToWorker, WorkerInfo};
 
 /// A connecting worker must register within this time (it sends the message right away).
@@ -27,15 +28,15 @@ pub const MAX_SLOTS: u32 = 4096;
 
 /// See the module docs.
 pub struct WorkerApi {
-    scheduler: Arc<Scheduler>,
+    role: RoleHandle,
     cluster: String,
     shutdown: CancellationToken,
 }
 
 impl WorkerApi {
-    pub fn new(scheduler: Arc<Scheduler>, cluster: String, shutdown: CancellationToken) -> Self {
+    pub fn new(role: RoleHandle, cluster: String, shutdown: CancellationToken) -> Self {
         Self {
-            scheduler,
+            role,
             cluster,
             shutdown,
         }
@@ -94,6 +95,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let scheduler = self.role.scheduler()?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
@@ -111,12 +113,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let (out, out_rx) = mpsc::unbounded_channel();
         let registered = v1::CoordinatorMessage {
             body: Some(v1::coordinator_message::Body::Registered(v1::Registered {
-                term: self.scheduler.term(),
+                term: scheduler.term(),
                 cluster: self.cluster.clone(),
             })),
         };
         let _ = out.send(Ok(registered));
-        let session = self.scheduler.register_worker(info, to_worker).await;
+        let session = scheduler.register_worker(info, to_worker).await;
 
         // Scheduler → worker. Ends when the scheduler drops the worker (replaced, lease
         // lost), which ends the response stream and tells the worker to reconnect.
@@ -129,7 +131,6 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         });
 
         // Worker → scheduler.
-        let scheduler = self.scheduler.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use reelfarm_proto::v1::{self, worker_service_client::WorkerServiceClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,11 +106,16 @@ async fn run_one(
             segment_frames: 12,
             max_segments: 64,
             farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
+            advertise_address: None,
             log_json: false,
         },
         shutdown.clone(),
     )
     .await?;
+    let scheduler = coordinator
+        .wait_leader()
+        .await
+        .context("the coordinator stopped before it led")?;
     let address = format!("http://{}", coordinator.grpc_addr);
 
     // Load the queue.
@@ -137,8 +143,7 @@ async fn run_one(
         job_ids.extend(resp.jobs.into_iter().map(|j| j.id));
         left -= n;
     }
-    let total_tasks = coordinator
-        .scheduler
+    let total_tasks = scheduler
         .list_jobs(|_| true, None, usize::MAX, false)
         .0
         .iter()
@@ -163,7 +168,7 @@ async fn run_one(
     let deadline = started + RUN_TIMEOUT;
     let mut timed_out = false;
     loop {
-        let counts = coordinator.scheduler.counts();
+        let counts = scheduler.counts();
         if counts.jobs_active == 0 {
             break;
         }
@@ -177,8 +182,7 @@ async fn run_one(
     let succeeded = job_ids
         .iter()
         .filter(|id| {
-            coordinator
-                .scheduler
+            scheduler
                 .get_job(id, false)
                 .is_some_and(|j| j.state == reelfarm_coordinator::model::JobState::Succeeded)
         })

@@ -1,0 +1,247 @@
+//! Leader election among coordinator replicas.
+//!
+//! Several `reelfarm-coordinator` replicas run on one etcd; exactly one leads. The leader
+//! owns all job and task state; the others answer every request with UNAVAILABLE and the
+//! leader's address so clients and workers follow it.
+//!
+//! [`Election`] has five verbs (as in GreptimeDB's meta-srv): [`Election::is_leader`],
+//! [`Election::campaign`], [`Election::leader`], [`Election::resign`] and
+//! [`Election::subscribe_leader_change`]. [`EtcdElection`] implements them with etcd's
+//! election API under `/reelfarm/<cluster>/election`, holding a lease of
+//! [`ELECTION_TTL_SECONDS`]: if the leader dies or hangs, its lease expires and the next
+//! campaigner wins within that TTL. [`SoloElection`] is the single-replica case (no etcd).
+//!
+//! Leadership alone does not protect state: a leader that was paused may still believe it
+//! leads. Every state write is therefore conditioned on the term that the leader started
+//! after winning (see `state`), so a deposed leader's writes fail and it steps down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{Client, LeaderKey, ResignOptions};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Lease TTL of a campaign, seconds: a dead leader is replaced within about this long.
+/// 5 s keeps failover fast while tolerating a few missed keep-alives (every TTL/3).
+pub const ELECTION_TTL_SECONDS: i64 = 5;
+
+/// A change of this replica's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaderChange {
+    /// This replica won the election.
+    Elected,
+    /// This replica is no longer the leader (lease lost, resigned), with the reason.
+    SteppedDown(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("election backend: {0}")]
+    Backend(String),
+}
+
+impl From<etcd_client::Error> for ElectionError {
+    fn from(e: etcd_client::Error) -> Self {
+        ElectionError::Backend(e.to_string())
+    }
+}
+
+/// See the module docs.
+#[async_trait]
+pub trait Election: Send + Sync + 'static {
+    /// True while this replica holds leadership.
+    fn is_leader(&self) -> bool;
+    /// Waits until this replica is the leader. Returns early with an error if the backend
+    /// fails; the caller retries.
+    async fn campaign(&self) -> Result<(), ElectionError>;
+    /// The current leader's advertised address, if there is a leader.
+    async fn leader(&self) -> Result<Option<String>, ElectionError>;
+    /// Gives leadership up so another replica takes over at once (graceful shutdown).
+    async fn resign(&self) -> Result<(), ElectionError>;
+    /// Role changes of this replica.
+    fn subscribe_leader_change(&self) -> broadcast::Receiver<LeaderChange>;
+}
+
+/// The only replica: always the leader.
+pub struct SoloElection {
+    address: String,
+    changes: broadcast::Sender<LeaderChange>,
+}
+
+impl SoloElection {
+    pub fn new(address: String) -> Self {
+        Self {
+            address,
+            changes: broadcast::channel(4).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Election for SoloElection {
+    fn is_leader(&self) -> bool {
+        true
+    }
+    async fn campaign(&self) -> Result<(), ElectionError> {
+        let _ = self.changes.send(LeaderChange::Elected);
+        Ok(())
+    }
+    async fn leader(&self) -> Result<Option<String>, ElectionError> {
+        Ok(Some(self.address.clone()))
+    }
+    async fn resign(&self) -> Result<(), ElectionError> {
+        Ok(())
+    }
+    fn subscribe_leader_change(&self) -> broadcast::Receiver<LeaderChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// Election on etcd (see the module docs).
+pub struct EtcdElection {
+    client: Client,
+    name: String,
+    address: String,
+    leader_key: Mutex<Option<LeaderKey>>,
+    leading: AtomicBool,
+    changes: broadcast::Sender<LeaderChange>,
+    shutdown: CancellationToken,
+}
+
+impl EtcdElection {
+    /// An election for `cluster`, campaigning with `address` (this replica's gRPC address
+    /// as clients and workers reach it).
+    pub fn new(
+        client: Client,
+        cluster: &str,
+        address: String,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            name: format!("/reelfarm/{cluster}/election"),
+            address,
+            leader_key: Mutex::new(None),
+            leading: AtomicBool::new(false),
+            changes: broadcast::channel(16).0,
+            shutdown,
+        })
+    }
+
+    fn step_down(&self, reason: &str) {
+        if self.leading.swap(false, Ordering::SeqCst) {
+            tracing::warn!(reason, "leadership lost");
+            let _ = self
+                .changes
+                .send(LeaderChange::SteppedDown(reason.to_string()));
+        }
+    }
+
+    /// Keeps the campaign lease alive; steps down when it cannot.
+    async fn keep_lease(self: Arc<Self>, lease: i64) {
+        let period = Duration::from_secs((ELECTION_TTL_SECONDS as u64 / 3).max(1));
+        let reason = match self.client.lease_client().keep_alive(lease).await {
+            Err(e) => format!("lease keep-alive failed: {e}"),
+            Ok((mut keeper, mut responses)) => loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = self.shutdown.cancelled() => return,
+                }
+                if let Err(e) = keeper.keep_alive().await {
+                    break format!("lease keep-alive failed: {e}");
+                }
+                match tokio::time::timeout(period * 2, responses.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    Ok(Ok(Some(_))) => break "election lease expired".to_string(),
+                    Ok(Ok(None)) | Ok(Err(_)) => break "lease keep-alive stream ended".to_string(),
+                    Err(_) => break "lease keep-alive timed out".to_string(),
+                }
+                if !self.leading.load(Ordering::SeqCst) {
+                    return;
+                }
+            },
+        };
+        self.step_down(&reason);
+    }
+}
+
+#[async_trait]
+impl Election for Arc<EtcdElection> {
+    fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    async fn campaign(&self) -> Result<(), ElectionError> {
+        let lease = self
+            .client
+            .lease_client()
+            .grant(ELECTION_TTL_SECONDS, None)
+            .await?
+            .id();
+        // Keep the lease alive while waiting too: the campaign may block for a long time.
+        let keeper = tokio::spawn(self.clone().keep_lease(lease));
+        let mut elections = self.client.election_client();
+        let resp = tokio::select! {
+            r = elections.campaign(self.name.clone(), self.address.clone(), lease) => r,
+            _ = self.shutdown.cancelled() => {
+                keeper.abort();
+                let _ = self.client.lease_client().revoke(lease).await;
+                return Err(ElectionError::Backend("shutting down".into()));
+            }
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                keeper.abort();
+                let _ = self.client.lease_client().revoke(lease).await;
+                return Err(e.into());
+            }
+        };
+        *self.leader_key.lock().unwrap_or_else(|p| p.into_inner()) = resp.leader().cloned();
+        self.leading.store(true, Ordering::SeqCst);
+        tracing::info!(address = %self.address, lease, "elected leader");
+        let _ = self.changes.send(LeaderChange::Elected);
+        Ok(())
+    }
+
+    async fn leader(&self) -> Result<Option<String>, ElectionError> {
+        match self
+            .client
+            .election_client()
+            .leader(self.name.clone())
+            .await
+        {
+            Ok(resp) => Ok(resp
+                .kv()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+            // etcd answers "election: no leader" as an error.
+            Err(e) if e.to_string().contains("no leader") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn resign(&self) -> Result<(), ElectionError> {
+        let key = self
+            .leader_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(key) = key {
+            let lease = key.lease();
+            self.client
+                .election_client()
+                .resign(Some(ResignOptions::new().with_leader(key)))
+                .await?;
+            let _ = self.client.lease_client().revoke(lease).await;
+            self.step_down("resigned");
+        }
+        Ok(())
+    }
+
+    fn subscribe_leader_change(&self) -> broadcast::Receiver<LeaderChange> {
+        self.changes.subscribe()
+    }
+}
