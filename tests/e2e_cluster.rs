@@ -222,6 +222,12 @@ async fn job_survives_kill9_of_a_worker_running_one_of_its_tasks() {
         "the task killed with its worker was expected to be retried (retries > 0):\n{}",
         describe(&job)
     );
+    let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .expect("GET the coordinator's /metrics");
+    assert!(
+        sample_sum(&metrics, "reelfarm_tasks_retried_total", "").unwrap_or(0.0) >= 1.0,
+        "the coordinator's reelfarm_tasks_retried_total was expected to count the retry:\n{metrics}"
+    );
     let rerun = job
         .task_details
         .iter()

@@ -693,6 +693,28 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// In the Prometheus text `text`: the sum of every sample of `name` whose label set
+/// contains `labels` (e.g. `state="succeeded"`, or "" for all); `None` when there is none.
+pub fn sample_sum(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, label_set) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric == name && label_set.contains(labels) {
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("sample {line:?} has no number: {e}"));
+            sum = Some(sum.unwrap_or(0.0) + v);
+        }
+    }
+    sum
+}
+
 /// Fails the test, telling how to install it, when `tool` is not on PATH: a suite must
 /// never pass by skipping what it was written to check.
 pub fn require_tool(tool: &str) {
