@@ -79,6 +79,50 @@ fn segment_tasks(job: &v1::Job) -> impl Iterator<Item = &v1::TaskView> {
         .filter(|t| task_kind(t) == v1::TaskKind::VideoSegment)
 }
 
+/// Waits until a video segment of the job *starts* on `worker` (active now, not in the
+/// previous snapshot), so it has most of its work ahead, and returns that task.
+async fn wait_segment_starts_on(cluster: &Cluster, job_id: &str, worker: &str) -> v1::TaskView {
+    let mut jobs = cluster.jobs();
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let mut previously_active: Option<HashSet<(String, u64)>> = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no segment started on {worker} within {JOB_TIMEOUT:?}"
+        );
+        let job = jobs
+            .get_job(v1::GetJobRequest { id: job_id.into() })
+            .await
+            .expect("GetJob of a submitted job")
+            .into_inner()
+            .job
+            .expect("GetJob answers with the job");
+        assert!(
+            !is_terminal(&job),
+            "the job ended before a segment started on {worker}; it is too short for this test:\n{}",
+            describe(&job)
+        );
+        if let Some(before) = &previously_active {
+            let fresh = segment_tasks(&job).find(|t| {
+                is_active(t)
+                    && t.worker_id == worker
+                    && !before.contains(&(t.id.clone(), t.attempt))
+            });
+            if let Some(t) = fresh {
+                return t.clone();
+            }
+        }
+        previously_active = Some(
+            job.task_details
+                .iter()
+                .filter(|t| is_active(t))
+                .map(|t| (t.id.clone(), t.attempt))
+                .collect(),
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[tokio::test]
 async fn job_succeeds_across_two_workers_with_intact_outputs() {
     let cluster = Cluster::start(ClusterOptions::default()).await;
@@ -170,49 +214,7 @@ async fn job_survives_kill9_of_a_worker_running_one_of_its_tasks() {
         .submit(long_spec("two metal cubes sliding on ice"))
         .await;
 
-    // Wait until a segment *starts* on the victim (active now, not in the previous
-    // snapshot), so it has most of its work ahead when the worker dies.
-    let mut jobs = cluster.jobs();
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    let mut previously_active: Option<HashSet<(String, u64)>> = None;
-    let killed = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no segment started on {victim} within {JOB_TIMEOUT:?}"
-        );
-        let job = jobs
-            .get_job(v1::GetJobRequest {
-                id: submitted.id.clone(),
-            })
-            .await
-            .expect("GetJob of a submitted job")
-            .into_inner()
-            .job
-            .expect("GetJob answers with the job");
-        assert!(
-            !is_terminal(&job),
-            "the job ended before a segment started on {victim}; it is too short for this test:\n{}",
-            describe(&job)
-        );
-        let active: HashSet<(String, u64)> = job
-            .task_details
-            .iter()
-            .filter(|t| is_active(t))
-            .map(|t| (t.id.clone(), t.attempt))
-            .collect();
-        if let Some(before) = &previously_active {
-            let fresh = segment_tasks(&job).find(|t| {
-                is_active(t)
-                    && t.worker_id == victim
-                    && !before.contains(&(t.id.clone(), t.attempt))
-            });
-            if let Some(t) = fresh {
-                break t.clone();
-            }
-        }
-        previously_active = Some(active);
-        tokio::time::sleep(POLL).await;
-    };
+    let killed = wait_segment_starts_on(&cluster, &submitted.id, victim).await;
     cluster.worker(victim).kill9();
 
     let job = cluster.wait_succeeded(&submitted.id).await;
@@ -297,6 +299,74 @@ async fn job_survives_kill9_and_restart_of_the_coordinator() {
     assert!(
         status.term >= 2 && status.leader,
         "the restarted coordinator was expected to lead a new term: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn worker_paused_past_its_lease_loses_its_task_and_the_job_still_succeeds() {
+    let mut cluster = Cluster::start(long_job_cluster()).await;
+    let victim = "worker-1";
+    let submitted = cluster
+        .submit(long_spec("a rubber ball and a paused worker"))
+        .await;
+    let paused = wait_segment_starts_on(&cluster, &submitted.id, victim).await;
+    // SIGSTOP: the process is alive and its stream open, but it renews no lease.
+    cluster.worker(victim).process.signal("STOP");
+    cluster
+        .wait_job(
+            &submitted.id,
+            &format!("{} reassigned after {victim}'s lease expired", paused.id),
+            |j| {
+                j.task_details
+                    .iter()
+                    .any(|t| t.id == paused.id && t.attempt > paused.attempt)
+            },
+        )
+        .await;
+    cluster.worker(victim).process.signal("CONT");
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    assert_outputs_intact(&job);
+    let task = job
+        .task_details
+        .iter()
+        .find(|t| t.id == paused.id)
+        .expect("the paused task is still part of the job");
+    assert!(
+        task.attempt > paused.attempt,
+        "task {} was expected to finish under a later attempt than the paused one ({}):\n{}",
+        paused.id,
+        paused.attempt,
+        describe(&job)
+    );
+    // The resumed worker registers again by itself.
+    cluster.wait_workers_connected(&[victim.to_string()]).await;
+}
+
+#[tokio::test]
+async fn restarted_coordinator_still_shows_which_worker_ran_each_done_task() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let submitted = cluster.submit(spec("a ball, before the restart")).await;
+    let before = cluster.wait_succeeded(&submitted.id).await;
+    assert!(
+        before.task_details.iter().all(|t| !t.worker_id.is_empty()),
+        "every DONE task was expected to name its worker:\n{}",
+        describe(&before)
+    );
+
+    cluster.coordinator.restart().await;
+    let after = cluster.wait_succeeded(&submitted.id).await;
+    let workers = |j: &v1::Job| -> Vec<(String, String)> {
+        j.task_details
+            .iter()
+            .map(|t| (t.id.clone(), t.worker_id.clone()))
+            .collect()
+    };
+    assert_eq!(
+        workers(&after),
+        workers(&before),
+        "a restarted coordinator was expected to recover which worker produced each committed result (TaskView.worker_id):\n{}",
+        describe(&after)
     );
 }
 

@@ -113,6 +113,20 @@ impl Process {
         }
     }
 
+    /// Sends a signal by name (e.g. "STOP", "CONT") with kill(1).
+    pub fn signal(&self, name: &str) {
+        let child = self
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill(1)");
+        assert!(status.success(), "kill -{name} {} failed", self.name);
+    }
+
     /// Fails the test if the process has exited on its own.
     fn assert_alive(&mut self) {
         if let Some(child) = self.child.as_mut() {
