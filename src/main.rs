@@ -78,6 +78,8 @@ enum Command {
     Workers,
     /// Stop giving a worker new tasks; it finishes those it runs.
     Drain { id: String },
+    /// List the prompt words the scene parser understands.
+    Words,
     /// Run a whole farm in this process (in-memory state, local workers) on one job.
     Demo {
         #[command(flatten)]
@@ -164,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Cancel { id } => cmd::cancel::run(c, &id, f).await,
         Command::Workers => cmd::workers::list(c, f).await,
         Command::Drain { id } => cmd::workers::drain(c, &id, f).await,
+        Command::Words => cmd::words::run(f),
         Command::Demo { spec, workers, out } => {
             cmd::demo::run(cmd::demo::DemoArgs { spec, workers, out }, f).await
         }

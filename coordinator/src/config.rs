@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_SEGMENTS", default_value_t = 64)]
     pub max_segments: u32,
 
+    /// Secret that keys the watermark and signs provenance manifests (VerifyContent checks
+    /// both); the same on every worker. Default: the development secret (a warning is logged).
+    #[arg(long, env = "REELFARM_FARM_SECRET", hide_env_values = true)]
+    pub farm_secret: Option<String>,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,
@@ -82,6 +87,17 @@ impl Config {
             return Err("--segment-frames and --max-segments must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The farm secret, or the development one (with a warning).
+    pub fn farm_secret(&self) -> Vec<u8> {
+        match &self.farm_secret {
+            Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
+            _ => {
+                tracing::warn!("no --farm-secret: using the development secret; set REELFARM_FARM_SECRET in production");
+                reelfarm_worker::config::DEV_FARM_SECRET.as_bytes().to_vec()
+            }
+        }
     }
 
     pub fn scheduler(&self) -> SchedulerConfig {

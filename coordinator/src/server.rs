@@ -102,10 +102,15 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
     let grpc_addr = listener.local_addr()?;
+    let verify = api::job_service::VerifyConfig {
+        farm_secret: config.farm_secret(),
+        artifacts: config.artifacts.clone(),
+    };
     let router = api::router(
         scheduler.clone(),
         metrics.clone(),
         &config.cluster,
+        verify,
         shutdown.clone(),
     )
     .await;

@@ -43,6 +43,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
             max_attempts: 3,
             segment_frames: 12,
             max_segments: 64,
+            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
             log_json: false,
         },
         shutdown.clone(),
@@ -129,6 +130,19 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
         println!("wrote:");
         for o in &job.outputs {
             println!("  {:<9} {}", o.kind, o.uri.trim_start_matches("file://"));
+        }
+        if let Some(video) = job.outputs.iter().find(|o| o.kind == "video") {
+            let v = client
+                .verify_content(v1::VerifyContentRequest {
+                    source: Some(v1::verify_content_request::Source::Uri(video.uri.clone())),
+                })
+                .await
+                .context("VerifyContent")?
+                .into_inner();
+            println!(
+                "provenance: ours={} job={} watermark confidence {:.2}, signed manifest valid={}",
+                v.ours, v.job_id, v.watermark_confidence, v.manifest_valid
+            );
         }
     } else {
         println!("{}", output::job_json(&job));

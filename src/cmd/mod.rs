@@ -2,6 +2,7 @@
 //!
 //! - [`submit`], [`get`], [`list`], [`watch`], [`cancel`]: jobs.
 //! - [`workers`]: list and drain workers.
+//! - [`words`]: the prompt words the scene parser understands.
 //! - [`demo`]: a whole farm in this process (in-memory state, local workers) running one job.
 //! - [`bench`]: benchmarks printing JSON.
 //! - [`spec_args`]: the job-spec flags shared by `submit` and `demo`.
@@ -14,4 +15,5 @@ pub mod list;
 pub mod spec_args;
 pub mod submit;
 pub mod watch;
+pub mod words;
 pub mod workers;

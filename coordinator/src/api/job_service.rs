@@ -1,6 +1,7 @@
 //! `reelfarm.v1.JobService`: what clients call. Validates at the edge, then hands domain
 //! types to the [`Scheduler`].
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +19,70 @@ use crate::scheduler::Scheduler;
 /// diffusion step does not flood slow clients. 50 ms keeps progress bars smooth.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(50);
 
+/// What VerifyContent needs: the farm secret and where `uri` requests may read.
+#[derive(Clone)]
+pub struct VerifyConfig {
+    pub farm_secret: Vec<u8>,
+    pub artifacts: PathBuf,
+}
+
+/// Largest file VerifyContent reads from the artifact store (the same bound as `data`).
+pub const VERIFY_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// See the module docs.
 pub struct JobApi {
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
+    verify: VerifyConfig,
 }
 
 impl JobApi {
-    pub fn new(scheduler: Arc<Scheduler>, metrics: Arc<Metrics>) -> Self {
-        Self { scheduler, metrics }
+    pub fn new(scheduler: Arc<Scheduler>, metrics: Arc<Metrics>, verify: VerifyConfig) -> Self {
+        Self {
+            scheduler,
+            metrics,
+            verify,
+        }
+    }
+
+    /// The bytes a VerifyContent request names: inline, or a file under --artifacts.
+    async fn content(&self, req: v1::VerifyContentRequest) -> Result<Vec<u8>, Status> {
+        use v1::verify_content_request::Source;
+        match req.source {
+            None => Err(Status::invalid_argument("data or uri is required")),
+            Some(Source::Data(d)) if d.is_empty() => {
+                Err(Status::invalid_argument("data must not be empty"))
+            }
+            Some(Source::Data(d)) => Ok(d),
+            Some(Source::Uri(uri)) => {
+                let root = self.verify.artifacts.canonicalize().map_err(|e| {
+                    Status::failed_precondition(format!("artifact store unavailable: {e}"))
+                })?;
+                let path = uri
+                    .strip_prefix("file://")
+                    .map(PathBuf::from)
+                    .and_then(|p| p.canonicalize().ok())
+                    .filter(|p| p.starts_with(&root))
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "uri must be an existing file:// path under the artifact store {}, got {uri:?}",
+                            root.display()
+                        ))
+                    })?;
+                let len = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| Status::not_found(format!("uri {uri}: {e}")))?
+                    .len();
+                if len > VERIFY_MAX_BYTES {
+                    return Err(Status::invalid_argument(format!(
+                        "uri names a file of {len} bytes; at most {VERIFY_MAX_BYTES} are verified"
+                    )));
+                }
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| Status::not_found(format!("uri {uri}: {e}")))
+            }
+        }
     }
 
     fn observe<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
@@ -197,5 +253,29 @@ impl v1::job_service_server::JobService for JobApi {
         }
         .await;
         self.observe("CancelJob", r)
+    }
+
+    async fn verify_content(
+        &self,
+        request: Request<v1::VerifyContentRequest>,
+    ) -> Result<Response<v1::VerifyContentResponse>, Status> {
+        let r = async {
+            let data = self.content(request.into_inner()).await?;
+            let secret = self.verify.farm_secret.clone();
+            // Decoding and watermark detection are CPU-heavy: off the reactor.
+            let v = tokio::task::spawn_blocking(move || {
+                reelfarm_worker::pipeline::provenance::verify(&data, &secret)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("verification panicked: {e}")))?;
+            Ok(Response::new(v1::VerifyContentResponse {
+                ours: v.ours,
+                job_id: v.job_id.unwrap_or_default(),
+                watermark_confidence: v.watermark_confidence,
+                manifest_valid: v.manifest_valid,
+            }))
+        }
+        .await;
+        self.observe("VerifyContent", r)
     }
 }

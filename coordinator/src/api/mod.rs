@@ -29,14 +29,16 @@ use tonic::transport::Server;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 
-/// Largest gRPC message accepted (SubmitBatch of 1000 jobs with long prompts fits).
-const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest gRPC message accepted: a VerifyContent upload (64 MiB) plus framing; a
+/// SubmitBatch of 1000 jobs with long prompts is far below it.
+const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
 
 /// Builds the gRPC router with every service, reflection and health.
 pub async fn router(
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
     cluster: &str,
+    verify: job_service::VerifyConfig,
     shutdown: CancellationToken,
 ) -> Router {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -74,7 +76,7 @@ pub async fn router(
         });
     }
 
-    let jobs = JobServiceServer::new(job_service::JobApi::new(scheduler.clone(), metrics))
+    let jobs = JobServiceServer::new(job_service::JobApi::new(scheduler.clone(), metrics, verify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(

@@ -103,7 +103,7 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         ));
     }
     let duration_seconds = match spec.duration_seconds {
-        d if d == 0.0 => DURATION_DEFAULT_S,
+        0.0 => DURATION_DEFAULT_S,
         d if d.is_finite() && (DURATION_MIN_S..=DURATION_MAX_S).contains(&d) => d,
         d => {
             return Err(FieldError::new(
@@ -121,13 +121,13 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         SIZE_MIN,
         HEIGHT_MAX,
     )?;
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(FieldError::new(
             "spec.width",
             format!("must be even, got {width}"),
         ));
     }
-    if height % 2 != 0 {
+    if !height.is_multiple_of(2) {
         return Err(FieldError::new(
             "spec.height",
             format!("must be even, got {height}"),

@@ -104,6 +104,7 @@ async fn run_one(
             max_attempts: 3,
             segment_frames: 12,
             max_segments: 64,
+            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
             log_json: false,
         },
         shutdown.clone(),

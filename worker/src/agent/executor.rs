@@ -79,8 +79,8 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         && (1..=120).contains(&spec.fps)
         && (2..=MAX_SIDE).contains(&spec.width)
         && (2..=MAX_SIDE).contains(&spec.height)
-        && spec.width % 2 == 0
-        && spec.height % 2 == 0
+        && spec.width.is_multiple_of(2)
+        && spec.height.is_multiple_of(2)
         && (1..=1000).contains(&spec.steps)
         && spec.duration_seconds * f64::from(spec.fps) <= f64::from(MAX_FRAMES);
     if !sane {

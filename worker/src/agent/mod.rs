@@ -48,14 +48,14 @@ pub fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engine>> {
     match choice {
         EngineChoice::Cpu => {
             tracing::info!(engine = "cpu", "engine chosen by --engine cpu");
-            Ok(Arc::new(CpuEngine::default()))
+            Ok(Arc::new(CpuEngine))
         }
         EngineChoice::Auto => {
             tracing::info!(
                 engine = "cpu",
                 "engine auto: the CUDA engine is not built into this version; using cpu"
             );
-            Ok(Arc::new(CpuEngine::default()))
+            Ok(Arc::new(CpuEngine))
         }
         EngineChoice::Cuda => anyhow::bail!(
             "--engine cuda: the CUDA engine is not built into this version (see README, Status)"

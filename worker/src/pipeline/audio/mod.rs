@@ -170,11 +170,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// A real plan of `spec` whose contact events are replaced by `contacts`.
     pub(crate) fn plan(spec: &ClipSpec, contacts: Vec<ContactEvent>) -> Plan {
-        Plan {
-            spec: spec.clone(),
-            contacts,
-        }
+        let mut plan = crate::pipeline::plan::make_plan(spec).expect("plan of a valid spec");
+        plan.contacts = contacts;
+        plan
     }
 
     #[test]

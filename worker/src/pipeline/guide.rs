@@ -1,1 +1,0 @@
-//! Guide render of the simulated scene. (Scaffold, replaced by the pipeline work.)

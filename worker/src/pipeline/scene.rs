@@ -1,1 +1,0 @@
-//! Prompt understanding: free text → scene spec. (Scaffold, replaced by the pipeline work.)
