@@ -65,4 +65,5 @@ for tool in etcd protoc ffprobe promtool grpcurl; do
 done
 
 # (protoc: .cargo/config.toml points PROTOC at tools/protoc, which prefers the system one.)
-exec cargo test --workspace "$@"
+# --no-fail-fast: one failing suite must not hide the results of the others.
+exec cargo test --workspace --no-fail-fast "$@"

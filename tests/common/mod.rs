@@ -582,22 +582,24 @@ pub fn spec(prompt: &str) -> v1::JobSpec {
     }
 }
 
-/// Coordinator flags for clusters that run [`long_spec`] jobs: 30-frame segments.
+/// Coordinator flags for clusters that run [`long_spec`] jobs: 15-frame segments.
 pub fn long_job_coordinator_args() -> Vec<String> {
-    vec!["--segment-frames".into(), "30".into()]
+    vec!["--segment-frames".into(), "15".into()]
 }
 
-/// A job long enough to be interrupted mid-run: 240 frames of 960x540 in 8 segments of 30
-/// frames (with [`long_job_coordinator_args`]). Each segment takes a fraction of a second
-/// to a few seconds depending on the pipeline, which is what lets a test see a task start
-/// and act while it runs; the whole job stays within seconds on two CPU workers.
+/// A job long enough to be interrupted mid-run: 120 frames of 320x180 in 8 segments of 15
+/// frames (with [`long_job_coordinator_args`]). A segment takes from a few tenths of a
+/// second to a second or two with the CPU engine (measured on a loaded 2-core machine),
+/// which is what lets a test see a task start and act while it runs; the whole job stays
+/// within seconds on two workers. Larger frames made the job last a minute once the real
+/// diffusion stage landed.
 pub fn long_spec(prompt: &str) -> v1::JobSpec {
     v1::JobSpec {
         prompt: prompt.into(),
-        duration_seconds: 10.0,
+        duration_seconds: 5.0,
         fps: 24,
-        width: 960,
-        height: 540,
+        width: 320,
+        height: 180,
         seed: Some(11),
         steps: 2,
         ..Default::default()
