@@ -1,0 +1,802 @@
+//! End to end on a real cluster: etcd, one `reelfarm-coordinator` process and worker
+//! processes, driven through the gRPC API and the `reelfarm` CLI.
+//!
+//! Interruptions (a worker or the coordinator killed, a job cancelled) are timed by
+//! observing the job's state, never by sleeping: a test acts once it sees the task or the
+//! progress it needs, and checks afterwards that the interruption really hit mid-job.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use common::*;
+use reelfarm_proto::v1;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+fn long_job_cluster() -> ClusterOptions {
+    ClusterOptions {
+        workers: 2,
+        coordinator_args: long_job_coordinator_args(),
+    }
+}
+
+fn no_workers(coordinator_args: &[&str]) -> ClusterOptions {
+    ClusterOptions {
+        workers: 0,
+        coordinator_args: coordinator_args.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Every output of a SUCCEEDED job exists in the artifact store with the byte count and
+/// SHA-256 the job reports, and the final artifacts (video, poster, manifest) are there.
+fn assert_outputs_intact(job: &v1::Job) {
+    let kinds: HashSet<&str> = job.outputs.iter().map(|o| o.kind.as_str()).collect();
+    for wanted in ["video", "poster", "manifest"] {
+        assert!(
+            kinds.contains(wanted),
+            "a SUCCEEDED job was expected to list a {wanted} output:\n{}",
+            describe(job)
+        );
+    }
+    for o in &job.outputs {
+        let path = output_path(&o.uri);
+        let bytes = std::fs::read(path).unwrap_or_else(|e| {
+            panic!(
+                "output {} ({}) was expected to exist: {e}",
+                o.kind,
+                path.display()
+            )
+        });
+        assert_eq!(
+            bytes.len() as u64,
+            o.bytes,
+            "output {} ({}) was expected to have the reported byte count",
+            o.kind,
+            path.display()
+        );
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            o.sha256,
+            "output {} ({}) was expected to match its reported sha256",
+            o.kind,
+            path.display()
+        );
+    }
+}
+
+fn video_output(job: &v1::Job) -> &v1::Output {
+    job.outputs
+        .iter()
+        .find(|o| o.kind == "video")
+        .expect("a SUCCEEDED job lists its video")
+}
+
+fn segment_tasks(job: &v1::Job) -> impl Iterator<Item = &v1::TaskView> {
+    job.task_details
+        .iter()
+        .filter(|t| task_kind(t) == v1::TaskKind::VideoSegment)
+}
+
+/// Waits until a video segment of the job *starts* on `worker` (active now, not in the
+/// previous snapshot), so it has most of its work ahead, and returns that task.
+async fn wait_segment_starts_on(cluster: &Cluster, job_id: &str, worker: &str) -> v1::TaskView {
+    let mut jobs = cluster.jobs();
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let mut previously_active: Option<HashSet<(String, u64)>> = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no segment started on {worker} within {JOB_TIMEOUT:?}"
+        );
+        let job = jobs
+            .get_job(v1::GetJobRequest { id: job_id.into() })
+            .await
+            .expect("GetJob of a submitted job")
+            .into_inner()
+            .job
+            .expect("GetJob answers with the job");
+        assert!(
+            !is_terminal(&job),
+            "the job ended before a segment started on {worker}; it is too short for this test:\n{}",
+            describe(&job)
+        );
+        if let Some(before) = &previously_active {
+            let fresh = segment_tasks(&job).find(|t| {
+                is_active(t)
+                    && t.worker_id == worker
+                    && !before.contains(&(t.id.clone(), t.attempt))
+            });
+            if let Some(t) = fresh {
+                return t.clone();
+            }
+        }
+        previously_active = Some(
+            job.task_details
+                .iter()
+                .filter(|t| is_active(t))
+                .map(|t| (t.id.clone(), t.attempt))
+                .collect(),
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn job_succeeds_across_two_workers_with_intact_outputs() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let submitted = cluster
+        .submit(spec("a red rubber ball bouncing on a wooden floor"))
+        .await;
+    assert!(
+        matches!(
+            state(&submitted),
+            v1::JobState::Queued | v1::JobState::Running
+        ),
+        "a new job was expected QUEUED or RUNNING:\n{}",
+        describe(&submitted)
+    );
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    assert_outputs_intact(&job);
+    let tasks = job.tasks.expect("a job carries its task summary");
+    assert_eq!(
+        tasks.done,
+        tasks.total,
+        "every task of a SUCCEEDED job was expected DONE:\n{}",
+        describe(&job)
+    );
+    let segment_workers: HashSet<&str> =
+        segment_tasks(&job).map(|t| t.worker_id.as_str()).collect();
+    assert!(
+        segment_tasks(&job).count() >= 2 && segment_workers.len() >= 2,
+        "the video segments were expected to run on both workers, ran on {segment_workers:?}:\n{}",
+        describe(&job)
+    );
+}
+
+#[tokio::test]
+async fn video_output_is_an_mp4_with_h264_video_of_the_requested_size_and_audio() {
+    require_tool("ffprobe");
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let submitted = cluster.submit(spec("a blue glass marble rolling")).await;
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    let video = output_path(&video_output(&job).uri).to_path_buf();
+
+    let probe = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "json"])
+        .arg(&video)
+        .output()
+        .await
+        .expect("running ffprobe");
+    assert!(
+        probe.status.success(),
+        "ffprobe was expected to accept {}: {}",
+        video.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let streams: serde_json::Value =
+        serde_json::from_slice(&probe.stdout).expect("ffprobe prints JSON");
+    let streams = streams["streams"].as_array().cloned().unwrap_or_default();
+    let video_stream = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap_or_else(|| {
+            panic!(
+                "{} was expected to hold a video stream: {streams:?}",
+                video.display()
+            )
+        });
+    assert_eq!(
+        video_stream["codec_name"], "h264",
+        "video was expected H.264"
+    );
+    assert_eq!(
+        (
+            video_stream["width"].as_u64(),
+            video_stream["height"].as_u64()
+        ),
+        (Some(160), Some(96)),
+        "video was expected at the requested 160x96"
+    );
+    assert!(
+        streams.iter().any(|s| s["codec_type"] == "audio"),
+        "a job with audio (the default) was expected to hold an audio stream: {streams:?}"
+    );
+}
+
+#[tokio::test]
+async fn job_survives_kill9_of_a_worker_running_one_of_its_tasks() {
+    let mut cluster = Cluster::start(long_job_cluster()).await;
+    let victim = "worker-1";
+    let submitted = cluster
+        .submit(long_spec("two metal cubes sliding on ice"))
+        .await;
+
+    let killed = wait_segment_starts_on(&cluster, &submitted.id, victim).await;
+    cluster.worker(victim).kill9();
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    let retries = job.tasks.expect("a job carries its task summary").retries;
+    assert!(
+        retries > 0,
+        "the task killed with its worker was expected to be retried (retries > 0):\n{}",
+        describe(&job)
+    );
+    let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .expect("GET the coordinator's /metrics");
+    assert!(
+        sample_sum(&metrics, "reelfarm_tasks_retried_total", "").unwrap_or(0.0) >= 1.0,
+        "the coordinator's reelfarm_tasks_retried_total was expected to count the retry:\n{metrics}"
+    );
+    let rerun = job
+        .task_details
+        .iter()
+        .find(|t| t.id == killed.id)
+        .expect("the killed task is still part of the job");
+    assert!(
+        rerun.attempt > killed.attempt && rerun.worker_id != victim,
+        "task {} (attempt {} on {victim} when killed) was expected to finish under a later attempt on another worker:\n{}",
+        killed.id,
+        killed.attempt,
+        describe(&job)
+    );
+    assert_outputs_intact(&job);
+}
+
+#[tokio::test]
+async fn job_survives_kill9_and_restart_of_the_coordinator() {
+    let mut cluster = Cluster::start(long_job_cluster()).await;
+    let submitted = cluster
+        .submit(long_spec("a wooden ball rolling down a ramp"))
+        .await;
+    let total = submitted.task_details.len();
+    cluster
+        .wait_job(
+            &submitted.id,
+            "a segment DONE while other segments still have to run",
+            |j| {
+                segment_tasks(j).any(|t| task_state(t) == v1::TaskState::Done)
+                    && segment_tasks(j).any(|t| task_state(t) != v1::TaskState::Done)
+            },
+        )
+        .await;
+    cluster.coordinator.kill9();
+
+    // With the coordinator dead, etcd says where the job stood: it must be mid-way.
+    let stored = cluster
+        .etcd_json(&format!("jobs/{}", submitted.id))
+        .await
+        .expect("the job was expected to be stored in etcd");
+    assert!(
+        !matches!(
+            stored["state"].as_str(),
+            Some("Succeeded" | "Failed" | "Cancelled")
+        ),
+        "the coordinator was expected to die mid-job, but etcd has the job finished: {stored}"
+    );
+    let committed = cluster
+        .etcd_keys(&format!("results/{}/", submitted.id))
+        .await
+        .len();
+    assert!(
+        committed > 0 && committed < total,
+        "the coordinator was expected to die with some ({committed}) but not all of {total} task results committed"
+    );
+
+    cluster.coordinator.restart().await;
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    assert_outputs_intact(&job);
+    let ids: Vec<String> = cluster.workers.iter().map(|w| w.id.clone()).collect();
+    cluster.wait_workers_connected(&ids).await;
+    let status = cluster
+        .admin()
+        .get_cluster_status(v1::GetClusterStatusRequest {})
+        .await
+        .expect("GetClusterStatus after the restart")
+        .into_inner();
+    assert!(
+        status.term >= 2 && status.leader,
+        "the restarted coordinator was expected to lead a new term: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn worker_paused_past_its_lease_loses_its_task_and_the_job_still_succeeds() {
+    let mut cluster = Cluster::start(long_job_cluster()).await;
+    let victim = "worker-1";
+    let submitted = cluster
+        .submit(long_spec("a rubber ball and a paused worker"))
+        .await;
+    let paused = wait_segment_starts_on(&cluster, &submitted.id, victim).await;
+    // SIGSTOP: the process is alive and its stream open, but it renews no lease.
+    cluster.worker(victim).process.signal("STOP");
+    cluster
+        .wait_job(
+            &submitted.id,
+            &format!("{} reassigned after {victim}'s lease expired", paused.id),
+            |j| {
+                j.task_details
+                    .iter()
+                    .any(|t| t.id == paused.id && t.attempt > paused.attempt)
+            },
+        )
+        .await;
+    cluster.worker(victim).process.signal("CONT");
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    assert_outputs_intact(&job);
+    let task = job
+        .task_details
+        .iter()
+        .find(|t| t.id == paused.id)
+        .expect("the paused task is still part of the job");
+    assert!(
+        task.attempt > paused.attempt,
+        "task {} was expected to finish under a later attempt than the paused one ({}):\n{}",
+        paused.id,
+        paused.attempt,
+        describe(&job)
+    );
+    // The resumed worker registers again by itself.
+    cluster.wait_workers_connected(&[victim.to_string()]).await;
+}
+
+#[tokio::test]
+async fn restarted_coordinator_still_shows_which_worker_ran_each_done_task() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await;
+    let submitted = cluster.submit(spec("a ball, before the restart")).await;
+    let before = cluster.wait_succeeded(&submitted.id).await;
+    assert!(
+        before.task_details.iter().all(|t| !t.worker_id.is_empty()),
+        "every DONE task was expected to name its worker:\n{}",
+        describe(&before)
+    );
+
+    cluster.coordinator.restart().await;
+    let after = cluster.wait_succeeded(&submitted.id).await;
+    let workers = |j: &v1::Job| -> Vec<(String, String)> {
+        j.task_details
+            .iter()
+            .map(|t| (t.id.clone(), t.worker_id.clone()))
+            .collect()
+    };
+    assert_eq!(
+        workers(&after),
+        workers(&before),
+        "a restarted coordinator was expected to recover which worker produced each committed result (TaskView.worker_id):\n{}",
+        describe(&after)
+    );
+}
+
+#[tokio::test]
+async fn cancelled_job_ends_cancelled_and_runs_no_further_task() {
+    let cluster = Cluster::start(long_job_cluster()).await;
+    let submitted = cluster
+        .submit(long_spec("a glass bottle falling over"))
+        .await;
+    cluster
+        .wait_job(&submitted.id, "a segment running", |j| {
+            segment_tasks(j).any(is_active)
+        })
+        .await;
+
+    let cancelled = cluster
+        .jobs()
+        .cancel_job(v1::CancelJobRequest {
+            id: submitted.id.clone(),
+        })
+        .await
+        .expect("CancelJob of a running job")
+        .into_inner()
+        .job
+        .expect("CancelJob answers with the job");
+    assert_eq!(
+        state(&cancelled),
+        v1::JobState::Cancelled,
+        "CancelJob was expected to answer with the job CANCELLED:\n{}",
+        describe(&cancelled)
+    );
+    // Tasks dispatched before the cancel have attempt >= 1; the others must never run.
+    let attempts_at_cancel: HashMap<String, u64> = cancelled
+        .task_details
+        .iter()
+        .map(|t| (t.id.clone(), t.attempt))
+        .collect();
+    let done_at_cancel: HashSet<String> = cancelled
+        .task_details
+        .iter()
+        .filter(|t| task_state(t) == v1::TaskState::Done)
+        .map(|t| t.id.clone())
+        .collect();
+    assert!(
+        attempts_at_cancel.values().any(|a| *a == 0),
+        "the job was expected to be cancelled while some tasks had not started:\n{}",
+        describe(&cancelled)
+    );
+
+    // A job submitted after the cancel runs on the same workers: once it SUCCEEDED, any
+    // task of the cancelled job that was still going to be dispatched would have been.
+    let next = cluster.submit(spec("a ball after the cancel")).await;
+    cluster.wait_succeeded(&next.id).await;
+
+    let after = cluster
+        .jobs()
+        .get_job(v1::GetJobRequest {
+            id: submitted.id.clone(),
+        })
+        .await
+        .expect("GetJob of the cancelled job")
+        .into_inner()
+        .job
+        .expect("GetJob answers with the job");
+    assert_eq!(
+        state(&after),
+        v1::JobState::Cancelled,
+        "a cancelled job was expected to stay CANCELLED"
+    );
+    for t in &after.task_details {
+        let before = attempts_at_cancel.get(&t.id).copied().unwrap_or_default();
+        assert!(
+            t.attempt == before
+                && !is_active(t)
+                && (task_state(t) != v1::TaskState::Done || done_at_cancel.contains(&t.id)),
+            "task {} of the cancelled job was expected to be neither dispatched nor finished after the cancel (attempt {before} then):\n{}",
+            t.id,
+            describe(&after)
+        );
+    }
+    // Nothing written by a task that had not been dispatched before the cancel, and no
+    // final artifacts. Files are named <task id>.t<term>a<attempt>...
+    let job_dir = cluster.artifacts.join("jobs").join(&submitted.id);
+    for entry in std::fs::read_dir(&job_dir).expect("the cancelled job's artifact folder") {
+        let name = entry.expect("a directory entry").file_name();
+        let name = name.to_string_lossy();
+        let task = name.split('.').next().unwrap_or_default();
+        assert!(
+            attempts_at_cancel.get(task).copied().unwrap_or_default() > 0 && task != "assemble",
+            "{name} was written for the cancelled job by a task not dispatched before the cancel"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_spec_is_rejected_naming_the_field_and_stores_nothing() {
+    let cluster = Cluster::start(no_workers(&[])).await;
+    let mut jobs = cluster.jobs();
+    let cases = [
+        (
+            "spec.fps",
+            v1::JobSpec {
+                fps: 61,
+                ..spec("too many frames per second")
+            },
+        ),
+        (
+            "spec.width",
+            v1::JobSpec {
+                width: 321,
+                ..spec("an odd width")
+            },
+        ),
+        (
+            "spec.prompt",
+            v1::JobSpec {
+                prompt: "   ".into(),
+                ..spec("")
+            },
+        ),
+    ];
+    for (field, bad) in cases {
+        let status = jobs
+            .submit_job(v1::SubmitJobRequest {
+                spec: Some(bad),
+                idempotency_key: "bad-request".into(),
+            })
+            .await
+            .expect_err("an invalid spec was expected to be refused");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "an invalid {field} was expected INVALID_ARGUMENT, got {status:?}"
+        );
+        assert!(
+            status.message().contains(field),
+            "the INVALID_ARGUMENT message was expected to name {field}: {:?}",
+            status.message()
+        );
+    }
+
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    assert!(
+        listed.jobs.is_empty(),
+        "refused submissions were expected to leave no job, ListJobs has {:?}",
+        listed.jobs.iter().map(|j| &j.id).collect::<Vec<_>>()
+    );
+    for sub in ["jobs/", "idempotency/", "results/"] {
+        let keys = cluster.etcd_keys(sub).await;
+        assert!(
+            keys.is_empty(),
+            "refused submissions were expected to write nothing under /reelfarm/{}/{sub}, found {keys:?}",
+            cluster.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn submit_with_the_same_idempotency_key_returns_the_first_job() {
+    let cluster = Cluster::start(no_workers(&[])).await;
+    let mut jobs = cluster.jobs();
+    let submit = |key: &str, tenant: &str| v1::SubmitJobRequest {
+        spec: Some(v1::JobSpec {
+            tenant: tenant.into(),
+            ..spec("a ball, submitted twice")
+        }),
+        idempotency_key: key.into(),
+    };
+    let first = jobs
+        .submit_job(submit("render-42", "studio-a"))
+        .await
+        .expect("first SubmitJob")
+        .into_inner()
+        .job
+        .expect("a job");
+    let again = jobs
+        .submit_job(submit("render-42", "studio-a"))
+        .await
+        .expect("second SubmitJob with the same key")
+        .into_inner()
+        .job
+        .expect("a job");
+    assert_eq!(
+        again.id, first.id,
+        "a resubmission with the same idempotency key was expected to return the first job"
+    );
+    let other_tenant = jobs
+        .submit_job(submit("render-42", "studio-b"))
+        .await
+        .expect("SubmitJob with the same key for another tenant")
+        .into_inner()
+        .job
+        .expect("a job");
+    assert_ne!(
+        other_tenant.id, first.id,
+        "idempotency keys were expected to be scoped per tenant"
+    );
+
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    let mut ids: Vec<&str> = listed.jobs.iter().map(|j| j.id.as_str()).collect();
+    ids.sort();
+    let mut expected = vec![first.id.as_str(), other_tenant.id.as_str()];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "exactly one job per (tenant, key) was expected"
+    );
+    assert_eq!(
+        cluster.etcd_keys("jobs/").await.len(),
+        2,
+        "exactly one stored job per (tenant, key) was expected in etcd"
+    );
+}
+
+#[tokio::test]
+async fn batch_with_one_invalid_entry_stores_no_job() {
+    let cluster = Cluster::start(no_workers(&[])).await;
+    let mut jobs = cluster.jobs();
+    let entry = |spec: v1::JobSpec| v1::SubmitJobRequest {
+        spec: Some(spec),
+        idempotency_key: String::new(),
+    };
+    let status = jobs
+        .submit_batch(v1::SubmitBatchRequest {
+            jobs: vec![
+                entry(spec("variant a")),
+                entry(v1::JobSpec {
+                    fps: 61,
+                    ..spec("variant b")
+                }),
+                entry(spec("variant c")),
+            ],
+        })
+        .await
+        .expect_err("a batch with an invalid entry was expected to be refused");
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "a batch with an invalid entry was expected INVALID_ARGUMENT, got {status:?}"
+    );
+    assert!(
+        status.message().contains("jobs[1]") && status.message().contains("fps"),
+        "the message was expected to name the entry and field (jobs[1].spec.fps): {:?}",
+        status.message()
+    );
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    assert!(
+        listed.jobs.is_empty(),
+        "a refused batch was expected to store none of its jobs, ListJobs has {}",
+        listed.jobs.len()
+    );
+    assert_eq!(
+        cluster.etcd_keys("jobs/").await,
+        Vec::<String>::new(),
+        "a refused batch was expected to write no job to etcd"
+    );
+
+    // The same batch without the bad entry is stored whole.
+    let stored = jobs
+        .submit_batch(v1::SubmitBatchRequest {
+            jobs: vec![entry(spec("variant a")), entry(spec("variant c"))],
+        })
+        .await
+        .expect("a valid batch")
+        .into_inner();
+    assert_eq!(stored.jobs.len(), 2, "a valid batch returns every job");
+    assert_eq!(
+        cluster.etcd_keys("jobs/").await.len(),
+        2,
+        "a valid batch was expected to store every job"
+    );
+}
+
+#[tokio::test]
+async fn submissions_beyond_max_queued_jobs_are_resource_exhausted() {
+    // No workers: every accepted job stays queued.
+    let cluster = Cluster::start(no_workers(&["--max-queued-jobs", "2"])).await;
+    let mut jobs = cluster.jobs();
+    for i in 0..2 {
+        cluster.submit(spec(&format!("queued job {i}"))).await;
+    }
+    let status = jobs
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(spec("one job too many")),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect_err("a submission beyond --max-queued-jobs was expected to be refused");
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "a submission beyond --max-queued-jobs was expected RESOURCE_EXHAUSTED, got {status:?}"
+    );
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    assert_eq!(
+        listed.jobs.len(),
+        2,
+        "the refused job was expected not to be stored"
+    );
+    assert_eq!(
+        cluster.etcd_keys("jobs/").await.len(),
+        2,
+        "the refused job was expected not to be written to etcd"
+    );
+}
+
+#[tokio::test]
+async fn get_and_cancel_of_an_unknown_job_are_not_found() {
+    let cluster = Cluster::start(no_workers(&[])).await;
+    let mut jobs = cluster.jobs();
+    let unknown = "0123456789abcdef";
+    let status = jobs
+        .get_job(v1::GetJobRequest { id: unknown.into() })
+        .await
+        .expect_err("GetJob of an unknown id was expected to fail");
+    assert_eq!(status.code(), Code::NotFound, "GetJob: {status:?}");
+    let status = jobs
+        .cancel_job(v1::CancelJobRequest { id: unknown.into() })
+        .await
+        .expect_err("CancelJob of an unknown id was expected to fail");
+    assert_eq!(status.code(), Code::NotFound, "CancelJob: {status:?}");
+}
+
+/// Runs the `reelfarm` CLI against the cluster; returns (success, stdout, stderr).
+async fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(CLI_BIN)
+        .arg("--coordinator")
+        .arg(cluster.coordinator.url())
+        .args(args)
+        .env_remove("REELFARM_OUTPUT")
+        .output()
+        .await
+        .expect("running the reelfarm CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_submits_watches_lists_and_shows_workers() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+
+    let (ok, stdout, stderr) = cli(
+        &cluster,
+        &[
+            "--output",
+            "json",
+            "submit",
+            "a yellow ball bouncing",
+            "--duration",
+            "2",
+            "--fps",
+            "24",
+            "--width",
+            "160",
+            "--height",
+            "96",
+            "--steps",
+            "2",
+            "--watch",
+        ],
+    )
+    .await;
+    assert!(
+        ok,
+        "`reelfarm submit --watch` was expected to exit 0 for a job that succeeds; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let last: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("`submit --watch --output json` was expected to end with the job as JSON:\n{stdout}"));
+    assert_eq!(
+        last["state"], "JOB_STATE_SUCCEEDED",
+        "the last snapshot was expected SUCCEEDED: {last}"
+    );
+    let id = last["id"]
+        .as_str()
+        .expect("the job JSON has an id")
+        .to_string();
+    let job = cluster.wait_succeeded(&id).await;
+    assert_outputs_intact(&job);
+
+    let (ok, stdout, stderr) = cli(&cluster, &["--output", "json", "list"]).await;
+    assert!(ok, "`reelfarm list` was expected to exit 0: {stderr}");
+    let listed: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("`list --output json` prints one JSON job a line"))
+        .collect();
+    assert!(
+        listed
+            .iter()
+            .any(|j| j["id"] == id.as_str() && j["state"] == "JOB_STATE_SUCCEEDED"),
+        "`reelfarm list` was expected to show job {id} SUCCEEDED:\n{stdout}"
+    );
+
+    let (ok, stdout, stderr) = cli(&cluster, &["workers"]).await;
+    assert!(ok, "`reelfarm workers` was expected to exit 0: {stderr}");
+    for w in &cluster.workers {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&w.id) && l.contains("ACTIVE")),
+            "`reelfarm workers` was expected to list {} as ACTIVE:\n{stdout}",
+            w.id
+        );
+    }
+
+    // A refused submission makes the CLI fail and say why.
+    let (ok, _, stderr) = cli(&cluster, &["submit", "too fast", "--fps", "61"]).await;
+    assert!(
+        !ok && stderr.contains("spec.fps"),
+        "`reelfarm submit --fps 61` was expected to fail naming spec.fps; stderr:\n{stderr}"
+    );
+}
