@@ -11,6 +11,18 @@ use prometheus::{
 
 use crate::model::Priority;
 
+/// Why a task attempt ended without a result, the `reason` label of
+/// `reelfarm_tasks_retried_total`. Listed so every series exists (at 0) from the start.
+pub const RETRY_REASONS: [&str; 7] = [
+    "task_error",
+    "stream_closed",
+    "lease_lost",
+    "worker_reconnected",
+    "commit_failed",
+    "stuck",
+    "handed_back",
+];
+
 /// Every metric of the coordinator, registered in [`Metrics::registry`].
 pub struct Metrics {
     pub registry: Registry,
@@ -136,6 +148,9 @@ impl Metrics {
         for p in Priority::ALL {
             metrics.queue_depth(p).set(0);
             metrics.jobs_submitted.with_label_values(&[p.as_str()]);
+        }
+        for r in RETRY_REASONS {
+            metrics.tasks_retried.with_label_values(&[r]);
         }
         for s in ["active", "draining"] {
             metrics.workers.with_label_values(&[s]).set(0);

@@ -265,6 +265,7 @@ impl Farm {
                 t.state = TaskState::Done;
                 t.progress = 1.0;
                 t.attempt = c.attempt;
+                t.worker = Some(c.worker_id.clone());
                 t.outputs = c.outputs.clone();
                 if c.scene.is_some() {
                     scene = c.scene.clone();
