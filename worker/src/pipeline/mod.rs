@@ -14,12 +14,13 @@
 //! transforms and contact events), [`guide`] (renders the simulated scene as the
 //! conditioning image), [`diffusion`] (noise → frames in `steps` sampler steps),
 //! [`audio`] (contact events → sound), [`media`] (encoding and muxing), [`provenance`]
-//! (watermark and signed manifest).
+//! (watermark and signed manifest). [`bench`] times every stage of one clip.
 //!
 //! Every entry point is deterministic in (spec, seed): frame `i` is the same whichever
 //! segment and worker renders it (shard invariance).
 
 pub mod audio;
+pub mod bench;
 pub mod diffusion;
 pub mod frame;
 pub mod guide;
@@ -32,6 +33,7 @@ pub mod spec;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 
+pub use bench::{bench_stages, StageTimings};
 pub use frame::Frame;
 pub use spec::{ClipSpec, Sampler};
 
