@@ -94,6 +94,11 @@ pub fn run_plan(spec: &ClipSpec) -> Result<PlanOutput, PipelineError> {
 }
 
 /// VIDEO_SEGMENT: frames `frames` of the clip, diffused, watermarked and encoded as one chunk.
+///
+/// Precisely, the chunk holds the GOPs that start inside `frames`
+/// ([`media::owned_frames`]): over the segments of a clip that is every frame exactly once,
+/// and the assembled file is then the same bytes whatever the segmentation. A segment in
+/// which no GOP starts returns an empty chunk, which ASSEMBLE skips.
 pub fn run_segment(
     spec: &ClipSpec,
     ctx: &TaskContext,
@@ -109,15 +114,19 @@ pub fn run_segment(
             spec.frame_count()
         )));
     }
+    let owned = media::owned_frames(frames, spec.frame_count());
+    if owned.is_empty() {
+        return Ok(Vec::new());
+    }
     let plan = plan::Plan::from_bytes(plan_bytes)?;
     let mut rendered =
-        diffusion::render_frames(spec, &plan, frames.clone(), engine, progress, cancel)?;
+        diffusion::render_frames(spec, &plan, owned.clone(), engine, progress, cancel)?;
     for (offset, frame) in rendered.iter_mut().enumerate() {
         provenance::watermark::embed(
             frame,
             &ctx.job_id,
             &ctx.farm_secret,
-            frames.start + offset as u32,
+            owned.start + offset as u32,
         );
     }
     media::encode_segment(spec, &rendered)
