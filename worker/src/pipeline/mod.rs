@@ -22,6 +22,8 @@
 pub mod audio;
 pub mod bench;
 pub mod diffusion;
+#[cfg(test)]
+mod e2e_tests;
 pub mod frame;
 pub mod guide;
 pub mod media;

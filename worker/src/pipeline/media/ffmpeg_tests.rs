@@ -285,7 +285,7 @@ fn audio_onsets_decoded_by_ffmpeg_are_within_10_ms_of_the_contacts_and_never_cli
 }
 
 /// Onsets: 1 ms frames whose energy jumps 10× over the previous 20 ms, at least 80 ms apart.
-fn detect_onsets(pcm: &[f32], rate: usize) -> Vec<f64> {
+pub(crate) fn detect_onsets(pcm: &[f32], rate: usize) -> Vec<f64> {
     let hop = rate / 1000;
     let energy: Vec<f32> = pcm
         .chunks(hop)

@@ -16,7 +16,7 @@
 
 pub mod demux;
 #[cfg(test)]
-mod ffmpeg_tests;
+pub(crate) mod ffmpeg_tests;
 pub mod h264;
 pub mod mux;
 pub mod opus;
