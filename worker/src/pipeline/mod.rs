@@ -14,13 +14,16 @@
 //! transforms and contact events), [`guide`] (renders the simulated scene as the
 //! conditioning image), [`diffusion`] (noise → frames in `steps` sampler steps),
 //! [`audio`] (contact events → sound), [`media`] (encoding and muxing), [`provenance`]
-//! (watermark and signed manifest).
+//! (watermark and signed manifest). [`bench`] times every stage of one clip.
 //!
 //! Every entry point is deterministic in (spec, seed): frame `i` is the same whichever
 //! segment and worker renders it (shard invariance).
 
 pub mod audio;
+pub mod bench;
 pub mod diffusion;
+#[cfg(test)]
+mod e2e_tests;
 pub mod frame;
 pub mod guide;
 pub mod media;
@@ -32,6 +35,7 @@ pub mod spec;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 
+pub use bench::{bench_stages, StageTimings};
 pub use frame::Frame;
 pub use spec::{ClipSpec, Sampler};
 
@@ -92,6 +96,11 @@ pub fn run_plan(spec: &ClipSpec) -> Result<PlanOutput, PipelineError> {
 }
 
 /// VIDEO_SEGMENT: frames `frames` of the clip, diffused, watermarked and encoded as one chunk.
+///
+/// Precisely, the chunk holds the GOPs that start inside `frames`
+/// ([`media::owned_frames`]): over the segments of a clip that is every frame exactly once,
+/// and the assembled file is then the same bytes whatever the segmentation. A segment in
+/// which no GOP starts returns an empty chunk, which ASSEMBLE skips.
 pub fn run_segment(
     spec: &ClipSpec,
     ctx: &TaskContext,
@@ -107,15 +116,19 @@ pub fn run_segment(
             spec.frame_count()
         )));
     }
+    let owned = media::owned_frames(frames, spec.frame_count());
+    if owned.is_empty() {
+        return Ok(Vec::new());
+    }
     let plan = plan::Plan::from_bytes(plan_bytes)?;
     let mut rendered =
-        diffusion::render_frames(spec, &plan, frames.clone(), engine, progress, cancel)?;
+        diffusion::render_frames(spec, &plan, owned.clone(), engine, progress, cancel)?;
     for (offset, frame) in rendered.iter_mut().enumerate() {
         provenance::watermark::embed(
             frame,
             &ctx.job_id,
             &ctx.farm_secret,
-            frames.start + offset as u32,
+            owned.start + offset as u32,
         );
     }
     media::encode_segment(spec, &rendered)

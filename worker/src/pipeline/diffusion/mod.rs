@@ -48,6 +48,7 @@ mod tests;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use super::{guide, plan::Plan, ClipSpec, Frame, PipelineError, Progress};
 use crate::engine::{kernels, BatchSpec, Engine, EngineError, FrameConditioning};
@@ -80,6 +81,15 @@ pub fn conditioning(plan: &Plan, frame: u32) -> Result<FrameConditioning, Pipeli
     })
 }
 
+/// Wall time spent in each half of [`render_frames_timed`], seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RenderTimes {
+    /// Guide renders (the conditioning of every frame).
+    pub guide_s: f64,
+    /// Engine work: initial noise, denoiser evaluations, updates, read-back.
+    pub sampling_s: f64,
+}
+
 /// Renders frames `frames` of the clip (global indices), in order.
 pub fn render_frames(
     spec: &ClipSpec,
@@ -88,6 +98,21 @@ pub fn render_frames(
     engine: &dyn Engine,
     progress: Progress<'_>,
     cancel: &AtomicBool,
+) -> Result<Vec<Frame>, PipelineError> {
+    let mut times = RenderTimes::default();
+    render_frames_timed(spec, plan, frames, engine, progress, cancel, &mut times)
+}
+
+/// [`render_frames`], adding the time spent in guide rendering and in sampling to `times`
+/// (for the benchmark; the frames are the same).
+pub fn render_frames_timed(
+    spec: &ClipSpec,
+    plan: &Plan,
+    frames: Range<u32>,
+    engine: &dyn Engine,
+    progress: Progress<'_>,
+    cancel: &AtomicBool,
+    times: &mut RenderTimes,
 ) -> Result<Vec<Frame>, PipelineError> {
     if frames.end as usize > plan.poses.len() || frames.is_empty() {
         return Err(PipelineError::InvalidInput(format!(
@@ -122,9 +147,12 @@ pub fn render_frames(
         if cancel.load(Ordering::Relaxed) {
             return Err(PipelineError::Cancelled);
         }
+        let guide_start = Instant::now();
         let conds = (start..end)
             .map(|f| conditioning(plan, f))
             .collect::<Result<Vec<_>, _>>()?;
+        times.guide_s += guide_start.elapsed().as_secs_f64();
+        let sampling_start = Instant::now();
         let mut batch = engine.begin_batch(&batch_spec, conds)?;
         for (&sigma, &update) in sigmas.iter().zip(&updates) {
             if cancel.load(Ordering::Relaxed) {
@@ -140,6 +168,7 @@ pub fn render_frames(
             batch.read_rgb8(k, &mut frame.rgb)?;
             out.push(frame);
         }
+        times.sampling_s += sampling_start.elapsed().as_secs_f64();
         start = end;
     }
     Ok(out)

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::*;
 use crate::engine::cpu::CpuEngine;
-use crate::pipeline::plan::physics::{arc_apexes, fit_parabola};
+use crate::pipeline::guide::tracking::{assert_gravity_and_restitution, height_track};
 use crate::pipeline::plan::{make_plan, Plan};
 use crate::pipeline::Sampler;
 
@@ -230,58 +230,12 @@ fn no_seam_at_a_segment_boundary() {
     );
 }
 
-/// Centre of the red ball in an RGB8 frame: pixels whose 3×3-averaged red exceeds green and
-/// blue by `RED_MARGIN` levels, centroid taken within `WINDOW` px of their median.
-fn track_red(frame: &Frame) -> Option<(f32, f32)> {
-    const RED_MARGIN: f32 = 35.0;
-    const WINDOW: f32 = 40.0;
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let at = |i: usize, j: usize, c: usize| frame.rgb[3 * (j * w + i) + c] as f32;
-    let mut hits = Vec::new();
-    for j in 1..h - 1 {
-        for i in 1..w - 1 {
-            let mut sum = [0.0f32; 3];
-            for dj in 0..3 {
-                for di in 0..3 {
-                    for (c, s) in sum.iter_mut().enumerate() {
-                        *s += at(i + di - 1, j + dj - 1, c);
-                    }
-                }
-            }
-            if sum[0] - sum[1].max(sum[2]) > 9.0 * RED_MARGIN {
-                hits.push((i as f32 + 0.5, j as f32 + 0.5));
-            }
-        }
-    }
-    if hits.is_empty() {
-        return None;
-    }
-    let median = |mut v: Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        v[v.len() / 2]
-    };
-    let (mu, mv) = (
-        median(hits.iter().map(|h| h.0).collect()),
-        median(hits.iter().map(|h| h.1).collect()),
-    );
-    let near: Vec<_> = hits
-        .iter()
-        .filter(|(u, v)| (u - mu).abs() < WINDOW && (v - mv).abs() < WINDOW)
-        .collect();
-    let n = near.len() as f32;
-    Some((
-        near.iter().map(|h| h.0).sum::<f32>() / n,
-        near.iter().map(|h| h.1).sum::<f32>() / n,
-    ))
-}
-
 #[test]
 fn physics_is_measurable_in_the_rendered_frames() {
-    const FPS: u32 = 30;
     let s = spec(
         "a red rubber ball falling",
         3.0,
-        FPS,
+        30,
         480,
         270,
         8,
@@ -289,52 +243,7 @@ fn physics_is_measurable_in_the_rendered_frames() {
     );
     let plan = make_plan(&s).expect("valid spec");
     let frames = render(&s, &plan, 0..s.frame_count());
-    let radius = match plan.bodies[0].shape {
-        guide::geometry::BodyShape::Ball { radius } => radius as f64,
-        _ => unreachable!("the prompt asks for a ball"),
-    };
-    // Pixel centre → metres on the ball's vertical plane.
-    let track: Vec<(f64, f64)> = frames
-        .iter()
-        .enumerate()
-        .map(|(k, f)| {
-            let (u, v) =
-                track_red(f).unwrap_or_else(|| panic!("frame {k}: the red ball is visible"));
-            let z = plan.poses[k][0].position[2];
-            let p = plan
-                .camera
-                .unproject_on_plane_z(u, v, z)
-                .expect("the pixel ray meets the plane");
-            (k as f64 / FPS as f64, p[1] as f64)
-        })
-        .collect();
-    let fall: Vec<_> = track
-        .windows(2)
-        .take_while(|w| w[1].1 < w[0].1)
-        .map(|w| w[0])
-        .collect();
-    let c = fit_parabola(&fall[..fall.len() - 1]);
-    let g = -2.0 * c[2];
-    assert!(
-        (g - 9.81).abs() < 0.03 * 9.81,
-        "acceleration measured in the frames {g:.3} m/s², expected 9.81 ± 3 %"
-    );
-    let e = (plan.bodies[0].material.props().restitution
-        * plan.scene.floor.material.props().restitution) as f64;
-    let heights: Vec<f64> = arc_apexes(&track, radius, 0.15)
-        .into_iter()
-        .map(|y| y - radius)
-        .collect();
-    assert!(heights.len() >= 3, "three arcs visible, got {heights:?}");
-    for k in 0..2 {
-        let ratio = heights[k + 1] / heights[k];
-        assert!(
-            (ratio - e * e).abs() < 0.05 * e * e,
-            "apex ratio {k}→{} in the frames {ratio:.4}, expected e² = {:.4} ± 5 % (heights {heights:?})",
-            k + 1,
-            e * e
-        );
-    }
+    assert_gravity_and_restitution(&plan, &height_track(&plan, &frames, 0), "rendered frames");
 }
 
 #[test]

@@ -16,6 +16,8 @@
 
 pub mod camera;
 pub mod geometry;
+#[cfg(test)]
+pub(crate) mod tracking;
 
 use rayon::prelude::*;
 

@@ -285,7 +285,7 @@ fn audio_onsets_decoded_by_ffmpeg_are_within_10_ms_of_the_contacts_and_never_cli
 }
 
 /// Onsets: 1 ms frames whose energy jumps 10× over the previous 20 ms, at least 80 ms apart.
-fn detect_onsets(pcm: &[f32], rate: usize) -> Vec<f64> {
+pub(crate) fn detect_onsets(pcm: &[f32], rate: usize) -> Vec<f64> {
     let hop = rate / 1000;
     let energy: Vec<f32> = pcm
         .chunks(hop)
@@ -352,8 +352,12 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
                     "PSNR must exceed 40 dB, min {:?}",
                     psnr.reduce(f64::min)
                 );
-                // Known gap: provenance::verify (own demuxer + OpenH264 decoder) does not yet
-                // recover the mark from x264 re-encodes; detection here uses ffmpeg's frames.
+                // Reported, not asserted: at 160×96 (5.6 blocks per coded bit) the payload
+                // decodes only marginally (19-26 of 172 coded bits wrong), so whether the CRC
+                // passes depends on decoder rounding. Full-size clips are asserted in
+                // pipeline::e2e_tests.
+                let v = provenance::verify(&std::fs::read(&dst).expect("read copy"), SECRET);
+                eprintln!("crf 28, job {job}: provenance::verify gives {v:?}");
             } else {
                 assert_eq!(
                     found, None,
@@ -437,4 +441,90 @@ fn manifest_is_valid_on_the_original_invalid_after_tampering_and_absent_after_st
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Re-encodes `src` with ffmpeg using `video_args` (audio copied) and returns the bytes.
+/// One encoder thread: x264's output then does not depend on the machine's core count.
+pub(crate) fn reencode(src: &Path, dst: &Path, video_args: &[&str]) -> Vec<u8> {
+    let mut args = vec!["-v", "error", "-y", "-i", src.to_str().expect("utf-8 path")];
+    args.extend_from_slice(video_args);
+    args.extend_from_slice(&[
+        "-threads",
+        "1",
+        "-c:a",
+        "copy",
+        dst.to_str().expect("utf-8 path"),
+    ]);
+    run("ffmpeg", &args);
+    std::fs::read(dst).expect("ffmpeg wrote its output")
+}
+
+#[test]
+fn openh264_decodes_every_frame_of_x264_high_profile_reencodes_in_display_order() {
+    let job = "0123456789abcdef";
+    let clip = make_clip(job, 3.0, true, vec![], 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "in.mp4", clip.bytes("video"));
+    // x264 defaults (High, CABAC, 3 B-frames with pyramid), many B-frames with open GOPs,
+    // and Main profile: the re-encodes a verifier meets.
+    let variants: [&[&str]; 3] = [
+        &["-c:v", "libx264", "-crf", "28"],
+        &[
+            "-c:v",
+            "libx264",
+            "-crf",
+            "28",
+            "-bf",
+            "8",
+            "-x264-params",
+            "open-gop=1:keyint=20",
+        ],
+        &["-c:v", "libx264", "-crf", "28", "-profile:v", "main"],
+    ];
+    for (i, args) in variants.iter().enumerate() {
+        let copy = reencode(&src, &dir.path().join(format!("copy{i}.mp4")), args);
+        let track = demux::video_track(&copy).expect("the copy has an H.264 track");
+        let ours = h264::decode_annex_b(track.samples.iter().map(Vec::as_slice)).expect("decode");
+        let reference = ffmpeg_frames(&dir.path().join(format!("copy{i}.mp4")), 160, 96);
+        assert_eq!(ours.len(), 72, "{args:?}: every frame decodes");
+        assert_eq!(reference.len(), 72, "{args:?}: ffmpeg decodes every frame");
+        for (k, (a, b)) in ours.iter().zip(&reference).enumerate() {
+            // Same picture, in the same place: only the YUV→RGB conversion differs (~46 dB);
+            // a frame out of display order would be < 30 dB next to a moving disc.
+            let p = watermark::psnr(b, a);
+            assert!(
+                p > 40.0,
+                "{args:?}: frame {k} is {p:.1} dB from ffmpeg's decode"
+            );
+        }
+        let v = provenance::verify(&copy, SECRET);
+        eprintln!("{args:?}: {v:?}");
+        // The mark itself is marginal at 160×96 (see the crf 28 test): assert it on x264's
+        // defaults only; pipeline::e2e_tests asserts it on full-size clips.
+        assert!(
+            i > 0 || (v.ours && v.job_id.as_deref() == Some(job) && !v.manifest_valid),
+            "{args:?}: re-encoded copy verifies by its watermark: {v:?}"
+        );
+        assert_eq!((v.frames_decoded, v.frames_in_track), (72, 72), "{args:?}");
+        assert_eq!(v.decoder, h264::DECODER);
+    }
+}
+
+#[test]
+fn verify_names_the_unsupported_profile_of_a_422_reencode_instead_of_guessing() {
+    let clip = make_clip("0123456789abcdef", 1.0, true, vec![], 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = write(dir.path(), "in.mp4", clip.bytes("video"));
+    let copy = reencode(
+        &src,
+        &dir.path().join("422.mp4"),
+        &["-c:v", "libx264", "-crf", "28", "-pix_fmt", "yuv422p"],
+    );
+    let v = provenance::verify(&copy, SECRET);
+    assert!(!v.ours, "nothing was read, so nothing is claimed: {v:?}");
+    let error = v.video_error.expect("the reason is reported");
+    assert!(
+        error.contains("High 4:2:2") && error.contains("ffmpeg"),
+        "error names the profile and the way out: {error}"
+    );
 }

@@ -2,8 +2,9 @@
 //! (AUDIO), chunks + packets → one MP4 with a signed manifest, a poster and manifest.json
 //! (ASSEMBLE).
 //!
-//! - [`h264`]: OpenH264 (built from source) with one fixed-QP configuration, so every segment
-//!   starts on an IDR with identical SPS/PPS and segments join without re-encoding.
+//! - [`h264`]: OpenH264 (built from source) with one fixed-QP configuration, so every GOP
+//!   ([`GOP_FRAMES`]) starts on an IDR with identical SPS/PPS and segments join without
+//!   re-encoding, byte for byte the same whatever the segmentation.
 //! - [`opus`]: Opus via `unsafe-libopus` (libopus transpiled to Rust: no C library, no cmake;
 //!   see its module doc for why), and the AUDIO output format.
 //! - [`mux`]: MP4 writing with `muxide` (pure Rust, H.264 + Opus), plus our `uuid` box.
@@ -15,18 +16,39 @@
 
 pub mod demux;
 #[cfg(test)]
-mod ffmpeg_tests;
+pub(crate) mod ffmpeg_tests;
 pub mod h264;
 pub mod mux;
 pub mod opus;
 pub mod poster;
+
+use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
 use super::provenance::{manifest, watermark};
 use super::{audio::AudioTrack, plan::Plan, Artifact, ClipSpec, Frame, PipelineError, TaskContext};
 
-/// VIDEO_SEGMENT's output: the frames as one H.264 Annex B chunk starting on an IDR.
+/// Frames per GOP. An IDR starts every clip frame whose index is a multiple of
+/// `GOP_FRAMES`, and each GOP is coded by a fresh encoder, so a GOP's bytes depend on its
+/// frames only, never on how the clip was split into segments (shard invariance of the
+/// video file itself, not just of its pictures). 12 is the coordinator planner's default
+/// segment length (`PlannerConfig::segment_frames`), so GOPs and segments coincide in the
+/// usual case; an IDR every 0.5 s at 24 fps also keeps seeking cheap.
+pub const GOP_FRAMES: u32 = 12;
+
+/// The frames a VIDEO_SEGMENT task asked for `frames` renders and encodes: the GOPs that
+/// start inside `frames`. Over the segments of a clip (consecutive ranges covering
+/// `0..clip_frames`) these are again consecutive and cover every frame exactly once; a
+/// segment in which no GOP starts owns nothing and yields an empty chunk.
+pub fn owned_frames(frames: Range<u32>, clip_frames: u32) -> Range<u32> {
+    let gop_start_at_or_after = |f: u32| (f.div_ceil(GOP_FRAMES) * GOP_FRAMES).min(clip_frames);
+    gop_start_at_or_after(frames.start)..gop_start_at_or_after(frames.end)
+}
+
+/// VIDEO_SEGMENT's output: the frames as one H.264 Annex B chunk, one IDR-led GOP per
+/// [`GOP_FRAMES`] frames. `frames` must start on a GOP boundary of the clip (see
+/// [`owned_frames`]) for the chunk to equal the same frames of a one-segment render.
 pub fn encode_segment(spec: &ClipSpec, frames: &[Frame]) -> Result<Vec<u8>, PipelineError> {
     if let Some(f) = frames
         .iter()
@@ -37,7 +59,11 @@ pub fn encode_segment(spec: &ClipSpec, frames: &[Frame]) -> Result<Vec<u8>, Pipe
             f.width, f.height, spec.width, spec.height
         )));
     }
-    h264::encode_frames(frames)
+    let mut chunk = Vec::new();
+    for gop in frames.chunks(GOP_FRAMES as usize) {
+        chunk.extend(h264::encode_frames(gop)?);
+    }
+    Ok(chunk)
 }
 
 /// AUDIO's output: the track encoded as Opus packets ([`opus::OpusStream`] bytes).
@@ -58,6 +84,9 @@ pub fn assemble(
     let mut segment_starts = Vec::with_capacity(segments.len());
     let mut parameter_sets: Option<Vec<&[u8]>> = None;
     for (index, chunk) in segments.iter().enumerate() {
+        if chunk.is_empty() {
+            continue; // a segment that owned no GOP (see `owned_frames`)
+        }
         let chunk_units = h264::access_units(chunk)
             .map_err(|e| PipelineError::InvalidInput(format!("segment {index}: {e}")))?;
         if !chunk_units.first().is_some_and(|u| u.is_idr) {
@@ -178,4 +207,31 @@ fn middle_frame(units: &[(&[u8], bool)], segment_starts: &[usize]) -> Result<Fra
         .into_iter()
         .last()
         .ok_or_else(|| PipelineError::Media("poster frame did not decode".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn owned_frames_of_any_segmentation_cover_every_frame_exactly_once(
+            clip_frames in 1u32..200,
+            cuts in proptest::collection::btree_set(1u32..200, 0..12),
+        ) {
+            let mut bounds: Vec<u32> = std::iter::once(0)
+                .chain(cuts.into_iter().filter(|&c| c < clip_frames))
+                .collect();
+            bounds.push(clip_frames);
+            let mut next = 0;
+            for w in bounds.windows(2) {
+                let owned = owned_frames(w[0]..w[1], clip_frames);
+                prop_assert_eq!(owned.start, next, "segment {:?} starts where the last ended", w);
+                prop_assert!(owned.start % GOP_FRAMES == 0 || owned.is_empty(), "{:?} starts on a GOP", owned);
+                next = owned.end;
+            }
+            prop_assert_eq!(next, clip_frames, "the last segment ends the clip");
+        }
+    }
 }
