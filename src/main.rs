@@ -119,6 +119,24 @@ enum Bench {
         #[arg(long, default_value_t = 0)]
         task_ms: u64,
     },
+    /// Per-stage timings of the reference pipeline on the CPU engine, one clip per size.
+    Pipeline {
+        /// Frame sizes, WIDTHxHEIGHT, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "320x180,640x360,1920x1080")]
+        sizes: Vec<String>,
+        /// Clip length in seconds.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Frames per second.
+        #[arg(long, default_value_t = 12)]
+        fps: u32,
+        /// Diffusion steps per frame.
+        #[arg(long, default_value_t = 20)]
+        steps: u32,
+        /// Leave the audio stage out.
+        #[arg(long)]
+        no_audio: bool,
+    },
 }
 
 fn parse_state(s: &str) -> Result<v1::JobState, String> {
@@ -188,5 +206,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Bench(Bench::Pipeline {
+            sizes,
+            seconds,
+            fps,
+            steps,
+            no_audio,
+        }) => cmd::bench::pipeline::run(cmd::bench::pipeline::PipelineArgs {
+            sizes,
+            seconds,
+            fps,
+            steps,
+            audio: !no_audio,
+        }),
     }
 }

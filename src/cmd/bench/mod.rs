@@ -2,7 +2,9 @@
 //! date and machine; compare only against baselines measured in the same run.
 //!
 //! - [`sched`]: the scheduler alone, with simulated workers over the real gRPC stream.
+//! - [`pipeline`]: per-stage timings of the reference pipeline on the CPU engine.
 
+pub mod pipeline;
 pub mod sched;
 
 /// Facts about the machine a benchmark ran on, included in every report.
