@@ -1,0 +1,686 @@
+//! Checks of the deployment artifacts: the Helm chart (helm/reelfarm), its Grafana dashboard
+//! and the Dockerfile, against the code they deploy.
+//!
+//! - The chart lints in strict mode and renders (helm-python-sdk, no helm binary) with the
+//!   default values and with every `helm/reelfarm/ci/*.yaml`; the values schema refuses a list
+//!   of wrong values; every rendered manifest passes `kubernetes-validate --strict` for the
+//!   newest Kubernetes it knows and for the chart's minimum (1.27). CRD objects it has no schema
+//!   for (the Prometheus Operator's ServiceMonitor) are reported as skipped, never silently.
+//! - Every `--flag` and `REELFARM_*` variable the chart gives a coordinator or worker container
+//!   exists in that binary's real `--help`, so the chart cannot drift from the code.
+//! - Every metric the dashboard queries is exported by a live coordinator and worker started
+//!   here (in-memory state, CPU engine, free loopback ports); a job is submitted, a worker is
+//!   killed mid-task (a retry) and the job cancelled, so that labelled series exist.
+//!
+//! The Python tools come from PyPI (scripts/test.sh installs them). When one is missing the
+//! tests fail and say so: they never pass without having checked.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const COORDINATOR: &str = env!("CARGO_BIN_EXE_reelfarm-coordinator");
+const WORKER: &str = env!("CARGO_BIN_EXE_reelfarm-worker");
+const CLI: &str = env!("CARGO_BIN_EXE_reelfarm");
+
+/// Oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native gRPC probes are GA
+/// from 1.27); manifests are validated against it and against kubernetes-validate's newest.
+const MIN_KUBE_VERSION: &str = "1.27.0";
+
+/// Variables the chart sets that no binary reads yet, with the reason. They are printed, so
+/// the list stays visible; everything else named REELFARM_* must be in the binary's --help.
+const PLANNED_ENV: &[(&str, &str)] = &[
+    ("REELFARM_S3_BUCKET", "S3 artifact storage is not implemented yet"),
+    ("REELFARM_S3_PREFIX", "S3 artifact storage is not implemented yet"),
+    ("REELFARM_S3_REGION", "S3 artifact storage is not implemented yet"),
+    ("REELFARM_S3_ENDPOINT", "S3 artifact storage is not implemented yet"),
+    ("REELFARM_S3_FORCE_PATH_STYLE", "S3 artifact storage is not implemented yet"),
+];
+
+/// API groups whose kinds kubernetes-validate cannot know (CRDs): their objects are skipped,
+/// with a message. Any other kind without a schema fails the test.
+const CRD_GROUPS: &[&str] = &["monitoring.coreos.com"];
+
+/// How long a live process may take to come up or a metric to appear. Debug builds on a
+/// shared 2-core machine are slow; the work itself takes well under a second.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart_dir() -> PathBuf {
+    repo().join("helm/reelfarm")
+}
+
+const INSTALL_HINT: &str = "the chart tests need helm-python-sdk and kubernetes-validate from PyPI: run scripts/test.sh (it installs them), or `pip install helm-python-sdk kubernetes-validate`";
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Fails (never skips) when a Python tool is missing.
+fn require_python_tools() {
+    let probe = Command::new(python())
+        .args(["-c", "import helm_python, kubernetes_validate, yaml"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "{INSTALL_HINT}\n{} says: {}",
+            python(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("{INSTALL_HINT}\ncannot run {}: {e}", python()),
+    }
+    match Command::new("kubernetes-validate").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("{INSTALL_HINT}\nkubernetes-validate --version failed: {o:?}"),
+        Err(e) => panic!("{INSTALL_HINT}\nno kubernetes-validate command on PATH: {e}"),
+    }
+}
+
+/// The render report of tests/helm/render_chart.py, made once for every test in this file.
+struct Rendered {
+    report: Value,
+    /// Holds the rendered manifests until the tests end.
+    _dir: tempfile::TempDir,
+}
+
+fn rendered() -> &'static Rendered {
+    static RENDERED: OnceLock<Rendered> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        require_python_tools();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut ci: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))
+            .expect("helm/reelfarm/ci exists")
+            .map(|e| e.expect("a readable ci/ entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        ci.sort();
+        assert!(
+            ci.len() >= 2,
+            "expected the two scenario values files in helm/reelfarm/ci, found {ci:?}"
+        );
+        let out = Command::new(python())
+            .arg(repo().join("tests/helm/render_chart.py"))
+            .arg(chart_dir())
+            .arg(dir.path())
+            .args(&ci)
+            .output()
+            .expect("run tests/helm/render_chart.py");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "render_chart.py printed no JSON report ({e}); exit {:?}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        Rendered { report, _dir: dir }
+    })
+}
+
+fn sets() -> &'static [Value] {
+    rendered().report["sets"]
+        .as_array()
+        .expect("the report lists value sets")
+}
+
+fn documents(set: &Value) -> impl Iterator<Item = &Value> {
+    set["documents"]
+        .as_array()
+        .expect("each set lists its documents")
+        .iter()
+}
+
+#[test]
+fn chart_lints_strict_and_renders_with_every_values_file() {
+    let report = &rendered().report;
+    println!(
+        "helm SDK {} (helm-python-sdk, no helm binary)",
+        report["helm_sdk"]
+    );
+    let names: Vec<&str> = sets().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["default", "cpu-trial-values", "gpu-external-etcd-s3-values"],
+        "expected renders of the default values and both ci/ scenarios"
+    );
+    for set in sets() {
+        let name = set["name"].as_str().unwrap_or("?");
+        assert!(
+            set.get("render_error").is_none(),
+            "{name}: render failed: {}",
+            set["render_error"]
+        );
+        for m in set["lint"].as_array().expect("lint messages") {
+            println!("{name}: lint severity {}: {} {}", m["severity"], m["path"], m["error"]);
+            assert!(
+                m["severity"].as_i64().unwrap_or(3) < 2,
+                "{name}: helm lint --strict reports a warning or error: {m}"
+            );
+        }
+        assert_eq!(
+            set["lint_errors"].as_array().map(Vec::len),
+            Some(0),
+            "{name}: helm lint errors: {}",
+            set["lint_errors"]
+        );
+        let kinds: Vec<&str> = documents(set)
+            .filter_map(|d| d["object"]["kind"].as_str())
+            .collect();
+        println!("{name}: rendered {kinds:?}");
+        assert!(
+            kinds.contains(&"Deployment") && kinds.contains(&"Service"),
+            "{name}: expected at least the coordinator Deployment and Service, got {kinds:?}"
+        );
+        assert!(
+            set["notes"].as_str().is_some_and(|n| n.contains("grpcurl -plaintext")),
+            "{name}: NOTES.txt should show grpcurl commands"
+        );
+    }
+}
+
+#[test]
+fn values_schema_refuses_wrong_values() {
+    let rejections = rendered().report["schema_rejections"]
+        .as_array()
+        .expect("schema rejection cases");
+    assert!(!rejections.is_empty(), "expected schema rejection cases");
+    for case in rejections {
+        println!("schema refuses {}: {}", case["case"], case["error"]);
+        assert_eq!(
+            case["rejected"],
+            Value::Bool(true),
+            "values.schema.json should refuse {}",
+            case["case"]
+        );
+    }
+}
+
+#[test]
+fn rendered_manifests_pass_kubernetes_validate_strict() {
+    for set in sets() {
+        let name = set["name"].as_str().unwrap_or("?");
+        let mut files = Vec::new();
+        for doc in documents(set) {
+            let file = doc["file"].as_str().expect("document file");
+            let api = doc["object"]["apiVersion"].as_str().unwrap_or("");
+            let kind = doc["object"]["kind"].as_str().unwrap_or("");
+            let group = api.split_once('/').map(|(g, _)| g).unwrap_or("");
+            if CRD_GROUPS.contains(&group) {
+                println!(
+                    "{name}: SKIPPED {kind} ({api}) in {file}: a CRD, kubernetes-validate has no schema for it"
+                );
+                continue;
+            }
+            files.push(file.to_string());
+        }
+        for version in [None, Some(MIN_KUBE_VERSION)] {
+            let mut cmd = Command::new("kubernetes-validate");
+            cmd.arg("--strict");
+            if let Some(v) = version {
+                cmd.args(["--kubernetes-version", v]);
+            }
+            let out = cmd.args(&files).output().unwrap_or_else(|e| {
+                panic!("{INSTALL_HINT}\ncannot run kubernetes-validate: {e}")
+            });
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let label = version.unwrap_or("default (newest)");
+            assert!(
+                out.status.success(),
+                "{name}: kubernetes-validate --strict (kubernetes {label}) failed:\n{text}"
+            );
+            for file in &files {
+                let passed = text
+                    .lines()
+                    .any(|l| l.contains(file.as_str()) && l.contains(" passed "));
+                assert!(
+                    passed,
+                    "{name}: kubernetes-validate (kubernetes {label}) did not pass {file}:\n{text}"
+                );
+            }
+            println!(
+                "{name}: kubernetes-validate --strict (kubernetes {label}) passed {} manifests",
+                files.len()
+            );
+        }
+    }
+}
+
+/// `--flag` names and `REELFARM_*` variables in a binary's --help.
+struct Help {
+    flags: Vec<String>,
+    env: Vec<String>,
+}
+
+fn help_of(binary: &str) -> Help {
+    let out = Command::new(binary)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("run {binary} --help: {e}"));
+    assert!(out.status.success(), "{binary} --help failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut flags = Vec::new();
+    let mut env = Vec::new();
+    for word in text.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
+        if let Some(flag) = word.strip_prefix("--") {
+            let flag = flag.split(['=', '<']).next().unwrap_or("");
+            if !flag.is_empty() {
+                flags.push(flag.to_string());
+            }
+        }
+    }
+    for part in text.split("[env: ").skip(1) {
+        if let Some(var) = part.split(['=', ']']).next() {
+            env.push(var.to_string());
+        }
+    }
+    Help { flags, env }
+}
+
+fn container_binary(container: &Value) -> Option<&'static str> {
+    let command = container["command"][0].as_str()?;
+    match command.rsplit('/').next()? {
+        "reelfarm-coordinator" => Some(COORDINATOR),
+        "reelfarm-worker" => Some(WORKER),
+        _ => None,
+    }
+}
+
+#[test]
+fn chart_flags_and_env_exist_in_the_binaries_help() {
+    let coordinator = help_of(COORDINATOR);
+    let worker = help_of(WORKER);
+    assert!(
+        coordinator.flags.iter().any(|f| f == "listen") && worker.flags.iter().any(|f| f == "coordinator"),
+        "could not read flags from --help: {:?} / {:?}",
+        coordinator.flags,
+        worker.flags
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    for (var, why) in PLANNED_ENV {
+        println!("chart sets {var}, which no binary reads yet: {why}");
+    }
+    let mut checked = 0;
+    for set in sets() {
+        let name = set["name"].as_str().unwrap_or("?");
+        for doc in documents(set) {
+            let object = &doc["object"];
+            let Some(containers) = object["spec"]["template"]["spec"]["containers"].as_array() else {
+                continue;
+            };
+            for container in containers {
+                let Some(binary) = container_binary(container) else {
+                    continue;
+                };
+                let command = container["command"][0].as_str().unwrap_or("");
+                let file = command.rsplit('/').next().unwrap_or("");
+                assert!(
+                    command.starts_with("/usr/local/bin/") && dockerfile.contains(file),
+                    "{name}: {command} is not a binary the Dockerfile installs in /usr/local/bin"
+                );
+                let help = if binary == COORDINATOR { &coordinator } else { &worker };
+                let where_ = format!(
+                    "{name}: {} {} container {}",
+                    object["kind"].as_str().unwrap_or("?"),
+                    object["metadata"]["name"].as_str().unwrap_or("?"),
+                    container["name"].as_str().unwrap_or("?")
+                );
+                for arg in container["args"].as_array().into_iter().flatten() {
+                    let arg = arg.as_str().expect("args are strings");
+                    let Some(flag) = arg.strip_prefix("--") else {
+                        continue;
+                    };
+                    let flag = flag.split('=').next().unwrap_or("");
+                    assert!(
+                        help.flags.iter().any(|f| f == flag),
+                        "{where_}: --{flag} is not a flag of {binary} (its --help lists {:?})",
+                        help.flags
+                    );
+                    checked += 1;
+                }
+                for env in container["env"].as_array().into_iter().flatten() {
+                    let var = env["name"].as_str().expect("env names are strings");
+                    if !var.starts_with("REELFARM_") || PLANNED_ENV.iter().any(|(p, _)| *p == var) {
+                        continue;
+                    }
+                    assert!(
+                        help.env.iter().any(|e| e == var),
+                        "{where_}: {var} is not read by {binary} (its --help lists {:?})",
+                        help.env
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    println!("checked {checked} flags and variables against the binaries' --help");
+    assert!(checked > 20, "expected to check the coordinator's and workers' flags, checked {checked}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live metrics
+
+/// A child process killed when dropped, with its output in a log file.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(name: &'static str, binary: &str, args: &[String], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create a log file");
+        let child = without_reelfarm_env(Command::new(binary))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone the log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        Proc { name, child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command without REELFARM_* variables from the test's environment: every setting comes
+/// from the flags given here (an inherited REELFARM_ETCD would leave the in-memory mode).
+fn without_reelfarm_env(mut cmd: Command) -> Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REELFARM_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// A free loopback port: bound, read and released. The binaries need explicit ports.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+/// GET http://127.0.0.1:port/path, the body when the status is 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Metric families (from `# TYPE name kind` lines) of a /metrics text, with their kind.
+fn families(metrics: &str) -> Vec<(String, String)> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Whether a series name from a query is exported: a family itself, or a histogram's
+/// _bucket/_sum/_count series.
+fn exported(name: &str, families: &[(String, String)]) -> bool {
+    if families.iter().any(|(f, _)| f == name) {
+        return true;
+    }
+    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+        name.strip_suffix(suffix).is_some_and(|base| {
+            families
+                .iter()
+                .any(|(f, kind)| f == base && (kind == "histogram" || kind == "summary"))
+        })
+    })
+}
+
+/// Sum of the samples of `name` whose label set contains `labels` (e.g. `kind="segment"`).
+fn sample_sum(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.is_empty() || l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_for<T>(what: &str, procs: &mut [&mut Proc], mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        for p in procs.iter_mut() {
+            p.assert_running();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {READY_TIMEOUT:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Metric names used by the dashboard's queries (targets and template variables).
+fn dashboard_metric_names() -> Vec<String> {
+    let text = std::fs::read_to_string(chart_dir().join("dashboards/reelfarm.json"))
+        .expect("helm/reelfarm/dashboards/reelfarm.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().expect("a target expr").to_string());
+        }
+    }
+    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        if let Some(q) = var["definition"].as_str() {
+            queries.push(q.to_string());
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for q in &queries {
+        let bytes = q.as_bytes();
+        let mut i = 0;
+        while let Some(pos) = q[i..].find("reelfarm_") {
+            let start = i + pos;
+            let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let end = q[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(q.len(), |e| start + e);
+            if boundary && !names.iter().any(|n| n == &q[start..end]) {
+                names.push(q[start..end].to_string());
+            }
+            i = end;
+        }
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn dashboard_metrics_exist_in_live_coordinator_and_worker_metrics() {
+    let names = dashboard_metric_names();
+    assert!(names.len() >= 7, "expected the dashboard's metrics, found {names:?}");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).expect("create the artifact dir");
+    let artifacts = artifacts.to_string_lossy().to_string();
+    let (grpc, http, worker_http) = (free_port(), free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+
+    let mut coordinator = Proc::start(
+        "coordinator",
+        COORDINATOR,
+        &[
+            format!("--listen=127.0.0.1:{grpc}"),
+            format!("--http-listen=127.0.0.1:{http}"),
+            format!("--artifacts={artifacts}"),
+        ],
+        dir.path(),
+    );
+    wait_for("the coordinator's /metrics", &mut [&mut coordinator], || {
+        http_get(http, "/metrics")
+    });
+    let start_worker = |id: &'static str, port: u16| {
+        Proc::start(
+            id,
+            WORKER,
+            &[
+                format!("--coordinator={endpoint}"),
+                format!("--id={id}"),
+                "--engine=cpu".to_string(),
+                "--slots=1".to_string(),
+                format!("--artifacts={artifacts}"),
+                format!("--http-listen=127.0.0.1:{port}"),
+            ],
+            dir.path(),
+        )
+    };
+
+    // A job keeps a worker busy for a while (4 segments of 12 frames, 40 steps each), so a
+    // worker killed after its first segment dispatch leaves a task ASSIGNED or RUNNING: the
+    // coordinator requeues it, counting reelfarm_tasks_retried_total{reason="stream_closed"}.
+    let mut worker_metrics = String::new();
+    let mut retried = false;
+    for attempt in 1..=3 {
+        let port = if attempt == 1 { worker_http } else { free_port() };
+        let mut worker = start_worker("worker-a", port);
+        wait_for("the worker to connect", &mut [&mut coordinator, &mut worker], || {
+            let m = http_get(http, "/metrics")?;
+            (sample_sum(&m, "reelfarm_workers", "state=\"active\"") >= 1.0).then_some(())
+        });
+        let segments_before = http_get(http, "/metrics")
+            .map(|m| sample_sum(&m, "reelfarm_tasks_dispatched_total", "kind=\"segment\""))
+            .unwrap_or(0.0);
+        let out = cli(&endpoint, &[
+            "submit", "a red rubber ball bouncing on a wooden floor", "--duration=4", "--fps=12",
+            "--width=320", "--height=180", "--steps=40",
+        ]);
+        let job: Value = serde_json::from_slice(&out.stdout).expect("submit prints the job as JSON");
+        let job_id = job["id"].as_str().expect("a job id").to_string();
+        wait_for("a segment task on the worker", &mut [&mut coordinator, &mut worker], || {
+            let m = http_get(http, "/metrics")?;
+            (sample_sum(&m, "reelfarm_tasks_dispatched_total", "kind=\"segment\"") > segments_before)
+                .then_some(())
+        });
+        worker_metrics = http_get(port, "/metrics").expect("the worker's /metrics");
+        drop(worker); // SIGKILL: the session stream closes with the task unfinished.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !retried {
+            retried = http_get(http, "/metrics")
+                .is_some_and(|m| sample_sum(&m, "reelfarm_tasks_retried_total", "") > 0.0);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Cancelling counts the job in reelfarm_jobs_finished_total{state="cancelled"}; a job
+        // that already ended refuses, which is fine: it was counted then.
+        let _ = cli_output(&endpoint, &["cancel", &job_id]);
+        if retried {
+            break;
+        }
+        println!("attempt {attempt}: the worker finished its task before it was killed; again");
+    }
+    assert!(retried, "killing a busy worker should count a task retry");
+
+    // Finished jobs: the cancelled job is counted by state.
+    let coordinator_metrics = wait_for("a finished job", &mut [&mut coordinator], || {
+        let m = http_get(http, "/metrics")?;
+        (sample_sum(&m, "reelfarm_jobs_finished_total", "") >= 1.0).then_some(m)
+    });
+    let coordinator_families = families(&coordinator_metrics);
+    let worker_families = families(&worker_metrics);
+    println!(
+        "coordinator exports {:?}",
+        coordinator_families.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    println!(
+        "worker exports {:?}",
+        worker_families.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    let mut missing = Vec::new();
+    for name in &names {
+        let in_coordinator = exported(name, &coordinator_families);
+        let in_worker = exported(name, &worker_families);
+        println!(
+            "dashboard metric {name}: {}",
+            match (in_coordinator, in_worker) {
+                (true, true) => "coordinator and worker",
+                (true, false) => "coordinator",
+                (false, true) => "worker",
+                (false, false) => "MISSING",
+            }
+        );
+        if !in_coordinator && !in_worker {
+            missing.push(name.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics that neither a live coordinator nor a worker exports: {missing:?}\ncoordinator log:\n{}",
+        coordinator.log_text()
+    );
+}
+
+/// Runs the `reelfarm` CLI with JSON output.
+fn cli_output(endpoint: &str, args: &[&str]) -> Output {
+    without_reelfarm_env(Command::new(CLI))
+        .arg(format!("--coordinator={endpoint}"))
+        .arg("--output=json")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run reelfarm {args:?}: {e}"))
+}
+
+/// Runs the `reelfarm` CLI with JSON output; fails the test when it fails.
+fn cli(endpoint: &str, args: &[&str]) -> Output {
+    let out = cli_output(endpoint, args);
+    assert!(
+        out.status.success(),
+        "reelfarm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
