@@ -6,8 +6,10 @@
 //!
 //! Reported per run: tasks per second (all tasks / time from the first worker connecting
 //! to the last job succeeding), and the dispatch latency seen by the workers: the time from
-//! a worker sending a result (freeing a slot) to receiving its next assignment, while work
-//! is waiting — the scheduler's reaction time under load.
+//! a worker sending a result (freeing a slot) to receiving its next assignment, counted only
+//! when ready tasks were queued at that moment — the scheduler's reaction time under load.
+//! Slots freed while nothing was ready (tasks waiting for their PLAN, the tail of the run)
+//! are idle time, reported apart as `idle_without_ready_work_ms`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -80,8 +82,21 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
 
 #[derive(Default)]
 struct Samples {
+    /// Slot freed → next assignment received, when ready tasks were queued at the moment
+    /// the slot was freed: the scheduler's dispatch latency as a worker sees it.
     latencies_s: Vec<f64>,
+    /// The same interval when no task was ready (waiting for dependencies, the end of the
+    /// run): idle time, not dispatch latency; reported apart.
+    starved_s: Vec<f64>,
     tasks: u64,
+}
+
+/// Ready tasks queued in the coordinator, read lock-free from its queue-depth gauges.
+fn ready_tasks(metrics: &reelfarm_coordinator::metrics::Metrics) -> i64 {
+    reelfarm_coordinator::model::Priority::ALL
+        .iter()
+        .map(|p| metrics.queue_depth(*p).get())
+        .sum()
 }
 
 async fn run_one(
@@ -161,6 +176,7 @@ async fn run_one(
             format!("sim-{i}"),
             slots,
             Duration::from_millis(args.task_ms),
+            coordinator.metrics.clone(),
             samples.clone(),
             shutdown.clone(),
         )));
@@ -195,7 +211,9 @@ async fn run_one(
 
     let mut s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     s.latencies_s.sort_by(f64::total_cmp);
+    s.starved_s.sort_by(f64::total_cmp);
     let ms = |p| super::percentile(&s.latencies_s, p) * 1000.0;
+    let idle_ms = |p| super::percentile(&s.starved_s, p) * 1000.0;
     Ok(serde_json::json!({
         "backend": backend,
         "workers": workers,
@@ -208,6 +226,8 @@ async fn run_one(
         "tasks_per_second": total_tasks as f64 / seconds,
         "dispatch_latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0),
                                 "samples": s.latencies_s.len()},
+        "idle_without_ready_work_ms": {"p50": idle_ms(50.0), "p99": idle_ms(99.0),
+                                       "samples": s.starved_s.len()},
         "timed_out": timed_out,
     }))
 }
@@ -225,6 +245,7 @@ async fn sim_worker(
     id: String,
     slots: u32,
     task_time: Duration,
+    metrics: Arc<reelfarm_coordinator::metrics::Metrics>,
     samples: Arc<Mutex<Samples>>,
     shutdown: CancellationToken,
 ) {
@@ -247,8 +268,9 @@ async fn sim_worker(
         return;
     };
     let mut inbound = resp.into_inner();
-    // When each slot was freed (a result sent); the next assignment closes the oldest.
-    let freed: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    // When each slot was freed (a result sent) and whether work was waiting then; the next
+    // assignment closes the oldest.
+    let freed: Arc<Mutex<VecDeque<(Instant, bool)>>> = Arc::default();
     let mut local = Samples::default();
     loop {
         let msg = tokio::select! {
@@ -261,8 +283,13 @@ async fn sim_worker(
         };
         let now = Instant::now();
         for assignment in a.items {
-            if let Some(t) = freed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
-                local.latencies_s.push(now.duration_since(t).as_secs_f64());
+            if let Some((t, had_work)) = freed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+                let waited = now.duration_since(t).as_secs_f64();
+                if had_work {
+                    local.latencies_s.push(waited);
+                } else {
+                    local.starved_s.push(waited);
+                }
             }
             local.tasks += 1;
             let token = assignment.token.clone();
@@ -279,21 +306,23 @@ async fn sim_worker(
                 })),
             };
             if task_time.is_zero() {
+                let had_work = ready_tasks(&metrics) > 0;
                 freed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_back(Instant::now());
+                    .push_back((Instant::now(), had_work));
                 if out.send(result).await.is_err() {
                     break;
                 }
             } else {
-                let (out, freed) = (out.clone(), freed.clone());
+                let (out, freed, metrics) = (out.clone(), freed.clone(), metrics.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(task_time).await;
+                    let had_work = ready_tasks(&metrics) > 0;
                     freed
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push_back(Instant::now());
+                        .push_back((Instant::now(), had_work));
                     let _ = out.send(result).await;
                 });
             }
@@ -301,5 +330,6 @@ async fn sim_worker(
     }
     let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
     s.latencies_s.extend(local.latencies_s);
+    s.starved_s.extend(local.starved_s);
     s.tasks += local.tasks;
 }
