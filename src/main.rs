@@ -15,7 +15,8 @@ use reelfarm_proto::v1;
     about = "reelfarm: generative video render farm — client, demo and benchmarks"
 )]
 struct Cli {
-    /// Coordinator gRPC address(es), comma-separated; the first that answers is used.
+    /// Coordinator gRPC address(es), comma-separated: the replicas of one cluster; the
+    /// leader among them is found and used.
     #[arg(
         long,
         global = true,
@@ -122,7 +123,11 @@ enum Bench {
     /// Per-stage timings of the reference pipeline on the CPU engine, one clip per size.
     Pipeline {
         /// Frame sizes, WIDTHxHEIGHT, one run each.
-        #[arg(long, value_delimiter = ',', default_value = "320x180,640x360,1920x1080")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "320x180,640x360,1920x1080"
+        )]
         sizes: Vec<String>,
         /// Clip length in seconds.
         #[arg(long, default_value_t = 4.0)]

@@ -50,6 +50,20 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
 
+    /// A running task is stuck (and reassigned) when its progress stopped for longer than
+    /// this many times its expected step time (from the speed its worker reports).
+    #[arg(long, env = "REELFARM_STUCK_FACTOR", default_value_t = 10.0)]
+    pub stuck_factor: f64,
+
+    /// ...and for at least this many seconds (also the limit before a task's first step).
+    #[arg(long, env = "REELFARM_STUCK_MIN_SECONDS", default_value_t = 60.0)]
+    pub stuck_min_seconds: f64,
+
+    /// After winning an election, hold dispatch up to this many seconds while the known
+    /// workers reconnect and offer the tasks they run (which are adopted, not redone).
+    #[arg(long, env = "REELFARM_FAILOVER_GRACE_SECONDS", default_value_t = 5.0)]
+    pub failover_grace_seconds: f64,
+
     /// Target frames per VIDEO_SEGMENT task.
     #[arg(long, env = "REELFARM_SEGMENT_FRAMES", default_value_t = 12)]
     pub segment_frames: u32,
@@ -92,6 +106,26 @@ impl Config {
         if self.segment_frames == 0 || self.max_segments == 0 {
             return Err("--segment-frames and --max-segments must be at least 1".into());
         }
+        if !(self.stuck_factor.is_finite() && self.stuck_factor >= 1.0) {
+            return Err(format!(
+                "--stuck-factor must be at least 1, got {}",
+                self.stuck_factor
+            ));
+        }
+        if !(self.stuck_min_seconds.is_finite() && self.stuck_min_seconds >= 0.1) {
+            return Err(format!(
+                "--stuck-min-seconds must be at least 0.1, got {}",
+                self.stuck_min_seconds
+            ));
+        }
+        if !(self.failover_grace_seconds.is_finite()
+            && (0.0..=300.0).contains(&self.failover_grace_seconds))
+        {
+            return Err(format!(
+                "--failover-grace-seconds must be 0..=300, got {}",
+                self.failover_grace_seconds
+            ));
+        }
         Ok(())
     }
 
@@ -124,6 +158,8 @@ impl Config {
             farm: FarmConfig {
                 max_attempts: self.max_attempts,
                 max_active_jobs: self.max_queued_jobs,
+                stuck_factor: self.stuck_factor,
+                stuck_min: std::time::Duration::from_secs_f64(self.stuck_min_seconds),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

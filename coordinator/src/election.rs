@@ -122,7 +122,7 @@ impl EtcdElection {
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
-            name: format!("/reelfarm/{cluster}/election"),
+            name: reelfarm_proto::cluster::election(cluster),
             address,
             leader_key: Mutex::new(None),
             leading: AtomicBool::new(false),

@@ -86,3 +86,27 @@ pub async fn watch_workers(
         }
     }
 }
+
+/// The ids of the workers registered now (live leases), e.g. those a new leader waits for.
+pub async fn registered_workers(
+    client: &Client,
+    keys: &Keys,
+) -> Result<Vec<String>, etcd_client::Error> {
+    let prefix = keys.workers_prefix();
+    let resp = client
+        .kv_client()
+        .get(
+            prefix.clone(),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_string))
+        .collect())
+}

@@ -12,8 +12,7 @@ use tonic::Status;
 
 use crate::scheduler::Scheduler;
 
-/// Response header carrying the leader's address on a follower's UNAVAILABLE.
-pub const LEADER_METADATA: &str = "reelfarm-leader";
+pub use reelfarm_proto::cluster::LEADER_METADATA;
 
 /// See the module docs.
 #[derive(Clone)]

@@ -27,6 +27,8 @@ use crate::{api, membership};
 
 /// Pause between failed campaigns (etcd unreachable).
 const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
+/// How often the leader looks for stuck tasks.
+const WATCHDOG_TICK: Duration = Duration::from_millis(500);
 /// How often a follower refreshes the leader's address it hands to clients.
 const LEADER_REFRESH: Duration = Duration::from_millis(500);
 
@@ -240,6 +242,28 @@ async fn lead(l: Leadership) {
             return;
         }
     };
+    if let Some(client) = &l.etcd {
+        // Workers that ran tasks for the previous leader offer them when they reconnect;
+        // hold dispatch briefly so those tasks are adopted instead of started again.
+        let keys = etcd::Keys::new(&l.config.cluster);
+        match membership::registered_workers(client, &keys).await {
+            Ok(ids) if !ids.is_empty() && l.config.failover_grace_seconds > 0.0 => {
+                tracing::info!(
+                    workers = ids.len(),
+                    grace_s = l.config.failover_grace_seconds,
+                    "holding dispatch while known workers reconnect"
+                );
+                scheduler.hold_dispatch(
+                    ids.into_iter().collect(),
+                    Duration::from_secs_f64(l.config.failover_grace_seconds),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list registered workers; dispatching at once")
+            }
+        }
+    }
     l.role.send_replace(Role::Leader(scheduler.clone()));
     let membership = l.etcd.map(|client| {
         tokio::spawn(membership::watch_workers(
@@ -249,6 +273,7 @@ async fn lead(l: Leadership) {
             l.shutdown.clone(),
         ))
     });
+    let watchdog = tokio::spawn(watchdog(scheduler.clone(), l.shutdown.clone()));
     let fenced = scheduler.fenced();
     let reason = loop {
         tokio::select! {
@@ -264,11 +289,22 @@ async fn lead(l: Leadership) {
     if let Some(m) = membership {
         m.abort();
     }
+    watchdog.abort();
     l.metrics.leader.set(0);
     l.role.send_replace(Role::Follower { leader: None });
     if !reason.is_empty() {
         tracing::error!(%reason, "no longer the leader; this replica must restart");
         l.lost.cancel();
+    }
+}
+
+/// While leading: finds stuck tasks and ends an expired dispatch hold, every tick.
+async fn watchdog(scheduler: Arc<Scheduler>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCHDOG_TICK) => scheduler.tick().await,
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_LEASE_TTL", default_value_t = 10)]
     pub lease_ttl: i64,
 
+    /// On SIGTERM: seconds to let running tasks finish (no new ones are taken) before the
+    /// rest are handed back to the coordinator; then the worker deregisters and exits.
+    #[arg(long, env = "REELFARM_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+
     /// Secret that keys the watermark and signs the provenance manifest; the same on every
     /// worker and the coordinator. Default: a fixed development secret (a warning is logged).
     #[arg(long, env = "REELFARM_FARM_SECRET", hide_env_values = true)]

@@ -111,6 +111,9 @@ pub fn job(v: &JobView) -> v1::Job {
                 attempt: t.attempt,
                 progress: t.progress,
                 error: t.error.clone(),
+                failures: t.failures,
+                retry_reason: t.retry_reason.clone(),
+                steps_per_second: t.steps_per_second,
             })
             .collect(),
         outputs: v.outputs.iter().map(output).collect(),
@@ -118,6 +121,7 @@ pub fn job(v: &JobView) -> v1::Job {
         created_at: Some(timestamp(v.created_ms)),
         started_at: v.started_ms.map(timestamp),
         finished_at: v.finished_ms.map(timestamp),
+        waiting: v.waiting.clone(),
         idempotency_key: v.idempotency_key.clone(),
         scene: v.scene.clone(),
     }

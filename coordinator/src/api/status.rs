@@ -19,8 +19,17 @@ impl From<FieldError> for Status {
 impl From<SubmitError> for Status {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::Exhausted { .. } => {
-                Status::resource_exhausted(format!("{e}; retry after jobs finish"))
+            SubmitError::Exhausted { retry_after, .. } => {
+                let mut status = Status::resource_exhausted(e.to_string());
+                // gRPC's server pushback header (honoured by retry policies), and the
+                // HTTP-style hint in whole seconds for scripts.
+                let ms = retry_after.as_millis().to_string();
+                let secs = retry_after.as_secs().max(1).to_string();
+                if let (Ok(ms), Ok(secs)) = (ms.parse(), secs.parse()) {
+                    status.metadata_mut().insert("grpc-retry-pushback-ms", ms);
+                    status.metadata_mut().insert("retry-after", secs);
+                }
+                status
             }
             SubmitError::Store(s) => store(s),
         }

@@ -70,8 +70,18 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         hostname: r.hostname.clone(),
         version: r.version.clone(),
         metrics_address: r.metrics_address.clone(),
+        // At most one per slot can be adopted; the rest would be cancelled anyway.
+        running: r
+            .running
+            .iter()
+            .take(MAX_OFFERED)
+            .filter_map(|t| convert::token_from(Some(t)))
+            .collect(),
     })
 }
+
+/// Offered running attempts read from one registration, at most.
+const MAX_OFFERED: usize = 4 * MAX_SLOTS as usize;
 
 fn to_proto(msg: ToWorker) -> v1::CoordinatorMessage {
     let body = match msg {
@@ -164,7 +174,9 @@ fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_m
     match body {
         Some(Body::Progress(p)) => {
             if let Some(token) = convert::token_from(p.token.as_ref()) {
-                if let Err(e) = scheduler.progress(worker_id, &token, p.step, p.total_steps) {
+                if let Err(e) =
+                    scheduler.progress(worker_id, &token, p.step, p.total_steps, p.steps_per_second)
+                {
                     tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id, error = %e, "progress rejected");
                 }
             }
@@ -200,6 +212,25 @@ fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_m
         }
         Some(Body::Register(_)) => {
             tracing::warn!(worker_id, "second register on one session ignored");
+        }
+        Some(Body::Drain(_)) => {
+            if scheduler.drain_worker(worker_id).is_some() {
+                tracing::info!(worker_id, "worker shutting down: draining");
+            }
+        }
+        Some(Body::HandBack(h)) => {
+            if let Some(token) = convert::token_from(h.token.as_ref()) {
+                match scheduler.hand_back(worker_id, &token, &h.reason) {
+                    Ok(()) => {
+                        tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                        attempt = token.attempt, reason = %h.reason, "task handed back")
+                    }
+                    Err(e) => {
+                        tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                        error = %e, "hand-back rejected")
+                    }
+                }
+            }
         }
         None => {}
     }

@@ -13,11 +13,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 mod dispatch;
+mod liveness;
 mod reports;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,11 @@ pub struct FarmConfig {
     pub max_attempts: u32,
     /// Jobs not yet terminal, at most; more are refused with RESOURCE_EXHAUSTED.
     pub max_active_jobs: usize,
+    /// Stuck versus slow (see `liveness`): a running attempt whose progress stopped for
+    /// longer than `stuck_factor` times its expected step time, and at least `stuck_min`,
+    /// is reassigned.
+    pub stuck_factor: f64,
+    pub stuck_min: Duration,
 }
 
 /// A message for one worker's stream.
@@ -79,6 +85,8 @@ pub struct WorkerInfo {
     pub hostname: String,
     pub version: String,
     pub metrics_address: String,
+    /// Attempts the worker still runs from an earlier session, offered for adoption.
+    pub running: Vec<AttemptToken>,
 }
 
 /// Why a worker report was not accepted.
@@ -126,8 +134,20 @@ pub struct Commit {
 struct TaskRun {
     state: TaskState,
     attempt: u64,
+    /// The highest attempt number issued for this task in any term; the next dispatch uses
+    /// one more, so no two attempts of a term share a number even after adoptions.
+    issued: u64,
+    /// The term that issued `attempt`: the current one, or an earlier leader's for an
+    /// attempt adopted after a failover. (term, attempt) names an attempt uniquely.
+    term: u64,
     worker: Option<String>,
     progress: f64,
+    /// When the running attempt last advanced (assignment, adoption or a new step).
+    last_progress: Instant,
+    step: u32,
+    steps_per_second: f64,
+    /// Why the last attempt ended without a result.
+    retry_reason: Option<String>,
     deps_left: u32,
     outputs: Vec<Output>,
     error: Option<String>,
@@ -192,6 +212,14 @@ pub struct Farm {
     /// Workers with free slots, in round-robin order, so a job's segments spread out.
     idle: VecDeque<String>,
     next_session: u64,
+    /// After a failover: dispatch waits for the known workers to reconnect and offer their
+    /// running attempts for adoption, until the deadline (see `liveness`).
+    dispatch_hold: Option<DispatchHold>,
+}
+
+struct DispatchHold {
+    until: Instant,
+    expected: HashSet<String>,
 }
 
 impl Farm {
@@ -208,6 +236,7 @@ impl Farm {
             workers: HashMap::new(),
             idle: VecDeque::new(),
             next_session: 0,
+            dispatch_hold: None,
         }
     }
 
@@ -246,8 +275,14 @@ impl Farm {
             .map(|t| TaskRun {
                 state: TaskState::Blocked,
                 attempt: 0,
+                issued: 0,
+                term: 0,
                 worker: None,
                 progress: 0.0,
+                last_progress: now,
+                step: 0,
+                steps_per_second: 0.0,
+                retry_reason: None,
                 deps_left: t.deps.len() as u32,
                 outputs: vec![],
                 error: None,
@@ -265,6 +300,8 @@ impl Farm {
                 t.state = TaskState::Done;
                 t.progress = 1.0;
                 t.attempt = c.attempt;
+                t.issued = c.attempt;
+                t.term = c.term;
                 t.worker = Some(c.worker_id.clone());
                 t.outputs = c.outputs.clone();
                 if c.scene.is_some() {
@@ -321,7 +358,13 @@ impl Farm {
 
     /// A view of one job for the API.
     pub fn job_view(&self, id: &str, with_tasks: bool) -> Option<JobView> {
-        self.jobs.get(id).map(|j| view_of(j, with_tasks))
+        self.jobs.get(id).map(|j| self.view(j, with_tasks))
+    }
+
+    fn view(&self, job: &JobEntry, with_tasks: bool) -> JobView {
+        let mut v = view_of(job, with_tasks);
+        v.waiting = self.waiting_reason(job).unwrap_or_default();
+        v
     }
 
     /// A receiver that changes whenever the job does.
@@ -343,7 +386,7 @@ impl Farm {
         };
         let mut out = Vec::new();
         for (_, job) in range.rev() {
-            let v = view_of(job, with_tasks);
+            let v = self.view(job, with_tasks);
             if filter(&v) {
                 if out.len() == limit {
                     let next = out.last().map(|v: &JobView| v.id.clone());
@@ -385,16 +428,18 @@ impl Farm {
     // ----- workers ----------------------------------------------------------------------
 
     /// Registers a worker's stream. A worker reconnecting under the same id replaces its old
-    /// session, whose tasks go back to READY. Returns the session number.
+    /// session, whose tasks go back to READY; then the attempts it says it still runs are
+    /// adopted where possible (see `liveness`). Returns the session number.
     pub fn register_worker(
         &mut self,
-        info: WorkerInfo,
+        mut info: WorkerInfo,
         tx: mpsc::UnboundedSender<ToWorker>,
     ) -> (u64, Vec<Commit>) {
         let commits = self.remove_worker(&info.id, None, "worker_reconnected");
         self.next_session += 1;
         let session = self.next_session;
         let id = info.id.clone();
+        let offered = std::mem::take(&mut info.running);
         self.workers.insert(
             id.clone(),
             WorkerEntry {
@@ -409,7 +454,16 @@ impl Farm {
                 tasks_done: 0,
             },
         );
-        self.idle.push_back(id);
+        self.adopt(&id, offered);
+        let worker = self.workers.get_mut(&id).expect("inserted above");
+        if worker.free > 0 {
+            self.idle.push_back(id.clone());
+        } else {
+            worker.in_idle = false;
+        }
+        if let Some(hold) = &mut self.dispatch_hold {
+            hold.expected.remove(&id);
+        }
         self.update_worker_gauges();
         (session, commits)
     }
@@ -564,6 +618,9 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
                 attempt: t.attempt,
                 progress: t.progress,
                 error: t.error.clone().unwrap_or_default(),
+                failures: t.failures,
+                retry_reason: t.retry_reason.clone().unwrap_or_default(),
+                steps_per_second: t.steps_per_second,
             })
             .collect()
     } else {
@@ -590,5 +647,6 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
         finished_ms: job.record.finished_ms,
         idempotency_key: job.record.idempotency_key.clone().unwrap_or_default(),
         scene: job.scene.clone().unwrap_or_default(),
+        waiting: String::new(),
     }
 }

@@ -44,11 +44,13 @@ pub struct NewJob {
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    #[error("too many active jobs: {active} active, {requested} requested, limit {limit}")]
+    #[error("too many active jobs: {active} active, {requested} requested, limit {limit}; retry in {} s", retry_after.as_secs())]
     Exhausted {
         active: usize,
         requested: usize,
         limit: usize,
+        /// When room for the request is likely, from the recent rate of finishing jobs.
+        retry_after: Duration,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -93,6 +95,49 @@ pub struct Scheduler {
     reserved: Mutex<usize>,
     /// Cancelled when a newer coordinator took over the state: this one must stop.
     fenced: CancellationToken,
+    finish_rate: FinishRate,
+}
+
+/// The recent rate at which jobs finish, for the retry hint of a refused submission.
+struct FinishRate(Mutex<FinishSample>);
+
+struct FinishSample {
+    at: Instant,
+    finished: f64,
+    per_second: f64,
+}
+
+impl FinishRate {
+    /// Shortest and longest hint; the rate is re-measured over windows of at least 1 s.
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn new() -> Self {
+        Self(Mutex::new(FinishSample {
+            at: Instant::now(),
+            finished: 0.0,
+            per_second: 0.0,
+        }))
+    }
+
+    /// How long until `excess` jobs have finished at the recent rate.
+    fn retry_after(&self, excess: usize, metrics: &Metrics) -> Duration {
+        let finished: f64 = ["succeeded", "failed", "cancelled"]
+            .iter()
+            .map(|s| metrics.jobs_finished.with_label_values(&[s]).get() as f64)
+            .sum();
+        let mut sample = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = sample.at.elapsed().as_secs_f64();
+        if elapsed >= 1.0 {
+            sample.per_second = (finished - sample.finished) / elapsed;
+            sample.at = Instant::now();
+            sample.finished = finished;
+        }
+        if sample.per_second <= 0.0 {
+            return Duration::from_secs(5);
+        }
+        Duration::from_secs_f64(excess as f64 / sample.per_second).clamp(Self::MIN, Self::MAX)
+    }
 }
 
 impl Scheduler {
@@ -134,6 +179,7 @@ impl Scheduler {
             planner: config.planner,
             reserved: Mutex::new(0),
             fenced: CancellationToken::new(),
+            finish_rate: FinishRate::new(),
         }))
     }
 
@@ -185,6 +231,9 @@ impl Scheduler {
                     active,
                     requested: new,
                     limit,
+                    retry_after: self
+                        .finish_rate
+                        .retry_after(active + new - limit, &self.metrics),
                 });
             }
             *reserved += new;
@@ -366,15 +415,47 @@ impl Scheduler {
         }
     }
 
-    /// Step progress from a worker.
+    /// Step progress from a worker, with the speed it measured.
     pub fn progress(
         &self,
         worker_id: &str,
         token: &AttemptToken,
         step: u32,
         total: u32,
+        steps_per_second: f64,
     ) -> Result<(), Rejection> {
-        self.lock().progress(worker_id, token, step, total)
+        self.lock()
+            .progress(worker_id, token, step, total, steps_per_second)
+    }
+
+    /// A worker shutting down gives an unfinished attempt back: READY at once.
+    pub fn hand_back(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        reason: &str,
+    ) -> Result<(), Rejection> {
+        let mut farm = self.lock();
+        farm.hand_back(worker_id, token, reason)?;
+        farm.dispatch();
+        Ok(())
+    }
+
+    /// After a failover: hold dispatch until `expected` workers reconnected, or `grace`.
+    pub fn hold_dispatch(&self, expected: std::collections::HashSet<String>, grace: Duration) {
+        self.lock().hold_dispatch(expected, grace);
+    }
+
+    /// The watchdog's tick: reassigns stuck attempts and dispatches (which also ends an
+    /// expired dispatch hold).
+    pub async fn tick(&self) {
+        let commits = {
+            let mut farm = self.lock();
+            let c = farm.reassign_stuck(Instant::now());
+            farm.dispatch();
+            c
+        };
+        self.run_commits(commits).await;
     }
 
     /// A worker's result: committed (success) or retried (failure). Rejected when the token

@@ -27,6 +27,8 @@ pub struct JobView {
     pub finished_ms: Option<u64>,
     pub idempotency_key: String,
     pub scene: String,
+    /// Why an unfinished job is not moving, when known (e.g. no live worker).
+    pub waiting: String,
 }
 
 /// One task of a job.
@@ -41,6 +43,9 @@ pub struct TaskRunView {
     pub attempt: u64,
     pub progress: f64,
     pub error: String,
+    pub failures: u32,
+    pub retry_reason: String,
+    pub steps_per_second: f64,
 }
 
 /// A connected worker.

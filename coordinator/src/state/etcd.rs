@@ -38,12 +38,14 @@ const MAX_WRITES_PER_TXN: usize = 100;
 /// The key layout of one cluster.
 #[derive(Clone, Debug)]
 pub struct Keys {
+    cluster: String,
     root: String,
 }
 
 impl Keys {
     pub fn new(cluster: &str) -> Self {
         Self {
+            cluster: cluster.to_string(),
             root: format!("/reelfarm/{cluster}/"),
         }
     }
@@ -67,10 +69,10 @@ impl Keys {
     }
     /// Prefix under which workers register with their leases.
     pub fn workers_prefix(&self) -> String {
-        format!("{}workers/", self.root)
+        reelfarm_proto::cluster::workers_prefix(&self.cluster)
     }
     pub fn worker(&self, id: &str) -> String {
-        format!("{}workers/{id}", self.root)
+        reelfarm_proto::cluster::worker(&self.cluster, id)
     }
 }
 

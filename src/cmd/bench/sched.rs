@@ -122,6 +122,9 @@ async fn run_one(
             max_segments: 64,
             farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
             advertise_address: None,
+            stuck_factor: 10.0,
+            stuck_min_seconds: 60.0,
+            failover_grace_seconds: 0.0,
             log_json: false,
         },
         shutdown.clone(),
@@ -283,7 +286,8 @@ async fn sim_worker(
         };
         let now = Instant::now();
         for assignment in a.items {
-            if let Some((t, had_work)) = freed.lock().unwrap_or_else(|p| p.into_inner()).pop_front() {
+            if let Some((t, had_work)) = freed.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+            {
                 let waited = now.duration_since(t).as_secs_f64();
                 if had_work {
                     local.latencies_s.push(waited);

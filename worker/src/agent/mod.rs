@@ -14,6 +14,7 @@ pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reelfarm_proto::v1;
 use tokio::task::JoinHandle;
@@ -29,11 +30,51 @@ pub struct RunningWorker {
     pub id: String,
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    running: Arc<session::Tasks>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Pause between checks while draining.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// After handing tasks back: time for the last messages to leave before the stream closes.
+const FLUSH: Duration = Duration::from_millis(500);
+
 impl RunningWorker {
+    /// Graceful shutdown (SIGTERM): takes no new tasks, lets the running ones finish for up
+    /// to `timeout`, then hands the rest back to the coordinator. Call [`Self::stop`] next
+    /// to deregister. Returns how many tasks were handed back.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.running.start_draining();
+        let deadline = Instant::now() + timeout;
+        let mut logged = false;
+        while self.running.running_count() > 0 && Instant::now() < deadline {
+            if !logged {
+                tracing::info!(
+                    running = self.running.running_count(),
+                    ?timeout,
+                    "draining: letting running tasks finish"
+                );
+                logged = true;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let handed = self.running.hand_back_all("worker shutting down");
+        if handed > 0 {
+            tracing::info!(
+                tasks = handed,
+                "drain timeout: tasks handed back to the coordinator"
+            );
+        }
+        // Let results and hand-backs leave before the stream closes.
+        let flush_until = Instant::now() + FLUSH;
+        while self.running.unsent_results() > 0 && Instant::now() < flush_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        handed
+    }
+
     /// Stops the worker (deregistering from etcd) and waits for its tasks.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -96,13 +137,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         hostname: crate::config::hostname(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         metrics_address: http_addr.to_string(),
+        running: vec![],
     };
+    let mut leader_lookup = None;
     if !config.etcd.is_empty() {
         let client = etcd_client::Client::connect(&config.etcd, None)
             .await
             .map_err(|e| anyhow::anyhow!("--etcd {:?}: {e}", config.etcd))?;
         let reg = lease::Registration {
-            key: format!("/reelfarm/{}/workers/{id}", config.cluster),
+            key: reelfarm_proto::cluster::worker(&config.cluster, &id),
             value: serde_json::to_vec(&serde_json::json!({
                 "id": id,
                 "engine": engine.name(),
@@ -117,6 +160,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .await
             .map_err(|e| anyhow::anyhow!("registering in etcd: {e}"))?;
         tracing::info!(key = %reg.key, lease = lease_id, ttl = config.lease_ttl, "registered in etcd");
+        leader_lookup = Some(session::LeaderLookup {
+            client: client.clone(),
+            election: reelfarm_proto::cluster::election(&config.cluster),
+        });
         tasks.push(tokio::spawn(lease::keep_alive(
             client,
             reg,
@@ -132,13 +179,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         farm_secret: config.farm_secret(),
         metrics: metrics.clone(),
     });
+    let running = session::Tasks::new(config.slots);
     tasks.push(tokio::spawn(session::run(
         session::SessionConfig {
             coordinators: config.coordinator.clone(),
             register,
-            slots: config.slots,
+            leader_lookup,
+            // Two lease TTLs: by then the coordinator has requeued everything this worker ran.
+            orphan_timeout: Duration::from_secs(2 * config.lease_ttl.max(1) as u64),
         },
         executor,
+        running.clone(),
         shutdown.clone(),
     )));
     tracing::info!(worker_id = %id, %http_addr, slots = config.slots, "worker started");
@@ -146,6 +197,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         id,
         http_addr,
         metrics,
+        running,
         shutdown,
         tasks,
     })

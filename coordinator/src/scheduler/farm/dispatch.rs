@@ -1,6 +1,7 @@
 //! Dispatch: hands READY tasks to workers with free slots.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::*;
 
@@ -10,6 +11,9 @@ impl Farm {
     /// Hands ready tasks to workers with free slots: best task first, workers in
     /// round-robin order; one message per worker carries all its new assignments.
     pub fn dispatch(&mut self) {
+        if self.holding_dispatch() {
+            return;
+        }
         let mut batches: HashMap<String, Vec<Assignment>> = HashMap::new();
         while let Some(worker_id) = self.idle.pop_front() {
             let (jobs, metrics) = (&mut self.jobs, &self.metrics);
@@ -43,9 +47,14 @@ impl Farm {
             let attempt = {
                 let task = &mut job.tasks[index];
                 task.state = TaskState::Assigned;
-                task.attempt += 1;
+                task.issued = task.issued.max(task.attempt) + 1;
+                task.attempt = task.issued;
+                task.term = self.term;
                 task.worker = Some(worker_id.clone());
                 task.progress = 0.0;
+                task.step = 0;
+                task.steps_per_second = 0.0;
+                task.last_progress = Instant::now();
                 if task.attempt > 1 {
                     task.retries += 1;
                 }

@@ -22,7 +22,7 @@ impl Farm {
             .position(|t| t.id == token.task_id)
             .ok_or_else(|| Rejection::UnknownTask(token.task_id.clone()))?;
         let task = &job.tasks[index];
-        let current = token.term == self.term
+        let current = token.term == task.term
             && token.attempt == task.attempt
             && task.worker.as_deref() == Some(worker_id)
             && matches!(task.state, TaskState::Assigned | TaskState::Running)
@@ -35,13 +35,14 @@ impl Farm {
         }
     }
 
-    /// Step progress of a running task.
+    /// Step progress of a running task, with the speed its worker measured.
     pub fn progress(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
         step: u32,
         total: u32,
+        steps_per_second: f64,
     ) -> Result<(), Rejection> {
         let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
             self.metrics.stale_reports.inc();
@@ -49,6 +50,13 @@ impl Farm {
         let job = self.jobs.get_mut(&token.job_id).expect("checked");
         let task = &mut job.tasks[index];
         task.state = TaskState::Running;
+        if step > task.step {
+            task.step = step;
+            task.last_progress = Instant::now();
+        }
+        if steps_per_second.is_finite() && steps_per_second > 0.0 {
+            task.steps_per_second = steps_per_second;
+        }
         task.progress = if total == 0 {
             0.0
         } else {
@@ -134,21 +142,38 @@ impl Farm {
         reason: &str,
         error: &str,
     ) -> Option<Commit> {
+        self.return_to_ready(job_id, index, reason, error, true)
+    }
+
+    /// Ends a running attempt without a result: the task is READY again, or, when the
+    /// attempt `counts` as a failure and the task is out of attempts, its job fails.
+    pub(super) fn return_to_ready(
+        &mut self,
+        job_id: &str,
+        index: u32,
+        reason: &str,
+        error: &str,
+        counts: bool,
+    ) -> Option<Commit> {
         let max_attempts = self.config.max_attempts;
         let job = self.jobs.get_mut(job_id)?;
         let task = &mut job.tasks[index as usize];
         if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
             return None;
         }
-        task.failures += 1;
+        if counts {
+            task.failures += 1;
+        }
         task.worker = None;
         task.progress = 0.0;
+        task.steps_per_second = 0.0;
         task.error = Some(format!("{reason}: {error}"));
+        task.retry_reason = Some(reason.to_string());
         self.metrics
             .tasks_retried
             .with_label_values(&[reason])
             .inc();
-        if task.failures >= max_attempts {
+        if counts && task.failures >= max_attempts {
             task.state = TaskState::Failed;
             let message = format!(
                 "task {} failed {} times; last error: {reason}: {error}",

@@ -27,15 +27,17 @@ fn spec(priority: Priority) -> JobSpec {
     }
 }
 
+fn config() -> FarmConfig {
+    FarmConfig {
+        max_attempts: 2,
+        max_active_jobs: 100,
+        stuck_factor: 10.0,
+        stuck_min: std::time::Duration::from_secs(30),
+    }
+}
+
 fn farm() -> Farm {
-    Farm::new(
-        TERM,
-        FarmConfig {
-            max_attempts: 2,
-            max_active_jobs: 100,
-        },
-        Arc::new(Metrics::new()),
-    )
+    Farm::new(TERM, config(), Arc::new(Metrics::new()))
 }
 
 fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
@@ -320,4 +322,235 @@ fn a_failed_commit_runs_the_task_again() {
     let again = assignments(&mut rx).pop().expect("the task runs again");
     assert_eq!(again.token.task_id, a.token.task_id);
     assert_eq!(again.token.attempt, a.token.attempt + 1);
+}
+
+fn job_record(id: &str) -> JobRecord {
+    let spec = spec(Priority::Normal);
+    let tasks = planner::plan(&spec, PlannerConfig::default());
+    JobRecord {
+        id: id.into(),
+        spec,
+        state: JobState::Queued,
+        idempotency_key: None,
+        created_ms: 1,
+        finished_ms: None,
+        error: None,
+        outputs: vec![],
+        tasks,
+    }
+}
+
+fn worker_running(
+    farm: &mut Farm,
+    id: &str,
+    slots: u32,
+    running: Vec<AttemptToken>,
+) -> mpsc::UnboundedReceiver<ToWorker> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    farm.register_worker(
+        WorkerInfo {
+            id: id.into(),
+            slots,
+            running,
+            ..Default::default()
+        },
+        tx,
+    );
+    rx
+}
+
+fn cancels(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<AttemptToken> {
+    let mut out = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        if let ToWorker::Cancel(t) = msg {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn task<'a>(f: &'a Farm, job: &str, task_id: &str) -> TaskRunView {
+    f.job_view(job, true)
+        .expect("job")
+        .tasks
+        .into_iter()
+        .find(|t| t.id == task_id)
+        .expect("task")
+}
+
+#[test]
+fn a_new_leader_adopts_the_attempt_a_worker_still_runs_and_accepts_its_result() {
+    const JOB: &str = "000000000000000a";
+    // The old leader (term 7) gave the plan to w1 as attempt 1.
+    let mut old = farm();
+    old.insert_job(job_record(JOB), &[]);
+    let mut w1 = worker(&mut old, "w1", 1);
+    old.dispatch();
+    let plan = assignments(&mut w1).pop().expect("plan assigned");
+    assert_eq!(plan.token.term, TERM);
+
+    // A new leader (term 8) loads the same job; w1 reconnects offering the running plan.
+    let mut new = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    new.insert_job(job_record(JOB), &[]);
+    let mut w2 = worker(&mut new, "w2", 1);
+    new.hold_dispatch(
+        ["w1".to_string()].into_iter().collect(),
+        std::time::Duration::from_secs(60),
+    );
+    new.dispatch();
+    assert!(
+        assignments(&mut w2).is_empty(),
+        "dispatch is held while the known worker w1 has not reconnected"
+    );
+    let mut w1 = worker_running(&mut new, "w1", 1, vec![plan.token.clone()]);
+    assert!(
+        cancels(&mut w1).is_empty(),
+        "the offered attempt is adopted, not cancelled"
+    );
+    let t = task(&new, JOB, &plan.token.task_id);
+    assert_eq!(
+        (t.state, t.worker_id.as_str(), t.attempt),
+        (TaskState::Running, "w1", 1)
+    );
+
+    // Its result, under the old term's token, is accepted by the new leader.
+    succeed(&mut new, "w1", &plan);
+    assert_eq!(task(&new, JOB, &plan.token.task_id).state, TaskState::Done);
+    // The hold ended when w1 came back: the segments flow to both workers.
+    new.dispatch();
+    assert!(
+        !assignments(&mut w2).is_empty(),
+        "dispatch resumed after adoption"
+    );
+}
+
+#[test]
+fn an_offered_attempt_whose_task_went_to_another_worker_is_cancelled() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let mut w1 = worker(&mut f, "w1", 1);
+    f.dispatch();
+    let plan = assignments(&mut w1).pop().expect("plan");
+    // w1 is lost; the plan goes to w2 under attempt 2.
+    f.remove_worker("w1", None, "lease_lost");
+    let mut w2 = worker(&mut f, "w2", 1);
+    f.dispatch();
+    let again = assignments(&mut w2).pop().expect("plan reassigned");
+    assert_eq!(again.token.attempt, 2);
+    // w1 comes back offering attempt 1: it is cancelled there, and its result refused.
+    let mut w1 = worker_running(&mut f, "w1", 1, vec![plan.token.clone()]);
+    assert_eq!(cancels(&mut w1), vec![plan.token.clone()]);
+    assert_eq!(
+        f.begin_result("w1", &plan.token, true, "", vec![], None)
+            .err(),
+        Some(Rejection::Stale)
+    );
+    succeed(&mut f, "w2", &again);
+}
+
+#[test]
+fn attempt_numbers_stay_unique_after_adopting_an_older_attempt() {
+    const JOB: &str = "000000000000000a";
+    let mut f = Farm::new(
+        TERM,
+        FarmConfig {
+            max_attempts: 5,
+            ..config()
+        },
+        Arc::new(Metrics::new()),
+    );
+    f.insert_job(job_record(JOB), &[]);
+    let mut w1 = worker(&mut f, "w1", 1);
+    f.dispatch();
+    let first = assignments(&mut w1).pop().expect("plan");
+    // Lost twice over: attempt 2 goes to w2, which is lost too; attempt 1 is then adopted.
+    f.remove_worker("w1", None, "lease_lost");
+    let mut w2 = worker(&mut f, "w2", 1);
+    f.dispatch();
+    let second = assignments(&mut w2).pop().expect("attempt 2");
+    f.remove_worker("w2", None, "lease_lost");
+    let mut w1 = worker_running(&mut f, "w1", 1, vec![first.token.clone()]);
+    assert!(cancels(&mut w1).is_empty());
+    // w1 is lost again: the next attempt must not reuse number 2.
+    f.remove_worker("w1", None, "stream_closed");
+    let mut w3 = worker(&mut f, "w3", 1);
+    f.dispatch();
+    let third = assignments(&mut w3).pop().expect("attempt 3");
+    assert_eq!(third.token.attempt, second.token.attempt + 1);
+}
+
+#[test]
+fn a_handed_back_task_is_ready_at_once_and_not_a_failure() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let mut w1 = worker(&mut f, "w1", 1);
+    f.dispatch();
+    let plan = assignments(&mut w1).pop().expect("plan");
+    f.drain_worker("w1");
+    f.hand_back("w1", &plan.token, "worker shutting down")
+        .expect("current token");
+    let t = task(&f, JOB, &plan.token.task_id);
+    assert_eq!(
+        (t.state, t.failures, t.retry_reason.as_str()),
+        (TaskState::Ready, 0, "handed_back")
+    );
+    let mut w2 = worker(&mut f, "w2", 1);
+    f.dispatch();
+    assert_eq!(assignments(&mut w2).len(), 1, "another worker takes it");
+    assert!(
+        assignments(&mut w1).is_empty(),
+        "the draining worker gets nothing"
+    );
+}
+
+#[test]
+fn a_task_without_progress_is_stuck_but_a_slow_one_is_not() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let mut w1 = worker(&mut f, "w1", 1);
+    f.dispatch();
+    let plan = assignments(&mut w1).pop().expect("plan");
+    let start = std::time::Instant::now();
+    // Slow but moving: one step every 5 s (0.2 steps/s); limit is max(10 x 5 s, 30 s) = 50 s.
+    f.progress("w1", &plan.token, 1, 100, 0.2).expect("current");
+    assert!(f
+        .reassign_stuck(start + std::time::Duration::from_secs(45))
+        .is_empty());
+    assert_eq!(task(&f, JOB, &plan.token.task_id).state, TaskState::Running);
+    // No step for longer than the limit: stuck, cancelled on w1 and READY again.
+    assert!(f
+        .reassign_stuck(start + std::time::Duration::from_secs(55))
+        .is_empty());
+    let t = task(&f, JOB, &plan.token.task_id);
+    assert_eq!(
+        (t.state, t.retry_reason.as_str(), t.failures),
+        (TaskState::Ready, "stuck", 1)
+    );
+    assert!(
+        t.error.contains("no progress"),
+        "the reason says why: {}",
+        t.error
+    );
+    assert_eq!(cancels(&mut w1), vec![plan.token.clone()]);
+    assert_eq!(
+        f.metrics.tasks_retried.with_label_values(&["stuck"]).get(),
+        1,
+        "counted in reelfarm_tasks_retried_total{{reason=\"stuck\"}}"
+    );
+}
+
+#[test]
+fn a_job_with_no_live_worker_says_so() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let waiting = f.job_view(JOB, false).expect("job").waiting;
+    assert!(waiting.contains("no live worker"), "{waiting}");
+    let mut w = worker(&mut f, "w", 1);
+    f.dispatch();
+    assert_eq!(assignments(&mut w).len(), 1);
+    assert_eq!(f.job_view(JOB, false).expect("job").waiting, "");
 }

@@ -1,0 +1,229 @@
+//! Keeping work moving when workers or coordinators misbehave:
+//!
+//! - Adoption: a worker that reconnects (after a broken stream or a coordinator failover)
+//!   offers the attempts it still runs. Each one whose task is READY, with no other attempt
+//!   under way, is adopted under the token it already has, term included, so the work
+//!   goes on and its result will be accepted; every other offered attempt is cancelled on
+//!   the worker. After a failover the new leader holds dispatch for a short grace period,
+//!   until the workers it knows of have reconnected, so their running tasks are adopted
+//!   instead of being handed to someone else.
+//! - Hand-back: a worker shutting down gives unfinished attempts back; they are READY at
+//!   once and not counted as failures.
+//! - Stuck versus slow: workers report step progress and their steps per second. A running
+//!   attempt whose progress stopped for longer than `stuck_factor` times its expected step
+//!   time (and at least `stuck_min`) is stuck: it is cancelled on its worker and the task is
+//!   retried, with reason "stuck" in the task and in `reelfarm_tasks_retried_total`. A slow
+//!   attempt keeps advancing and is left alone, however slow.
+//! - Waiting: a job that cannot move because no live worker can take its tasks says so.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+impl Farm {
+    /// Adopts the attempts `offered` by worker `worker_id` where possible; cancels the rest
+    /// on that worker.
+    pub(super) fn adopt(&mut self, worker_id: &str, offered: Vec<AttemptToken>) {
+        let now = Instant::now();
+        for token in offered {
+            let adopted = self.try_adopt(worker_id, &token, now);
+            let Some(worker) = self.workers.get(worker_id) else {
+                return;
+            };
+            if adopted {
+                tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                    attempt = token.attempt, term = token.term, "running attempt adopted");
+            } else {
+                tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                    attempt = token.attempt, term = token.term,
+                    "running attempt not adoptable (done, terminal or given to another); cancelling it");
+                let _ = worker.tx.send(ToWorker::Cancel(token));
+            }
+        }
+    }
+
+    fn try_adopt(&mut self, worker_id: &str, token: &AttemptToken, now: Instant) -> bool {
+        let Some(worker) = self.workers.get_mut(worker_id) else {
+            return false;
+        };
+        if worker.free == 0 {
+            return false;
+        }
+        let Some(job) = self.jobs.get_mut(&token.job_id) else {
+            return false;
+        };
+        if job.pending.is_some() || job.record.state.is_terminal() {
+            return false;
+        }
+        let Some(index) = job.record.tasks.iter().position(|t| t.id == token.task_id) else {
+            return false;
+        };
+        let priority = job.record.spec.priority;
+        let task = &mut job.tasks[index];
+        if task.state != TaskState::Ready || task.committing {
+            return false;
+        }
+        if task.queued {
+            // The queue entry is skipped when popped (see `dispatch`).
+            task.queued = false;
+            self.metrics.queue_depth(priority).dec();
+        }
+        task.state = TaskState::Running;
+        // The adopted attempt keeps its own (term, attempt): that is what its result carries.
+        task.attempt = token.attempt;
+        task.issued = task.issued.max(token.attempt);
+        task.term = token.term;
+        task.worker = Some(worker_id.to_string());
+        task.progress = 0.0;
+        task.step = 0;
+        task.steps_per_second = 0.0;
+        task.last_progress = now;
+        if job.started_ms.is_none() {
+            job.started_ms = Some(now_ms());
+        }
+        job.touch();
+        worker.running.insert((token.job_id.clone(), index as u32));
+        worker.free -= 1;
+        true
+    }
+
+    /// After a failover: hold dispatch until every worker in `expected` has reconnected, or
+    /// for `grace` at most.
+    pub fn hold_dispatch(&mut self, expected: HashSet<String>, grace: Duration) {
+        let expected: HashSet<String> = expected
+            .into_iter()
+            .filter(|id| !self.workers.contains_key(id))
+            .collect();
+        if !expected.is_empty() {
+            self.dispatch_hold = Some(DispatchHold {
+                until: Instant::now() + grace,
+                expected,
+            });
+        }
+    }
+
+    /// Whether dispatch is held (and lifts the hold once it has expired or been met).
+    pub(super) fn holding_dispatch(&mut self) -> bool {
+        match &self.dispatch_hold {
+            Some(h) if !h.expected.is_empty() && Instant::now() < h.until => true,
+            Some(_) => {
+                self.dispatch_hold = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A worker gives an unfinished attempt back: READY at once, not a failure.
+    pub fn hand_back(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        reason: &str,
+    ) -> Result<(), Rejection> {
+        let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
+            self.metrics.stale_reports.inc();
+        })?;
+        self.release_slot(worker_id, &token.job_id, index as u32, false);
+        let message = if reason.is_empty() {
+            "the worker gave the task back"
+        } else {
+            reason
+        };
+        self.return_to_ready(&token.job_id, index as u32, "handed_back", message, false);
+        Ok(())
+    }
+
+    /// Running attempts that are stuck at `now`: each is cancelled on its worker and its
+    /// task retried. Returns the job failures to persist (tasks out of attempts).
+    pub fn reassign_stuck(&mut self, now: Instant) -> Vec<Commit> {
+        let (factor, min) = (self.config.stuck_factor, self.config.stuck_min);
+        let mut stuck = Vec::new();
+        for (worker_id, w) in &self.workers {
+            for (job_id, index) in &w.running {
+                let Some(job) = self.jobs.get(job_id) else {
+                    continue;
+                };
+                let task = &job.tasks[*index as usize];
+                if task.committing {
+                    continue;
+                }
+                let stalled = now.saturating_duration_since(task.last_progress);
+                let expected_step = (task.steps_per_second > 0.0)
+                    .then(|| Duration::from_secs_f64(1.0 / task.steps_per_second));
+                let limit = expected_step
+                    .map(|s| s.mul_f64(factor).max(min))
+                    .unwrap_or(min);
+                if stalled > limit {
+                    let token = AttemptToken {
+                        job_id: job_id.clone(),
+                        task_id: job.record.tasks[*index as usize].id.clone(),
+                        attempt: task.attempt,
+                        term: task.term,
+                    };
+                    let why = match expected_step {
+                        Some(s) => format!(
+                            "no progress for {:.1} s on worker {worker_id}; at its speed a step takes {:.2} s (limit {:.1} s)",
+                            stalled.as_secs_f64(),
+                            s.as_secs_f64(),
+                            limit.as_secs_f64()
+                        ),
+                        None => format!(
+                            "no progress for {:.1} s on worker {worker_id} since it started (limit {:.1} s)",
+                            stalled.as_secs_f64(),
+                            limit.as_secs_f64()
+                        ),
+                    };
+                    stuck.push((worker_id.clone(), *index, token, why));
+                }
+            }
+        }
+        let mut commits = Vec::new();
+        for (worker_id, index, token, why) in stuck {
+            tracing::warn!(worker_id = %worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                attempt = token.attempt, reason = %why, "task stuck; reassigning");
+            if let Some(w) = self.workers.get(&worker_id) {
+                let _ = w.tx.send(ToWorker::Cancel(token.clone()));
+            }
+            self.release_slot(&worker_id, &token.job_id, index, false);
+            if let Some(c) = self.requeue(&token.job_id, index, "stuck", &why) {
+                commits.push(c);
+            }
+        }
+        commits
+    }
+
+    /// Why an unfinished job is not moving, when it is for want of workers.
+    pub(super) fn waiting_reason(&self, job: &JobEntry) -> Option<String> {
+        if job.record.state.is_terminal() || job.pending.is_some() {
+            return None;
+        }
+        let ready = job
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Ready)
+            .count();
+        let running = job
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
+            .count();
+        if ready == 0 || running > 0 {
+            return None;
+        }
+        if self.workers.is_empty() {
+            Some(format!(
+                "no live worker is connected: {ready} ready task(s) wait for a worker to register"
+            ))
+        } else if self.workers.values().all(|w| w.draining) {
+            Some(format!(
+                "every connected worker is draining: {ready} ready task(s) wait for a worker that takes tasks"
+            ))
+        } else if self.dispatch_hold.is_some() {
+            Some("waiting for workers to reconnect after a coordinator failover".to_string())
+        } else {
+            None
+        }
+    }
+}
