@@ -55,9 +55,13 @@ impl RunningCoordinator {
         }
     }
 
-    /// Waits until this replica leads (None if it stopped first).
+    /// Waits until this replica leads (None if it stopped or lost leadership first).
     pub async fn wait_leader(&self) -> Option<Arc<Scheduler>> {
-        self.role.clone().wait_leader().await
+        let mut role = self.role.clone();
+        tokio::select! {
+            s = role.wait_leader() => s,
+            _ = self.lost.cancelled() => None,
+        }
     }
 
     /// Cancelled when this replica lost leadership (or was fenced): it must be restarted.

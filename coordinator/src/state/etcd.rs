@@ -28,6 +28,9 @@ use super::{
 };
 use crate::model::{JobRecord, TaskCompletion};
 
+/// Keys per page when loading the state: well under etcd's and gRPC's message limits even
+/// for large job records.
+const LOAD_PAGE: i64 = 200;
 /// How long one etcd request may take before the store reports it unavailable. etcd answers
 /// in milliseconds on a healthy cluster; 5 s covers a leader election inside etcd.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,6 +131,46 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
+    /// Every key under `prefix`, read in pages of [`LOAD_PAGE`] keys (a farm's history does
+    /// not fit in one gRPC message), all at one revision: `at`, or the first page's.
+    /// Returns the key-values and that revision.
+    async fn get_prefix(
+        &self,
+        prefix: &str,
+        at: Option<i64>,
+    ) -> StoreResult<(Vec<etcd_client::KeyValue>, i64)> {
+        let mut end = prefix.as_bytes().to_vec();
+        // The prefix ends in '/', so incrementing its last byte cannot overflow.
+        *end.last_mut().expect("non-empty prefix") += 1;
+        let mut kv = self.client.kv_client();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = at;
+        let mut out = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LOAD_PAGE)
+                .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+            if let Some(r) = revision {
+                options = options.with_revision(r);
+            }
+            let mut resp = timed(kv.get(from.clone(), Some(options))).await?;
+            let header_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let revision = *revision.get_or_insert(header_revision);
+            let more = resp.more();
+            let mut kvs = resp.take_kvs();
+            if let Some(last) = kvs.last() {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            let page_empty = kvs.is_empty();
+            out.append(&mut kvs);
+            if !more || page_empty {
+                return Ok((out, revision));
+            }
+        }
+    }
+
     /// A store for `cluster` on an open client; starts the group-commit task.
     pub fn new(client: Client, cluster: &str) -> Self {
         let keys = Keys::new(cluster);
@@ -206,24 +249,17 @@ impl StateStore for EtcdStore {
     }
 
     async fn load(&self) -> StoreResult<Snapshot> {
-        let mut kv = self.client.kv_client();
-        let jobs = timed(kv.get(
-            self.keys.jobs_prefix(),
-            Some(GetOptions::new().with_prefix()),
-        ))
-        .await?;
-        let results = timed(kv.get(
-            self.keys.results_prefix(),
-            Some(GetOptions::new().with_prefix()),
-        ))
-        .await?;
+        let (jobs, revision) = self.get_prefix(&self.keys.jobs_prefix(), None).await?;
+        let (results, _) = self
+            .get_prefix(&self.keys.results_prefix(), Some(revision))
+            .await?;
         let mut snapshot = Snapshot::default();
-        for kv in jobs.kvs() {
+        for kv in &jobs {
             snapshot
                 .jobs
                 .push(decode::<JobRecord>(kv.key(), kv.value())?);
         }
-        for kv in results.kvs() {
+        for kv in &results {
             snapshot
                 .completions
                 .push(decode::<TaskCompletion>(kv.key(), kv.value())?);

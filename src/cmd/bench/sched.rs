@@ -235,11 +235,9 @@ async fn run_one(
     }))
 }
 
+/// A cluster name no earlier run in this etcd used: each run starts from empty state.
 fn rand_suffix() -> String {
-    format!(
-        "{:08x}",
-        std::process::id() ^ (Instant::now().elapsed().subsec_nanos())
-    )
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 /// A worker that answers every assignment with success, without rendering.
