@@ -46,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_QUEUED_JOBS", default_value_t = 10_000)]
     pub max_queued_jobs: usize,
 
+    /// Finished jobs kept (in memory and in etcd) for GetJob, ListJobs and idempotent
+    /// resubmission; older ones are deleted, so both stay bounded under sustained load.
+    #[arg(long, env = "REELFARM_RETAIN_FINISHED_JOBS", default_value_t = 10_000)]
+    pub retain_finished_jobs: usize,
+
     /// Attempts of one task (errors and lost workers) before its job fails.
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
@@ -160,6 +165,7 @@ impl Config {
                 max_active_jobs: self.max_queued_jobs,
                 stuck_factor: self.stuck_factor,
                 stuck_min: std::time::Duration::from_secs_f64(self.stuck_min_seconds),
+                retain_finished: self.retain_finished_jobs,
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub tasks_completed: IntCounterVec,
     pub tasks_retried: IntCounterVec,
     pub stale_reports: IntCounter,
+    pub jobs_forgotten: IntCounter,
     pub dispatch_latency: Histogram,
     pub job_duration: Histogram,
     pub workers: IntGaugeVec,
@@ -90,6 +91,10 @@ impl Metrics {
                     "Task attempts that ended without a result and went back to READY (or failed the job), by reason."
                 ),
                 &["reason"]
+            )),
+            jobs_forgotten: reg!(IntCounter::new(
+                "reelfarm_jobs_forgotten_total",
+                "Finished jobs deleted by retention (--retain-finished-jobs)."
             )),
             stale_reports: reg!(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",

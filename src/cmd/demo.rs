@@ -48,6 +48,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
             stuck_factor: 10.0,
             stuck_min_seconds: 60.0,
             failover_grace_seconds: 0.0,
+            retain_finished_jobs: 1_000_000,
             log_json: false,
         },
         shutdown.clone(),

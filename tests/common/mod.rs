@@ -62,7 +62,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn new(name: &str, program: &str, args: Vec<String>, log_path: PathBuf) -> Self {
+    pub fn new(name: &str, program: &str, args: Vec<String>, log_path: PathBuf) -> Self {
         Self {
             name: name.to_string(),
             program: program.to_string(),
@@ -128,7 +128,7 @@ impl Process {
     }
 
     /// Fails the test if the process has exited on its own.
-    fn assert_alive(&mut self) {
+    pub fn assert_alive(&mut self) {
         if let Some(child) = self.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(

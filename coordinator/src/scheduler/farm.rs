@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 mod dispatch;
 mod liveness;
 mod reports;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,8 @@ pub struct FarmConfig {
     /// is reassigned.
     pub stuck_factor: f64,
     pub stuck_min: Duration,
+    /// Finished jobs kept (see `retention`).
+    pub retain_finished: usize,
 }
 
 /// A message for one worker's stream.
@@ -215,6 +218,8 @@ pub struct Farm {
     /// After a failover: dispatch waits for the known workers to reconnect and offer their
     /// running attempts for adoption, until the deadline (see `liveness`).
     dispatch_hold: Option<DispatchHold>,
+    /// Finished jobs, oldest first, for retention.
+    finished: VecDeque<JobId>,
 }
 
 struct DispatchHold {
@@ -237,6 +242,7 @@ impl Farm {
             idle: VecDeque::new(),
             next_session: 0,
             dispatch_hold: None,
+            finished: VecDeque::new(),
         }
     }
 
@@ -352,6 +358,9 @@ impl Farm {
                     enqueue(&mut self.ready, &self.metrics, &mut entry, i as u32);
                 }
             }
+        }
+        if terminal {
+            self.note_finished(&id);
         }
         self.jobs.insert(id, entry);
     }

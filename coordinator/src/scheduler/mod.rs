@@ -31,6 +31,8 @@ pub use farm::{
 };
 pub use view::{JobView, TaskRunView, WorkerView};
 
+/// Finished jobs forgotten per watchdog tick at most (one small transaction).
+const EVICT_PER_TICK: usize = 30;
 /// How long a submission that lost an idempotency race waits for the winner to appear.
 const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(5);
 
@@ -449,13 +451,20 @@ impl Scheduler {
     /// The watchdog's tick: reassigns stuck attempts and dispatches (which also ends an
     /// expired dispatch hold).
     pub async fn tick(&self) {
-        let commits = {
+        let (commits, forget) = {
             let mut farm = self.lock();
             let c = farm.reassign_stuck(Instant::now());
             farm.dispatch();
-            c
+            (c, farm.evict_finished(EVICT_PER_TICK))
         };
         self.run_commits(commits).await;
+        if !forget.is_empty() {
+            let n = forget.len();
+            if let Err(e) = self.store.commit(self.term(), forget).await {
+                // Forgotten in memory already; the next leader loads and forgets them again.
+                tracing::warn!(jobs = n, error = %e, "deleting finished jobs from the store failed");
+            }
+        }
     }
 
     /// A worker's result: committed (success) or retried (failure). Rejected when the token

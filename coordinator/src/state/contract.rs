@@ -120,6 +120,31 @@ pub async fn run_contract(store: &dyn StateStore) {
         2,
         "both committed results are stored"
     );
+
+    // Retention forgets a finished job: record, results and idempotency key.
+    store
+        .commit(
+            t2,
+            vec![Write::Forget {
+                job_id: "0000000000000001".into(),
+                idempotency: Some(("t".into(), "k".into())),
+            }],
+        )
+        .await
+        .expect("forget");
+    let snapshot = store.load().await.expect("load after forget");
+    assert!(
+        snapshot.jobs.is_empty() && snapshot.completions.is_empty(),
+        "the job is gone"
+    );
+    assert_eq!(
+        store
+            .create_job(t2, &job("0000000000000004", Some("k")))
+            .await
+            .expect("create with the forgotten key"),
+        CreateOutcome::Created,
+        "a forgotten idempotency key is free again"
+    );
 }
 
 #[cfg(test)]

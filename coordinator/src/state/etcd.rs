@@ -64,6 +64,10 @@ impl Keys {
     pub fn results_prefix(&self) -> String {
         format!("{}results/", self.root)
     }
+    /// Every committed result of one job.
+    pub fn job_results_prefix(&self, job_id: &str) -> String {
+        format!("{}{job_id}/", self.results_prefix())
+    }
     pub fn result(&self, job_id: &str, task_index: u32) -> String {
         format!("{}results/{job_id}/{task_index:04}", self.root)
     }
@@ -334,14 +338,30 @@ impl StateStore for EtcdStore {
 /// transaction, and answers each. If a packed transaction fails on a per-write condition
 /// (a duplicate result), the requests are retried one by one so only the culprit fails.
 async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
-    while let Some(first) = rx.recv().await {
+    let mut carried: Option<CommitRequest> = None;
+    loop {
+        let first = match carried.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
         let mut batch = vec![first];
-        let mut writes = batch[0].writes.len();
+        let mut writes = ops(&batch[0].writes);
         while writes < MAX_WRITES_PER_TXN {
             match rx.try_recv() {
-                Ok(req) if req.term == batch[0].term => {
-                    writes += req.writes.len();
+                Ok(req)
+                    if req.term == batch[0].term
+                        && writes + ops(&req.writes) <= MAX_WRITES_PER_TXN =>
+                {
+                    writes += ops(&req.writes);
                     batch.push(req);
+                }
+                Ok(req) if req.term == batch[0].term => {
+                    // Does not fit: it starts the next transaction.
+                    carried = Some(req);
+                    break;
                 }
                 Ok(req) => {
                     // A different term cannot share the compare: commit it alone.
@@ -383,6 +403,17 @@ async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceive
     }
 }
 
+/// Operations a list of writes puts in a transaction's success branch.
+fn ops(writes: &[Write]) -> usize {
+    writes
+        .iter()
+        .map(|w| match w {
+            Write::TaskDone(_) | Write::Job(_) => 1,
+            Write::Forget { .. } => 3,
+        })
+        .sum()
+}
+
 async fn commit_once(client: &Client, keys: &Keys, term: u64, writes: &[Write]) -> StoreResult<()> {
     let mut compares = vec![term_is(keys, term)];
     let mut puts = Vec::with_capacity(writes.len());
@@ -394,6 +425,19 @@ async fn commit_once(client: &Client, keys: &Keys, term: u64, writes: &[Write]) 
                 puts.push(TxnOp::put(key, encode(c), None));
             }
             Write::Job(job) => puts.push(TxnOp::put(keys.job(&job.id), encode(job.as_ref()), None)),
+            Write::Forget {
+                job_id,
+                idempotency,
+            } => {
+                puts.push(TxnOp::delete(keys.job(job_id), None));
+                puts.push(TxnOp::delete(
+                    keys.job_results_prefix(job_id),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ));
+                if let Some((tenant, key)) = idempotency {
+                    puts.push(TxnOp::delete(keys.idempotency(tenant, key), None));
+                }
+            }
         }
     }
     let txn = Txn::new().when(compares).and_then(puts);

@@ -108,6 +108,16 @@ impl StateStore for MemoryStore {
                 Write::Job(job) => {
                     inner.jobs.insert(job.id.clone(), *job);
                 }
+                Write::Forget {
+                    job_id,
+                    idempotency,
+                } => {
+                    inner.jobs.remove(&job_id);
+                    inner.completions.retain(|(j, _), _| *j != job_id);
+                    if let Some(k) = idempotency {
+                        inner.idempotency.remove(&k);
+                    }
+                }
             }
         }
         Ok(())

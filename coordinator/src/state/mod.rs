@@ -56,6 +56,11 @@ pub enum Write {
     TaskDone(TaskCompletion),
     /// The job record, rewritten (terminal state, outputs, error).
     Job(Box<JobRecord>),
+    /// Retention: a finished job, its results and its idempotency key are deleted.
+    Forget {
+        job_id: JobId,
+        idempotency: Option<(String, String)>,
+    },
 }
 
 /// Everything needed to rebuild the coordinator's working state.

@@ -125,6 +125,7 @@ async fn run_one(
             stuck_factor: 10.0,
             stuck_min_seconds: 60.0,
             failover_grace_seconds: 0.0,
+            retain_finished_jobs: 1_000_000,
             log_json: false,
         },
         shutdown.clone(),

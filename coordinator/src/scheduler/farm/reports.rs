@@ -332,6 +332,7 @@ impl Farm {
         }
         let finished = now_ms();
         job.record.finished_ms = Some(finished);
+        self.finished.push_back(job_id.to_string());
         let mut cancels = Vec::new();
         for (i, t) in job.tasks.iter_mut().enumerate() {
             match t.state {

@@ -33,6 +33,7 @@ fn config() -> FarmConfig {
         max_active_jobs: 100,
         stuck_factor: 10.0,
         stuck_min: std::time::Duration::from_secs(30),
+        retain_finished: 1000,
     }
 }
 
@@ -553,4 +554,40 @@ fn a_job_with_no_live_worker_says_so() {
     f.dispatch();
     assert_eq!(assignments(&mut w).len(), 1);
     assert_eq!(f.job_view(JOB, false).expect("job").waiting, "");
+}
+
+#[test]
+fn retention_forgets_the_oldest_finished_jobs_beyond_the_limit() {
+    let mut f = Farm::new(
+        TERM,
+        FarmConfig {
+            retain_finished: 2,
+            ..config()
+        },
+        Arc::new(Metrics::new()),
+    );
+    let ids = ["0000000000000001", "0000000000000002", "0000000000000003"];
+    for id in ids {
+        let mut record = job_record(id);
+        record.state = JobState::Succeeded;
+        record.idempotency_key = Some(format!("key-{id}"));
+        f.insert_job(record, &[]);
+    }
+    f.insert_job(job_record("0000000000000004"), &[]);
+    let writes = f.evict_finished(10);
+    assert_eq!(writes.len(), 1, "one finished job beyond the limit of 2");
+    assert!(
+        matches!(&writes[0], Write::Forget { job_id, idempotency: Some((_, key)) }
+        if job_id == "0000000000000001" && key == "key-0000000000000001")
+    );
+    assert!(f.job_view("0000000000000001", false).is_none(), "forgotten");
+    assert!(
+        f.job_for_key("t", "key-0000000000000001").is_none(),
+        "its key is free"
+    );
+    assert!(
+        f.job_view("0000000000000004", false).is_some(),
+        "unfinished jobs are never forgotten"
+    );
+    assert!(f.evict_finished(10).is_empty(), "within the limit now");
 }

@@ -1,0 +1,42 @@
+//! Retention: the coordinator keeps the newest `retain_finished` finished jobs (memory and
+//! store) and forgets older ones, so memory and etcd stay bounded under sustained load.
+//! A forgotten job answers NOT_FOUND, and its idempotency key may be used again.
+
+use super::*;
+
+impl Farm {
+    /// Notes that a job reached a terminal state (in finishing order).
+    pub(super) fn note_finished(&mut self, job_id: &str) {
+        self.finished.push_back(job_id.to_string());
+    }
+
+    /// Forgets the oldest finished jobs beyond the retention limit, at most `max` per call;
+    /// returns the deletions to make durable.
+    pub fn evict_finished(&mut self, max: usize) -> Vec<Write> {
+        let mut writes = Vec::new();
+        while self.finished.len() > self.config.retain_finished && writes.len() < max {
+            let Some(id) = self.finished.pop_front() else {
+                break;
+            };
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            if !job.record.state.is_terminal() {
+                continue;
+            }
+            let job = self.jobs.remove(&id).expect("checked above");
+            let idempotency = crate::state::idempotency_scope(&job.record);
+            if let Some(k) = &idempotency {
+                self.idempotency.remove(k);
+            }
+            writes.push(Write::Forget {
+                job_id: id,
+                idempotency,
+            });
+        }
+        if !writes.is_empty() {
+            self.metrics.jobs_forgotten.inc_by(writes.len() as u64);
+        }
+        writes
+    }
+}
