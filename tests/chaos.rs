@@ -85,6 +85,8 @@ impl Farm {
                 "30",
                 "--failover-grace-seconds",
                 "3",
+                "--segment-frames",
+                "6",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -168,6 +170,17 @@ impl Farm {
         None
     }
 
+    /// Every replica that answers as leader now (more than one would be split brain).
+    async fn leaders(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, c) in self.coordinators.iter().enumerate() {
+            if status(&c.url()).await.is_ok_and(|s| s.leader) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
     async fn wait_leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -224,11 +237,12 @@ async fn status(url: &str) -> Result<v1::GetClusterStatusResponse, tonic::Status
         .map(|r| r.into_inner())
 }
 
+/// A small job of 7 tasks (plan, 4 segments of 6 frames, audio, assembly).
 fn small_spec(i: usize) -> v1::JobSpec {
     v1::JobSpec {
         prompt: "a red rubber ball bouncing on a wooden floor".into(),
-        duration_seconds: 0.5,
-        fps: 8,
+        duration_seconds: 2.0,
+        fps: 12,
         width: 64,
         height: 64,
         seed: Some(i as u64),
@@ -274,6 +288,9 @@ struct Faults {
     workers_paused: u32,
     leaders_killed: u32,
     etcd_restarts: u32,
+    /// Replicas that exited by themselves (a deposed leader) and were started again, as a
+    /// supervisor (Kubernetes) would.
+    supervisor_restarts: u32,
     failover_seconds: Vec<f64>,
 }
 
@@ -298,6 +315,12 @@ async fn all_terminal(farm: &Farm, ids: &[String]) -> Option<Vec<v1::Job>> {
 
 async fn kill_leader(farm: &mut Farm, faults: &mut Faults) {
     let leader = farm.wait_leader(Duration::from_secs(60)).await;
+    let claims = farm.leaders().await;
+    assert!(
+        claims.len() <= 1,
+        "replicas {claims:?} all claim to lead:{}",
+        farm.logs()
+    );
     farm.coordinators[leader].process.kill9();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(60);
@@ -367,6 +390,16 @@ async fn run(jobs: usize, long: bool) {
             "jobs not all terminal after {RUN_TIMEOUT:?}:{}",
             farm.logs()
         );
+        for c in &mut farm.coordinators {
+            if c.process.exited() {
+                eprintln!(
+                    "chaos: {} exited by itself; the supervisor starts it again",
+                    c.process.name
+                );
+                faults.supervisor_restarts += 1;
+                c.process.spawn();
+            }
+        }
         // The script runs once in full; the long mode repeats it until the jobs are done.
         let inject = step < script.len() || (long && all_terminal(&farm, &ids).await.is_none());
         if !inject {
@@ -409,7 +442,7 @@ async fn run(jobs: usize, long: bool) {
             }
             _ => unreachable!(),
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -505,14 +538,32 @@ async fn run(jobs: usize, long: bool) {
         }
     }
 
+    // The leadership timeline, from the replicas' own logs.
+    for c in &farm.coordinators {
+        for line in c.process.log().lines() {
+            if line.contains("elected leader")
+                || line.contains("leadership lost")
+                || line.contains("no longer the leader")
+                || line.contains("state recovered")
+                || line.contains("harness:")
+            {
+                eprintln!(
+                    "chaos: {}: {}",
+                    c.process.name,
+                    line.chars().take(220).collect::<String>()
+                );
+            }
+        }
+    }
     let worst_failover = faults.failover_seconds.iter().cloned().fold(0.0, f64::max);
     eprintln!(
-        "chaos: {jobs} jobs, {} succeeded in {elapsed:.1} s; faults: {} workers killed, {} paused past their lease, {} leaders killed, {} etcd restarts; failover times {:?} s (worst {worst_failover:.2} s, target < {} s); stale reports rejected by the live replicas: {stale}",
+        "chaos: {jobs} jobs, {} succeeded in {elapsed:.1} s; faults: {} workers killed, {} paused past their lease, {} leaders killed, {} etcd restarts, {} replicas restarted by the supervisor; failover times {:?} s (worst {worst_failover:.2} s, target < {} s); stale reports rejected by the live replicas: {stale}",
         snapshots.iter().filter(|j| state(j) == v1::JobState::Succeeded).count(),
         faults.workers_killed,
         faults.workers_paused,
         faults.leaders_killed,
         faults.etcd_restarts,
+        faults.supervisor_restarts,
         faults.failover_seconds.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>(),
         2 * ELECTION_TTL.as_secs(),
     );

@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// 5 s keeps failover fast while tolerating a few missed keep-alives (every TTL/3).
 pub const ELECTION_TTL_SECONDS: i64 = 5;
 
+/// Pause before re-opening a broken lease keep-alive stream.
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(200);
+
 /// A change of this replica's role.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaderChange {
@@ -109,6 +112,8 @@ pub struct EtcdElection {
     leading: AtomicBool,
     changes: broadcast::Sender<LeaderChange>,
     shutdown: CancellationToken,
+    /// Stops the current campaign's lease keeper (resign).
+    keeper_done: Mutex<Option<CancellationToken>>,
 }
 
 impl EtcdElection {
@@ -128,6 +133,7 @@ impl EtcdElection {
             leading: AtomicBool::new(false),
             changes: broadcast::channel(16).0,
             shutdown,
+            keeper_done: Mutex::new(None),
         })
     }
 
@@ -140,30 +146,62 @@ impl EtcdElection {
         }
     }
 
-    /// Keeps the campaign lease alive; steps down when it cannot.
-    async fn keep_lease(self: Arc<Self>, lease: i64) {
+    /// Keeps the campaign lease alive, while campaigning and then while leading, until
+    /// `done` (campaign abandoned, resigned) or shutdown. A broken keep-alive stream (etcd
+    /// restarting, a network blip) is re-opened on the same lease for as long as the lease
+    /// can still be alive; only when it has lapsed (or etcd says it expired) does this
+    /// replica step down. A campaign whose lease lapsed must never be taken for a win (see
+    /// `campaign`).
+    async fn keep_lease(self: Arc<Self>, lease: i64, done: CancellationToken) {
+        let ttl = Duration::from_secs(ELECTION_TTL_SECONDS as u64);
         let period = Duration::from_secs((ELECTION_TTL_SECONDS as u64 / 3).max(1));
-        let reason = match self.client.lease_client().keep_alive(lease).await {
-            Err(e) => format!("lease keep-alive failed: {e}"),
-            Ok((mut keeper, mut responses)) => loop {
+        let mut renewed = tokio::time::Instant::now();
+        let reason = 'outer: loop {
+            let opened = self.client.lease_client().keep_alive(lease).await;
+            let (mut keeper, mut responses) = match opened {
+                Ok(k) => k,
+                Err(e) => {
+                    if renewed.elapsed() >= ttl {
+                        break format!("lease keep-alive failed for a whole TTL: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(KEEPALIVE_RETRY) => continue,
+                        _ = self.shutdown.cancelled() => return,
+                        _ = done.cancelled() => return,
+                    }
+                }
+            };
+            loop {
+                match tokio::time::timeout(period * 2, async {
+                    keeper.keep_alive().await?;
+                    responses.message().await
+                })
+                .await
+                {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => renewed = tokio::time::Instant::now(),
+                    Ok(Ok(Some(_))) => break 'outer "election lease expired".to_string(),
+                    // The stream broke: re-open it unless the lease has surely lapsed.
+                    _ if renewed.elapsed() >= ttl => {
+                        break 'outer "lease not renewed for a whole TTL".to_string()
+                    }
+                    _ => break,
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
                     _ = self.shutdown.cancelled() => return,
+                    _ = done.cancelled() => return,
                 }
-                if let Err(e) = keeper.keep_alive().await {
-                    break format!("lease keep-alive failed: {e}");
-                }
-                match tokio::time::timeout(period * 2, responses.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    Ok(Ok(Some(_))) => break "election lease expired".to_string(),
-                    Ok(Ok(None)) | Ok(Err(_)) => break "lease keep-alive stream ended".to_string(),
-                    Err(_) => break "lease keep-alive timed out".to_string(),
-                }
-                if !self.leading.load(Ordering::SeqCst) {
-                    return;
-                }
-            },
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(KEEPALIVE_RETRY) => {}
+                _ = self.shutdown.cancelled() => return,
+                _ = done.cancelled() => return,
+            }
         };
+        if done.is_cancelled() {
+            // This campaign was abandoned meanwhile: its lease is not the one we lead on.
+            return;
+        }
         self.step_down(&reason);
     }
 }
@@ -181,25 +219,45 @@ impl Election for Arc<EtcdElection> {
             .grant(ELECTION_TTL_SECONDS, None)
             .await?
             .id();
-        // Keep the lease alive while waiting too: the campaign may block for a long time.
-        let keeper = tokio::spawn(self.clone().keep_lease(lease));
+        // Keep the lease alive while waiting too: the campaign may block for a long time,
+        // and a key whose lease lapsed would let etcd report a win that is not one.
+        let done = CancellationToken::new();
+        tokio::spawn(self.clone().keep_lease(lease, done.clone()));
+        let abandon = |done: CancellationToken| async move {
+            done.cancel();
+            let _ = self.client.lease_client().revoke(lease).await;
+        };
         let mut elections = self.client.election_client();
         let resp = tokio::select! {
             r = elections.campaign(self.name.clone(), self.address.clone(), lease) => r,
             _ = self.shutdown.cancelled() => {
-                keeper.abort();
-                let _ = self.client.lease_client().revoke(lease).await;
+                abandon(done).await;
                 return Err(ElectionError::Backend("shutting down".into()));
             }
         };
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                keeper.abort();
-                let _ = self.client.lease_client().revoke(lease).await;
+                abandon(done).await;
                 return Err(e.into());
             }
         };
+        // etcd answers a campaign once every earlier key is gone, even if ours is gone too
+        // (its lease expired while we waited): check that our lease is still alive.
+        let ttl = self
+            .client
+            .lease_client()
+            .time_to_live(lease, None)
+            .await
+            .map(|r| r.ttl())
+            .unwrap_or(-1);
+        if ttl <= 0 {
+            abandon(done).await;
+            return Err(ElectionError::Backend(format!(
+                "campaign returned after its lease expired (ttl {ttl}); campaigning again"
+            )));
+        }
+        *self.keeper_done.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
         *self.leader_key.lock().unwrap_or_else(|p| p.into_inner()) = resp.leader().cloned();
         self.leading.store(true, Ordering::SeqCst);
         tracing::info!(address = %self.address, lease, "elected leader");
@@ -235,6 +293,14 @@ impl Election for Arc<EtcdElection> {
                 .election_client()
                 .resign(Some(ResignOptions::new().with_leader(key)))
                 .await?;
+            if let Some(done) = self
+                .keeper_done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                done.cancel();
+            }
             let _ = self.client.lease_client().revoke(lease).await;
             self.step_down("resigned");
         }

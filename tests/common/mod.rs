@@ -127,6 +127,16 @@ impl Process {
         assert!(status.success(), "kill -{name} {} failed", self.name);
     }
 
+    /// True if the process was started and has exited on its own (it is then reaped, so
+    /// [`Process::spawn`] may start it again, as a supervisor would).
+    pub fn exited(&mut self) -> bool {
+        let gone = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+        if gone {
+            self.child = None;
+        }
+        gone
+    }
+
     /// Fails the test if the process has exited on its own.
     pub fn assert_alive(&mut self) {
         if let Some(child) = self.child.as_mut() {
