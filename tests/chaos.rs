@@ -21,221 +21,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::replicas::*;
 use common::*;
-use reelfarm_proto::v1::{
-    self, admin_service_client::AdminServiceClient, job_service_client::JobServiceClient,
-};
+use reelfarm_proto::v1;
 use sha2::{Digest, Sha256};
-use tonic::transport::{Channel, Endpoint};
 
-const COORDINATORS: usize = 3;
-const WORKERS: usize = 4;
 /// Election lease TTL of the coordinators (reelfarm_coordinator::election), seconds.
 const ELECTION_TTL: Duration = Duration::from_secs(5);
 /// Submissions per SubmitBatch.
 const BATCH: usize = 50;
 /// How long the whole run may take before the suite fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
-
-struct Replica {
-    process: Process,
-    grpc_port: u16,
-    http_port: u16,
-}
-
-impl Replica {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
-    }
-}
-
-struct Farm {
-    name: String,
-    etcd: LocalEtcd,
-    coordinators: Vec<Replica>,
-    workers: Vec<Worker>,
-    artifacts: std::path::PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Farm {
-    fn start(dir: tempfile::TempDir) -> Self {
-        let name = format!("chaos-{}", std::process::id());
-        let artifacts = dir.path().join("artifacts");
-        let etcd = LocalEtcd::start().expect("starting etcd (run scripts/test.sh to install it)");
-        let mut coordinators = Vec::new();
-        for i in 0..COORDINATORS {
-            let (grpc_port, http_port) = (free_port(), free_port());
-            let args: Vec<String> = [
-                "--listen",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--http-listen",
-                &format!("127.0.0.1:{http_port}"),
-                "--etcd",
-                &etcd.endpoint,
-                "--cluster",
-                &name,
-                "--artifacts",
-                &artifacts.display().to_string(),
-                "--max-queued-jobs",
-                "100000",
-                "--max-attempts",
-                "20",
-                "--stuck-min-seconds",
-                "30",
-                "--failover-grace-seconds",
-                "3",
-                "--segment-frames",
-                "6",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut process = Process::new(
-                &format!("coordinator-{i}"),
-                COORDINATOR_BIN,
-                args,
-                dir.path().join(format!("coordinator-{i}.log")),
-            );
-            process.spawn();
-            coordinators.push(Replica {
-                process,
-                grpc_port,
-                http_port,
-            });
-        }
-        let mut farm = Self {
-            name,
-            etcd,
-            coordinators,
-            workers: vec![],
-            artifacts,
-            dir,
-        };
-        for i in 0..WORKERS {
-            farm.add_worker(&format!("worker-{i}"));
-        }
-        farm
-    }
-
-    fn add_worker(&mut self, id: &str) {
-        let http_port = free_port();
-        let coordinators: Vec<String> = self.coordinators.iter().map(Replica::url).collect();
-        let args: Vec<String> = [
-            "--coordinator",
-            &coordinators.join(","),
-            "--etcd",
-            &self.etcd.endpoint,
-            "--cluster",
-            &self.name,
-            "--id",
-            id,
-            "--engine",
-            "cpu",
-            "--slots",
-            "1",
-            "--artifacts",
-            &self.artifacts.display().to_string(),
-            "--http-listen",
-            &format!("127.0.0.1:{http_port}"),
-            "--lease-ttl",
-            &LEASE_TTL_SECONDS.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut process = Process::new(
-            id,
-            WORKER_BIN,
-            args,
-            self.dir.path().join(format!("{id}.log")),
-        );
-        process.spawn();
-        self.workers.push(Worker {
-            id: id.to_string(),
-            process,
-            http_port,
-        });
-    }
-
-    /// The index of the replica that answers as leader, if one does now.
-    async fn leader(&self) -> Option<usize> {
-        for (i, c) in self.coordinators.iter().enumerate() {
-            if let Ok(s) = status(&c.url()).await {
-                if s.leader {
-                    return Some(i);
-                }
-            }
-        }
-        None
-    }
-
-    /// Every replica that answers as leader now (more than one would be split brain).
-    async fn leaders(&self) -> Vec<usize> {
-        let mut out = Vec::new();
-        for (i, c) in self.coordinators.iter().enumerate() {
-            if status(&c.url()).await.is_ok_and(|s| s.leader) {
-                out.push(i);
-            }
-        }
-        out
-    }
-
-    async fn wait_leader(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(i) = self.leader().await {
-                return i;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no coordinator leads after {timeout:?}:{}", self.logs());
-    }
-
-    async fn jobs(&self) -> JobServiceClient<Channel> {
-        let i = self.wait_leader(Duration::from_secs(60)).await;
-        JobServiceClient::new(channel(&self.coordinators[i].url()))
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for c in &self.coordinators {
-            out.push_str(&format!(
-                "\n===== {} =====\n{}",
-                c.process.name,
-                tail(&c.process.log())
-            ));
-        }
-        for w in &self.workers {
-            out.push_str(&format!(
-                "\n===== {} =====\n{}",
-                w.id,
-                tail(&w.process.log())
-            ));
-        }
-        out
-    }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-fn channel(url: &str) -> Channel {
-    Endpoint::from_shared(url.to_string())
-        .expect("a valid loopback url")
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-async fn status(url: &str) -> Result<v1::GetClusterStatusResponse, tonic::Status> {
-    AdminServiceClient::new(channel(url))
-        .get_cluster_status(v1::GetClusterStatusRequest {})
-        .await
-        .map(|r| r.into_inner())
-}
 
 /// A small job of 7 tasks (plan, 4 segments of 6 frames, audio, assembly).
 fn small_spec(i: usize) -> v1::JobSpec {
@@ -350,7 +146,7 @@ async fn run(jobs: usize, long: bool) {
         .prefix("reelfarm-chaos-")
         .tempdir()
         .expect("temp dir");
-    let mut farm = Farm::start(dir);
+    let mut farm = Farm::start(dir, FarmOptions::chaos());
     farm.wait_leader(Duration::from_secs(30)).await;
     let started = Instant::now();
     let ids = submit_all(&farm, jobs).await;

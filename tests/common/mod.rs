@@ -17,6 +17,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod replicas;
+
 use std::fs::OpenOptions;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
