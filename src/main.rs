@@ -120,6 +120,34 @@ enum Bench {
         #[arg(long, default_value_t = 0)]
         task_ms: u64,
     },
+    /// Sustained load: SubmitJob at a fixed rate against a coordinator process with
+    /// simulated workers; accepted, refused and the coordinator's memory.
+    Load {
+        /// Submissions per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// How long to submit.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The coordinator's --max-queued-jobs (the bounded queue).
+        #[arg(long, default_value_t = 10_000)]
+        max_queued_jobs: usize,
+        /// The coordinator's --retain-finished-jobs.
+        #[arg(long, default_value_t = 10_000)]
+        retain_finished_jobs: usize,
+        /// Simulated workers.
+        #[arg(long, default_value_t = 50)]
+        workers: u32,
+        /// Task slots per simulated worker.
+        #[arg(long, default_value_t = 20)]
+        slots: u32,
+        /// Simulated task duration in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        task_ms: u64,
+        /// etcd endpoint for the coordinator's state (default: in memory).
+        #[arg(long)]
+        etcd: Option<String>,
+    },
     /// Per-stage timings of the reference pipeline on the CPU engine, one clip per size.
     Pipeline {
         /// Frame sizes, WIDTHxHEIGHT, one run each.
@@ -208,6 +236,28 @@ async fn main() -> anyhow::Result<()> {
                 backends: backend,
                 etcd,
                 task_ms,
+            })
+            .await
+        }
+        Command::Bench(Bench::Load {
+            rate,
+            seconds,
+            max_queued_jobs,
+            retain_finished_jobs,
+            workers,
+            slots,
+            task_ms,
+            etcd,
+        }) => {
+            cmd::bench::load::run(cmd::bench::load::LoadArgs {
+                rate,
+                seconds,
+                max_queued_jobs,
+                retain_finished_jobs,
+                workers,
+                slots,
+                task_ms,
+                etcd,
             })
             .await
         }

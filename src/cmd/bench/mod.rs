@@ -3,7 +3,9 @@
 //!
 //! - [`sched`]: the scheduler alone, with simulated workers over the real gRPC stream.
 //! - [`pipeline`]: per-stage timings of the reference pipeline on the CPU engine.
+//! - [`load`]: sustained submission at a fixed rate; accepted, refused, coordinator memory.
 
+pub mod load;
 pub mod pipeline;
 pub mod sched;
 

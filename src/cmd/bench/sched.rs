@@ -81,7 +81,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Default)]
-struct Samples {
+pub(super) struct Samples {
     /// Slot freed → next assignment received, when ready tasks were queued at the moment
     /// the slot was freed: the scheduler's dispatch latency as a worker sees it.
     latencies_s: Vec<f64>,
@@ -180,7 +180,10 @@ async fn run_one(
             format!("sim-{i}"),
             slots,
             Duration::from_millis(args.task_ms),
-            coordinator.metrics.clone(),
+            {
+                let metrics = coordinator.metrics.clone();
+                Arc::new(move || ready_tasks(&metrics) > 0)
+            },
             samples.clone(),
             shutdown.clone(),
         )));
@@ -241,13 +244,16 @@ fn rand_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
+/// Whether ready tasks are queued in the coordinator now (for latency classification).
+pub(super) type WorkWaiting = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// A worker that answers every assignment with success, without rendering.
-async fn sim_worker(
+pub(super) async fn sim_worker(
     address: String,
     id: String,
     slots: u32,
     task_time: Duration,
-    metrics: Arc<reelfarm_coordinator::metrics::Metrics>,
+    work_waiting: WorkWaiting,
     samples: Arc<Mutex<Samples>>,
     shutdown: CancellationToken,
 ) {
@@ -309,7 +315,7 @@ async fn sim_worker(
                 })),
             };
             if task_time.is_zero() {
-                let had_work = ready_tasks(&metrics) > 0;
+                let had_work = work_waiting();
                 freed
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -318,10 +324,10 @@ async fn sim_worker(
                     break;
                 }
             } else {
-                let (out, freed, metrics) = (out.clone(), freed.clone(), metrics.clone());
+                let (out, freed, work_waiting) = (out.clone(), freed.clone(), work_waiting.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(task_time).await;
-                    let had_work = ready_tasks(&metrics) > 0;
+                    let had_work = work_waiting();
                     freed
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
