@@ -220,7 +220,11 @@ pub struct Farm {
     dispatch_hold: Option<DispatchHold>,
     /// Finished jobs, oldest first, for retention.
     finished: VecDeque<JobId>,
+    gauges_refreshed: Instant,
 }
+
+/// How stale the worker-slot gauges may get between dispatches (scrapes are far apart).
+const GAUGE_REFRESH: Duration = Duration::from_millis(200);
 
 struct DispatchHold {
     until: Instant,
@@ -243,6 +247,7 @@ impl Farm {
             next_session: 0,
             dispatch_hold: None,
             finished: VecDeque::new(),
+            gauges_refreshed: Instant::now(),
         }
     }
 
@@ -534,7 +539,8 @@ impl Farm {
         (self.workers.len(), ready, running)
     }
 
-    fn update_worker_gauges(&self) {
+    pub(super) fn update_worker_gauges(&mut self) {
+        self.gauges_refreshed = Instant::now();
         let draining = self.workers.values().filter(|w| w.draining).count();
         self.metrics
             .workers

@@ -31,8 +31,8 @@ pub use farm::{
 };
 pub use view::{JobView, TaskRunView, WorkerView};
 
-/// Finished jobs forgotten per watchdog tick at most (one small transaction).
-const EVICT_PER_TICK: usize = 30;
+/// Finished jobs deleted per store transaction (3 operations each; etcd allows 128).
+const FORGET_PER_COMMIT: usize = 30;
 /// How long a submission that lost an idempotency race waits for the winner to appear.
 const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(5);
 
@@ -455,14 +455,15 @@ impl Scheduler {
             let mut farm = self.lock();
             let c = farm.reassign_stuck(Instant::now());
             farm.dispatch();
-            (c, farm.evict_finished(EVICT_PER_TICK))
+            farm.refresh_gauges();
+            (c, farm.evict_finished(usize::MAX))
         };
         self.run_commits(commits).await;
-        if !forget.is_empty() {
-            let n = forget.len();
-            if let Err(e) = self.store.commit(self.term(), forget).await {
+        let term = self.term();
+        for chunk in forget.chunks(FORGET_PER_COMMIT) {
+            if let Err(e) = self.store.commit(term, chunk.to_vec()).await {
                 // Forgotten in memory already; the next leader loads and forgets them again.
-                tracing::warn!(jobs = n, error = %e, "deleting finished jobs from the store failed");
+                tracing::warn!(jobs = chunk.len(), error = %e, "deleting finished jobs from the store failed");
             }
         }
     }

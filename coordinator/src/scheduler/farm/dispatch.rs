@@ -126,6 +126,10 @@ impl Farm {
                 let _ = w.tx.send(ToWorker::Assign(assignments));
             }
         }
-        self.update_worker_gauges();
+        // Slot gauges walk every worker: refreshed at most every GAUGE_REFRESH here (and by
+        // the watchdog), not on every dispatch, which would cost O(workers) per result.
+        if self.gauges_refreshed.elapsed() >= GAUGE_REFRESH {
+            self.update_worker_gauges();
+        }
     }
 }

@@ -194,6 +194,11 @@ impl Farm {
         commits
     }
 
+    /// The watchdog's refresh of the worker-slot gauges.
+    pub fn refresh_gauges(&mut self) {
+        self.update_worker_gauges();
+    }
+
     /// Why an unfinished job is not moving, when it is for want of workers.
     pub(super) fn waiting_reason(&self, job: &JobEntry) -> Option<String> {
         if job.record.state.is_terminal() || job.pending.is_some() {
