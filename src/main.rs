@@ -122,7 +122,11 @@ enum Bench {
     /// Per-stage timings of the reference pipeline on the CPU engine, one clip per size.
     Pipeline {
         /// Frame sizes, WIDTHxHEIGHT, one run each.
-        #[arg(long, value_delimiter = ',', default_value = "320x180,640x360,1920x1080")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "320x180,640x360,1920x1080"
+        )]
         sizes: Vec<String>,
         /// Clip length in seconds.
         #[arg(long, default_value_t = 4.0)]

@@ -35,11 +35,26 @@ const MIN_KUBE_VERSION: &str = "1.27.0";
 /// Variables the chart sets that no binary reads yet, with the reason. They are printed, so
 /// the list stays visible; everything else named REELFARM_* must be in the binary's --help.
 const PLANNED_ENV: &[(&str, &str)] = &[
-    ("REELFARM_S3_BUCKET", "S3 artifact storage is not implemented yet"),
-    ("REELFARM_S3_PREFIX", "S3 artifact storage is not implemented yet"),
-    ("REELFARM_S3_REGION", "S3 artifact storage is not implemented yet"),
-    ("REELFARM_S3_ENDPOINT", "S3 artifact storage is not implemented yet"),
-    ("REELFARM_S3_FORCE_PATH_STYLE", "S3 artifact storage is not implemented yet"),
+    (
+        "REELFARM_S3_BUCKET",
+        "S3 artifact storage is not implemented yet",
+    ),
+    (
+        "REELFARM_S3_PREFIX",
+        "S3 artifact storage is not implemented yet",
+    ),
+    (
+        "REELFARM_S3_REGION",
+        "S3 artifact storage is not implemented yet",
+    ),
+    (
+        "REELFARM_S3_ENDPOINT",
+        "S3 artifact storage is not implemented yet",
+    ),
+    (
+        "REELFARM_S3_FORCE_PATH_STYLE",
+        "S3 artifact storage is not implemented yet",
+    ),
 ];
 
 /// API groups whose kinds kubernetes-validate cannot know (CRDs): their objects are skipped,
@@ -78,7 +93,10 @@ fn require_python_tools() {
         ),
         Err(e) => panic!("{INSTALL_HINT}\ncannot run {}: {e}", python()),
     }
-    match Command::new("kubernetes-validate").arg("--version").output() {
+    match Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+    {
         Ok(o) if o.status.success() => {}
         Ok(o) => panic!("{INSTALL_HINT}\nkubernetes-validate --version failed: {o:?}"),
         Err(e) => panic!("{INSTALL_HINT}\nno kubernetes-validate command on PATH: {e}"),
@@ -159,7 +177,10 @@ fn chart_lints_strict_and_renders_with_every_values_file() {
             set["render_error"]
         );
         for m in set["lint"].as_array().expect("lint messages") {
-            println!("{name}: lint severity {}: {} {}", m["severity"], m["path"], m["error"]);
+            println!(
+                "{name}: lint severity {}: {} {}",
+                m["severity"], m["path"], m["error"]
+            );
             assert!(
                 m["severity"].as_i64().unwrap_or(3) < 2,
                 "{name}: helm lint --strict reports a warning or error: {m}"
@@ -180,7 +201,9 @@ fn chart_lints_strict_and_renders_with_every_values_file() {
             "{name}: expected at least the coordinator Deployment and Service, got {kinds:?}"
         );
         assert!(
-            set["notes"].as_str().is_some_and(|n| n.contains("grpcurl -plaintext")),
+            set["notes"]
+                .as_str()
+                .is_some_and(|n| n.contains("grpcurl -plaintext")),
             "{name}: NOTES.txt should show grpcurl commands"
         );
     }
@@ -227,9 +250,10 @@ fn rendered_manifests_pass_kubernetes_validate_strict() {
             if let Some(v) = version {
                 cmd.args(["--kubernetes-version", v]);
             }
-            let out = cmd.args(&files).output().unwrap_or_else(|e| {
-                panic!("{INSTALL_HINT}\ncannot run kubernetes-validate: {e}")
-            });
+            let out = cmd
+                .args(&files)
+                .output()
+                .unwrap_or_else(|e| panic!("{INSTALL_HINT}\ncannot run kubernetes-validate: {e}"));
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -302,7 +326,8 @@ fn chart_flags_and_env_exist_in_the_binaries_help() {
     let coordinator = help_of(COORDINATOR);
     let worker = help_of(WORKER);
     assert!(
-        coordinator.flags.iter().any(|f| f == "listen") && worker.flags.iter().any(|f| f == "coordinator"),
+        coordinator.flags.iter().any(|f| f == "listen")
+            && worker.flags.iter().any(|f| f == "coordinator"),
         "could not read flags from --help: {:?} / {:?}",
         coordinator.flags,
         worker.flags
@@ -316,7 +341,8 @@ fn chart_flags_and_env_exist_in_the_binaries_help() {
         let name = set["name"].as_str().unwrap_or("?");
         for doc in documents(set) {
             let object = &doc["object"];
-            let Some(containers) = object["spec"]["template"]["spec"]["containers"].as_array() else {
+            let Some(containers) = object["spec"]["template"]["spec"]["containers"].as_array()
+            else {
                 continue;
             };
             for container in containers {
@@ -329,7 +355,11 @@ fn chart_flags_and_env_exist_in_the_binaries_help() {
                     command.starts_with("/usr/local/bin/") && dockerfile.contains(file),
                     "{name}: {command} is not a binary the Dockerfile installs in /usr/local/bin"
                 );
-                let help = if binary == COORDINATOR { &coordinator } else { &worker };
+                let help = if binary == COORDINATOR {
+                    &coordinator
+                } else {
+                    &worker
+                };
                 let where_ = format!(
                     "{name}: {} {} container {}",
                     object["kind"].as_str().unwrap_or("?"),
@@ -365,7 +395,10 @@ fn chart_flags_and_env_exist_in_the_binaries_help() {
         }
     }
     println!("checked {checked} flags and variables against the binaries' --help");
-    assert!(checked > 20, "expected to check the coordinator's and workers' flags, checked {checked}");
+    assert!(
+        checked > 20,
+        "expected to check the coordinator's and workers' flags, checked {checked}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,7 +466,9 @@ fn free_port() -> u16 {
 /// GET http://127.0.0.1:port/path, the body when the status is 200.
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
@@ -514,7 +549,11 @@ fn dashboard_metric_names() -> Vec<String> {
             queries.push(target["expr"].as_str().expect("a target expr").to_string());
         }
     }
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if let Some(q) = var["definition"].as_str() {
             queries.push(q.to_string());
         }
@@ -525,7 +564,8 @@ fn dashboard_metric_names() -> Vec<String> {
         let mut i = 0;
         while let Some(pos) = q[i..].find("reelfarm_") {
             let start = i + pos;
-            let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let boundary = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
             let end = q[start..]
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .map_or(q.len(), |e| start + e);
@@ -542,7 +582,10 @@ fn dashboard_metric_names() -> Vec<String> {
 #[test]
 fn dashboard_metrics_exist_in_live_coordinator_and_worker_metrics() {
     let names = dashboard_metric_names();
-    assert!(names.len() >= 7, "expected the dashboard's metrics, found {names:?}");
+    assert!(
+        names.len() >= 7,
+        "expected the dashboard's metrics, found {names:?}"
+    );
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let artifacts = dir.path().join("artifacts");
@@ -561,9 +604,11 @@ fn dashboard_metrics_exist_in_live_coordinator_and_worker_metrics() {
         ],
         dir.path(),
     );
-    wait_for("the coordinator's /metrics", &mut [&mut coordinator], || {
-        http_get(http, "/metrics")
-    });
+    wait_for(
+        "the coordinator's /metrics",
+        &mut [&mut coordinator],
+        || http_get(http, "/metrics"),
+    );
     let start_worker = |id: &'static str, port: u16| {
         Proc::start(
             id,
@@ -586,26 +631,48 @@ fn dashboard_metrics_exist_in_live_coordinator_and_worker_metrics() {
     let mut worker_metrics = String::new();
     let mut retried = false;
     for attempt in 1..=3 {
-        let port = if attempt == 1 { worker_http } else { free_port() };
+        let port = if attempt == 1 {
+            worker_http
+        } else {
+            free_port()
+        };
         let mut worker = start_worker("worker-a", port);
-        wait_for("the worker to connect", &mut [&mut coordinator, &mut worker], || {
-            let m = http_get(http, "/metrics")?;
-            (sample_sum(&m, "reelfarm_workers", "state=\"active\"") >= 1.0).then_some(())
-        });
+        wait_for(
+            "the worker to connect",
+            &mut [&mut coordinator, &mut worker],
+            || {
+                let m = http_get(http, "/metrics")?;
+                (sample_sum(&m, "reelfarm_workers", "state=\"active\"") >= 1.0).then_some(())
+            },
+        );
         let segments_before = http_get(http, "/metrics")
             .map(|m| sample_sum(&m, "reelfarm_tasks_dispatched_total", "kind=\"segment\""))
             .unwrap_or(0.0);
-        let out = cli(&endpoint, &[
-            "submit", "a red rubber ball bouncing on a wooden floor", "--duration=4", "--fps=12",
-            "--width=320", "--height=180", "--steps=40",
-        ]);
-        let job: Value = serde_json::from_slice(&out.stdout).expect("submit prints the job as JSON");
+        let out = cli(
+            &endpoint,
+            &[
+                "submit",
+                "a red rubber ball bouncing on a wooden floor",
+                "--duration=4",
+                "--fps=12",
+                "--width=320",
+                "--height=180",
+                "--steps=40",
+            ],
+        );
+        let job: Value =
+            serde_json::from_slice(&out.stdout).expect("submit prints the job as JSON");
         let job_id = job["id"].as_str().expect("a job id").to_string();
-        wait_for("a segment task on the worker", &mut [&mut coordinator, &mut worker], || {
-            let m = http_get(http, "/metrics")?;
-            (sample_sum(&m, "reelfarm_tasks_dispatched_total", "kind=\"segment\"") > segments_before)
-                .then_some(())
-        });
+        wait_for(
+            "a segment task on the worker",
+            &mut [&mut coordinator, &mut worker],
+            || {
+                let m = http_get(http, "/metrics")?;
+                (sample_sum(&m, "reelfarm_tasks_dispatched_total", "kind=\"segment\"")
+                    > segments_before)
+                    .then_some(())
+            },
+        );
         worker_metrics = http_get(port, "/metrics").expect("the worker's /metrics");
         drop(worker); // SIGKILL: the session stream closes with the task unfinished.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -633,7 +700,10 @@ fn dashboard_metrics_exist_in_live_coordinator_and_worker_metrics() {
     let worker_families = families(&worker_metrics);
     println!(
         "coordinator exports {:?}",
-        coordinator_families.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        coordinator_families
+            .iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
     );
     println!(
         "worker exports {:?}",
