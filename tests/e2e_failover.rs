@@ -96,7 +96,7 @@ async fn segment_runner(farm: &Farm, id: &str) -> (String, String) {
 
 #[tokio::test]
 async fn sigterm_on_the_leader_hands_over_and_the_cli_follows_the_new_leader() {
-    let mut farm = Farm::start(dir(), options(2, 1));
+    let farm = Farm::start(dir(), options(2, 1));
     let leader = farm.wait_leader(READY_TIMEOUT).await;
     let job = submit(&farm, spec("a ball, before the handover")).await;
 

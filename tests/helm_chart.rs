@@ -8,6 +8,10 @@
 //!   for (the Prometheus Operator's ServiceMonitor) are reported as skipped, never silently.
 //! - Every `--flag` and `REELFARM_*` variable the chart gives a coordinator or worker container
 //!   exists in that binary's real `--help`, so the chart cannot drift from the code.
+//! - The rendered pods are wired for what the binaries do: coordinator replicas that stand by
+//!   (each advertising its pod IP, all ready, a budget that keeps one up, rolling updates), and
+//!   one artifact store for coordinator and workers — the same PVC mount, or the same
+//!   `s3://` location, S3 settings and credentials with no volume.
 //! - Every metric the dashboard queries is exported by a live coordinator and worker started
 //!   here (in-memory state, CPU engine, free loopback ports); a job is submitted, a worker is
 //!   killed mid-task (a retry) and the job cancelled, so that labelled series exist.
@@ -34,28 +38,8 @@ const MIN_KUBE_VERSION: &str = "1.27.0";
 
 /// Variables the chart sets that no binary reads yet, with the reason. They are printed, so
 /// the list stays visible; everything else named REELFARM_* must be in the binary's --help.
-const PLANNED_ENV: &[(&str, &str)] = &[
-    (
-        "REELFARM_S3_BUCKET",
-        "S3 artifact storage is not implemented yet",
-    ),
-    (
-        "REELFARM_S3_PREFIX",
-        "S3 artifact storage is not implemented yet",
-    ),
-    (
-        "REELFARM_S3_REGION",
-        "S3 artifact storage is not implemented yet",
-    ),
-    (
-        "REELFARM_S3_ENDPOINT",
-        "S3 artifact storage is not implemented yet",
-    ),
-    (
-        "REELFARM_S3_FORCE_PATH_STYLE",
-        "S3 artifact storage is not implemented yet",
-    ),
-];
+/// Empty since S3 artifact storage landed (the chart's REELFARM_S3_* settings are read).
+const PLANNED_ENV: &[(&str, &str)] = &[];
 
 /// API groups whose kinds kubernetes-validate cannot know (CRDs): their objects are skipped,
 /// with a message. Any other kind without a schema fails the test.
@@ -122,8 +106,8 @@ fn rendered() -> &'static Rendered {
             .collect();
         ci.sort();
         assert!(
-            ci.len() >= 2,
-            "expected the two scenario values files in helm/reelfarm/ci, found {ci:?}"
+            ci.len() >= 3,
+            "expected the three scenario values files in helm/reelfarm/ci, found {ci:?}"
         );
         let out = Command::new(python())
             .arg(repo().join("tests/helm/render_chart.py"))
@@ -166,8 +150,13 @@ fn chart_lints_strict_and_renders_with_every_values_file() {
     let names: Vec<&str> = sets().iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["default", "cpu-trial-values", "gpu-external-etcd-s3-values"],
-        "expected renders of the default values and both ci/ scenarios"
+        [
+            "default",
+            "cpu-trial-values",
+            "gpu-external-etcd-s3-values",
+            "minio-s3-values"
+        ],
+        "expected renders of the default values and the three ci/ scenarios"
     );
     for set in sets() {
         let name = set["name"].as_str().unwrap_or("?");
@@ -276,6 +265,192 @@ fn rendered_manifests_pass_kubernetes_validate_strict() {
             println!(
                 "{name}: kubernetes-validate --strict (kubernetes {label}) passed {} manifests",
                 files.len()
+            );
+        }
+    }
+}
+
+/// The coordinator and worker pod templates of a rendered set (kind, object).
+fn workloads(set: &Value) -> Vec<&Value> {
+    documents(set)
+        .map(|d| &d["object"])
+        .filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "DaemonSet")))
+        .filter(|o| container_binary(&o["spec"]["template"]["spec"]["containers"][0]).is_some())
+        .collect()
+}
+
+/// The value of `--name=VALUE` in a container's args.
+fn arg<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+}
+
+/// A container's env entry named `name`.
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+}
+
+#[test]
+fn chart_runs_standby_coordinators_and_one_artifact_store() {
+    for set in sets() {
+        let name = set["name"].as_str().unwrap_or("?");
+        let workloads = workloads(set);
+        let coordinator = workloads
+            .iter()
+            .find(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-coordinator"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no coordinator Deployment"));
+        let worker = workloads
+            .iter()
+            .find(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-worker"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no worker workload"));
+        let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
+        let w = &worker["spec"]["template"]["spec"]["containers"][0];
+
+        // Leader election: several replicas, each advertising its own pod IP.
+        let replicas = coordinator["spec"]["replicas"].as_i64().unwrap_or(1);
+        assert!(
+            replicas >= 2,
+            "{name}: expected standby coordinators, got {replicas} replica(s)"
+        );
+        assert_eq!(
+            coordinator["spec"]["strategy"]["type"], "RollingUpdate",
+            "{name}: replicas elect a leader, so the coordinator rolls"
+        );
+        let env_names: Vec<&str> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        let pod_ip = env_names.iter().position(|n| *n == "POD_IP");
+        let advertise = env_names
+            .iter()
+            .position(|n| *n == "REELFARM_ADVERTISE_ADDRESS");
+        assert!(
+            matches!((pod_ip, advertise), (Some(p), Some(a)) if p < a),
+            "{name}: POD_IP must be defined before REELFARM_ADVERTISE_ADDRESS uses it: {env_names:?}"
+        );
+        assert_eq!(
+            env(c, "POD_IP").map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&Value::from("status.podIP")),
+            "{name}: POD_IP comes from the downward API"
+        );
+        let grpc_port = c["ports"][0]["containerPort"]
+            .as_i64()
+            .expect("the grpc port");
+        assert_eq!(
+            env(c, "REELFARM_ADVERTISE_ADDRESS").map(|e| &e["value"]),
+            Some(&Value::from(format!("http://$(POD_IP):{grpc_port}"))),
+            "{name}: the advertised address is the pod IP and the gRPC port"
+        );
+        assert!(
+            c["readinessProbe"]["grpc"].get("service").is_none(),
+            "{name}: standbys must be ready too (probe the overall health service), or rolling \
+             updates stall and the budget blocks drains: {}",
+            c["readinessProbe"]
+        );
+        let pdb = documents(set)
+            .map(|d| &d["object"])
+            .find(|o| {
+                o["kind"] == "PodDisruptionBudget"
+                    && o["metadata"]["name"] == coordinator["metadata"]["name"]
+            })
+            .unwrap_or_else(|| panic!("{name}: no coordinator PodDisruptionBudget"));
+        let min_available = pdb["spec"]["minAvailable"].as_i64().unwrap_or(0);
+        assert!(
+            (1..replicas).contains(&min_available),
+            "{name}: the budget should keep a leader up and still let a node drain: minAvailable {min_available} of {replicas}"
+        );
+        assert!(
+            arg(w, "etcd").is_some(),
+            "{name}: workers register in etcd (--etcd)"
+        );
+
+        // One artifact store for everyone.
+        let location = arg(c, "artifacts").unwrap_or_else(|| panic!("{name}: no --artifacts"));
+        assert_eq!(
+            arg(w, "artifacts"),
+            Some(location),
+            "{name}: coordinator and workers must name the same artifact store"
+        );
+        let mounts = |container: &Value| -> Vec<(String, String)> {
+            container["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("").to_string(),
+                        m["mountPath"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        };
+        let claim = |object: &Value| -> Option<String> {
+            object["spec"]["template"]["spec"]["volumes"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == "artifacts")?["persistentVolumeClaim"]["claimName"]
+                .as_str()
+                .map(str::to_string)
+        };
+        if location.starts_with("s3://") {
+            for (who, container, object) in [("coordinator", c, coordinator), ("worker", w, worker)]
+            {
+                assert!(
+                    claim(object).is_none()
+                        && !mounts(container).iter().any(|(n, _)| n == "artifacts"),
+                    "{name}: the {who} needs no artifact volume with S3"
+                );
+                for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                    assert!(
+                        env(container, var)
+                            .is_some_and(|e| e["valueFrom"]["secretKeyRef"].is_object()),
+                        "{name}: the {who} reads {var} from a Secret"
+                    );
+                }
+            }
+            for var in [
+                "REELFARM_S3_REGION",
+                "REELFARM_S3_ENDPOINT",
+                "REELFARM_S3_FORCE_PATH_STYLE",
+                "REELFARM_S3_ALLOW_HTTP",
+            ] {
+                assert_eq!(
+                    env(c, var),
+                    env(w, var),
+                    "{name}: {var} must be the same on the coordinator and the workers"
+                );
+            }
+            println!("{name}: coordinator and workers share {location}");
+        } else {
+            assert!(
+                claim(coordinator).is_some() && claim(coordinator) == claim(worker),
+                "{name}: coordinator and workers mount the same artifact claim"
+            );
+            for (who, container) in [("coordinator", c), ("worker", w)] {
+                assert!(
+                    mounts(container).contains(&("artifacts".to_string(), location.to_string())),
+                    "{name}: the {who} mounts the artifact claim at --artifacts {location}"
+                );
+            }
+            println!(
+                "{name}: coordinator and workers share claim {:?} at {location}",
+                claim(worker)
             );
         }
     }
@@ -577,6 +752,59 @@ fn dashboard_metric_names() -> Vec<String> {
     }
     names.sort();
     names
+}
+
+/// The panels an operator needs at a glance: (words in the title, metric it must query).
+const REQUIRED_PANELS: &[(&str, &str)] = &[
+    ("jobs finished per minute", "reelfarm_jobs_finished_total"),
+    (
+        "frames generated per second",
+        "reelfarm_worker_frames_generated_total",
+    ),
+    (
+        "audio seconds generated per second",
+        "reelfarm_worker_audio_seconds_generated_total",
+    ),
+    ("queue depth", "reelfarm_queue_depth"),
+    (
+        "dispatch latency",
+        "reelfarm_dispatch_latency_seconds_bucket",
+    ),
+    ("task retries", "reelfarm_tasks_retried_total"),
+    (
+        "gpu / engine busy ratio per worker",
+        "reelfarm_worker_engine_busy_ratio",
+    ),
+    ("workers by state", "reelfarm_workers"),
+];
+
+#[test]
+fn dashboard_shows_throughput_queue_latency_retries_busy_ratio_and_workers() {
+    let text = std::fs::read_to_string(chart_dir().join("dashboards/reelfarm.json"))
+        .expect("helm/reelfarm/dashboards/reelfarm.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for (title, metric) in REQUIRED_PANELS {
+        let panel = panels
+            .iter()
+            .find(|p| {
+                p["title"]
+                    .as_str()
+                    .is_some_and(|t| t.to_lowercase().contains(title))
+            })
+            .unwrap_or_else(|| panic!("the dashboard has no panel titled like {title:?}"));
+        let queries: Vec<&str> = panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str())
+            .collect();
+        assert!(
+            queries.iter().any(|q| q.contains(metric)),
+            "panel {:?} should query {metric}, has {queries:?}",
+            panel["title"]
+        );
+    }
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! The coordinator's configuration: flags, each also read from a `REELFARM_*` variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::Parser;
+use reelfarm_worker::artifacts::StoreConfig;
 
 use crate::planner::PlannerConfig;
 use crate::scheduler::{FarmConfig, SchedulerConfig};
@@ -36,10 +36,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_CLUSTER", default_value = "default")]
     pub cluster: String,
 
-    /// Artifact store root shared with the workers (a local or mounted directory). Committed
-    /// outputs are checked to exist there.
-    #[arg(long, env = "REELFARM_ARTIFACTS", default_value = "./artifacts")]
-    pub artifacts: PathBuf,
+    /// The artifact store shared with the workers (--artifacts and the --s3-* flags): a
+    /// worker's outputs are checked to exist there before its result is committed, and
+    /// VerifyContent reads `uri` requests from it.
+    #[command(flatten)]
+    pub artifacts: StoreConfig,
 
     /// Jobs not yet finished (queued or running), at most; submissions beyond it get
     /// RESOURCE_EXHAUSTED.
@@ -102,6 +103,7 @@ impl Config {
                 self.cluster
             ));
         }
+        self.artifacts.validate()?;
         if self.max_queued_jobs == 0 {
             return Err("--max-queued-jobs must be at least 1".into());
         }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reelfarm_worker::artifacts::ArtifactStore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -93,12 +94,11 @@ pub async fn start(
 ) -> anyhow::Result<RunningCoordinator> {
     config.validate().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
-    std::fs::create_dir_all(&config.artifacts).map_err(|e| {
-        anyhow::anyhow!(
-            "--artifacts {}: cannot create: {e}",
-            config.artifacts.display()
-        )
-    })?;
+    let artifacts = Arc::new(
+        ArtifactStore::open(&config.artifacts)
+            .await
+            .map_err(|e| anyhow::anyhow!("--artifacts {}: {e}", config.artifacts.location))?,
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
@@ -145,7 +145,7 @@ pub async fn start(
 
     let verify = api::job_service::VerifyConfig {
         farm_secret: config.farm_secret(),
-        artifacts: config.artifacts.clone(),
+        store: artifacts.clone(),
     };
     let router = api::router(
         role.clone(),
@@ -193,7 +193,7 @@ pub async fn start(
         )));
     }
     tracing::info!(%grpc_addr, %http_addr, %advertise, cluster = %config.cluster, backend,
-        "coordinator serving");
+        artifacts = %artifacts.location(), "coordinator serving");
     Ok(RunningCoordinator {
         grpc_addr,
         http_addr,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use reelfarm_proto::v1;
+use reelfarm_worker::artifacts::StoreConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::spec_args::SpecArgs;
@@ -38,7 +39,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
             http_listen: loopback,
             etcd: vec![],
             cluster: "demo".into(),
-            artifacts: out.clone(),
+            artifacts: StoreConfig::local(&out),
             max_queued_jobs: 100,
             max_attempts: 3,
             segment_frames: 12,
@@ -70,7 +71,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     id: Some(format!("demo-worker-{i}")),
                     engine: reelfarm_worker::config::EngineChoice::Auto,
                     slots: 1,
-                    artifacts: out.clone(),
+                    artifacts: StoreConfig::local(&out),
                     http_listen: loopback,
                     lease_ttl: 10,
                     drain_timeout: 30,

@@ -8,6 +8,8 @@
 //!   `restart()` (same flags, same ports).
 //! - Clients and waits: gRPC clients that reconnect by themselves, [`Cluster::wait_job`] and
 //!   friends, which poll a job until a condition holds or fail with the job's JSON.
+//! - [`Store`]: where the processes keep artifacts — a directory of the test (default) or
+//!   other store flags, e.g. an S3-compatible bucket ([`Cluster::start_with_store`]).
 //! - [`http_get`], [`etcd_keys`](Cluster::etcd_keys), [`require_tool`]: small helpers the
 //!   suites share.
 //!
@@ -59,6 +61,9 @@ pub struct Process {
     pub name: String,
     program: String,
     args: Vec<String>,
+    /// Variables set for the process on top of the test's environment (less REELFARM_* and
+    /// AWS_*, see [`Process::spawn`]).
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     child: Option<Child>,
 }
@@ -69,9 +74,16 @@ impl Process {
             name: name.to_string(),
             program: program.to_string(),
             args,
+            env: vec![],
             log_path,
             child: None,
         }
+    }
+
+    /// The same process with these variables set.
+    fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env = env.to_vec();
+        self
     }
 
     /// Starts the process (again, after [`Process::kill9`]) with the same flags.
@@ -95,12 +107,14 @@ impl Process {
             .stdout(log.try_clone().expect("cloning the log file handle"))
             .stderr(log)
             .env("RUST_LOG", "info");
-        // Explicit flags only: nothing from the caller's REELFARM_* environment.
+        // Explicit flags only: nothing from the caller's REELFARM_* environment, and no AWS
+        // credentials or endpoints of the developer's (S3 tests pass their own).
         for (key, _) in std::env::vars() {
-            if key.starts_with("REELFARM_") {
+            if key.starts_with("REELFARM_") || key.starts_with("AWS_") {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} ({}): {e}", self.name, self.program));
@@ -275,6 +289,36 @@ impl Default for ClusterOptions {
     }
 }
 
+/// Where a [`Cluster`]'s coordinator and workers keep artifacts.
+#[derive(Clone, Debug, Default)]
+pub enum Store {
+    /// `--artifacts` [`Cluster::artifacts`], a directory in the test's temp dir.
+    #[default]
+    Directory,
+    /// Other store flags (e.g. `--artifacts s3://BUCKET/PREFIX --s3-endpoint ...`) and the
+    /// variables (credentials) given to the coordinator and every worker.
+    Flags {
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+}
+
+impl Store {
+    fn args(&self, dir: &Path) -> Vec<String> {
+        match self {
+            Store::Directory => vec!["--artifacts".into(), dir.display().to_string()],
+            Store::Flags { args, .. } => args.clone(),
+        }
+    }
+
+    fn env(&self) -> &[(String, String)] {
+        match self {
+            Store::Directory => &[],
+            Store::Flags { env, .. } => env,
+        }
+    }
+}
+
 /// A whole farm of separate processes; see the module docs.
 pub struct Cluster {
     /// Unique per test: the etcd prefix is /reelfarm/<name>/.
@@ -282,8 +326,10 @@ pub struct Cluster {
     pub etcd: LocalEtcd,
     pub coordinator: Coordinator,
     pub workers: Vec<Worker>,
-    /// The shared artifact store.
+    /// The shared artifact store's directory (unused with [`Store::Flags`]).
     pub artifacts: PathBuf,
+    /// The artifact store flags of the coordinator and the workers.
+    pub store: Store,
     /// Logs and artifacts; removed on drop.
     pub dir: tempfile::TempDir,
     // Last, so it is released after every process above is killed.
@@ -294,6 +340,11 @@ impl Cluster {
     /// Starts etcd, the coordinator and `options.workers` workers, and waits until the
     /// coordinator lists every worker.
     pub async fn start(options: ClusterOptions) -> Self {
+        Self::start_with_store(options, Store::Directory).await
+    }
+
+    /// [`Cluster::start`] with another artifact store (e.g. an S3-compatible bucket).
+    pub async fn start_with_store(options: ClusterOptions, store: Store) -> Self {
         // A test that failed while holding the lock poisons it; the next one may still run.
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new()
@@ -317,12 +368,11 @@ impl Cluster {
             &etcd.endpoint,
             "--cluster",
             &name,
-            "--artifacts",
-            &artifacts.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(store.args(&artifacts));
         args.extend(options.coordinator_args.iter().cloned());
         let mut coordinator = Coordinator {
             process: Process::new(
@@ -330,7 +380,8 @@ impl Cluster {
                 COORDINATOR_BIN,
                 args,
                 dir.path().join("coordinator.log"),
-            ),
+            )
+            .with_env(store.env()),
             grpc_port,
             http_port,
         };
@@ -341,6 +392,7 @@ impl Cluster {
             coordinator,
             workers: vec![],
             artifacts,
+            store,
             dir,
             _serial: serial,
         };
@@ -369,8 +421,6 @@ impl Cluster {
             "cpu",
             "--slots",
             "1",
-            "--artifacts",
-            &self.artifacts.display().to_string(),
             "--http-listen",
             &format!("127.0.0.1:{http_port}"),
             "--lease-ttl",
@@ -378,13 +428,15 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(self.store.args(&self.artifacts))
         .collect();
         let mut process = Process::new(
             id,
             WORKER_BIN,
             args,
             self.dir.path().join(format!("{id}.log")),
-        );
+        )
+        .with_env(self.store.env());
         process.spawn();
         self.workers.push(Worker {
             id: id.to_string(),

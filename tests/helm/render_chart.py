@@ -22,13 +22,16 @@ NAMESPACE = "reelfarm"
 
 # Values the schema must refuse at install time, each with why.
 BAD_VALUES = {
-    "coordinator.replicas=2 (no leader election yet)": {"coordinator": {"replicas": 2}},
+    "coordinator.replicas=0": {"coordinator": {"replicas": 0}},
     "worker.engine=gpu (not auto|cpu|cuda)": {"worker": {"engine": "gpu"}},
     "worker.slots=0": {"worker": {"slots": 0}},
     "worker.kind=StatefulSet": {"worker": {"kind": "StatefulSet"}},
     "etcd disabled without external endpoints": {"etcd": {"enabled": False}},
     "artifacts.type=nfs": {"artifacts": {"type": "nfs"}},
     "artifacts.type=s3 without a bucket": {"artifacts": {"type": "s3"}},
+    "artifacts.s3.endpoint http:// without allowHttp": {
+        "artifacts": {"type": "s3", "s3": {"bucket": "reelfarm", "endpoint": "http://minio:9000"}}
+    },
     "cluster with capitals": {"cluster": "Prod"},
     "worker.engine=cuda without gpu.enabled": {"worker": {"engine": "cuda"}},
     "unknown top-level key": {"coordinatr": {}},

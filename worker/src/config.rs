@@ -1,9 +1,10 @@
 //! The worker's configuration: flags, each also read from a `REELFARM_*` variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+
+use crate::artifacts::StoreConfig;
 
 /// Which engine runs the pipeline's math.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,9 +50,10 @@ pub struct Config {
     #[arg(long, env = "REELFARM_SLOTS", default_value_t = 1)]
     pub slots: u32,
 
-    /// Artifact store root shared with the coordinator and the other workers.
-    #[arg(long, env = "REELFARM_ARTIFACTS", default_value = "./artifacts")]
-    pub artifacts: PathBuf,
+    /// The artifact store shared with the coordinator and the other workers: --artifacts
+    /// and the --s3-* flags.
+    #[command(flatten)]
+    pub artifacts: StoreConfig,
 
     /// HTTP address for /metrics (Prometheus) and /healthz.
     #[arg(long, env = "REELFARM_HTTP_LISTEN", default_value = "127.0.0.1:9465")]
@@ -91,6 +93,7 @@ impl Config {
                 self.lease_ttl
             ));
         }
+        self.artifacts.validate()?;
         if self.coordinator.is_empty() {
             return Err("--coordinator needs at least one address".into());
         }

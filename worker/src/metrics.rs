@@ -1,4 +1,10 @@
 //! The worker's Prometheus metrics, served on `/metrics` (see `reelfarm_telemetry`).
+//!
+//! - [`Metrics`] (here): counters, gauges and histograms of tasks, frames, audio,
+//!   diffusion steps, slots, the session and the artifact store.
+//! - [`engine_busy`]: the engine busy ratio, computed at each scrape.
+
+pub mod engine_busy;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -20,6 +26,8 @@ pub struct Metrics {
     pub lease_renewal_failures: IntCounter,
     pub artifact_bytes: IntCounter,
     pub session_seconds: Histogram,
+    /// `reelfarm_worker_engine_busy_ratio{engine}`: mark engine work with `enter()`.
+    pub engine_busy: engine_busy::EngineBusy,
 }
 
 impl Metrics {
@@ -107,6 +115,7 @@ impl Metrics {
                 )
                 .buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0])
             )),
+            engine_busy: reg!(engine_busy::EngineBusy::new(engine)),
             registry,
         };
         m.diffusion_steps.with_label_values(&[engine]);

@@ -1,13 +1,13 @@
 //! `reelfarm.v1.JobService`: what clients call. Validates at the edge, then hands domain
 //! types to the [`Scheduler`].
 
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
 use reelfarm_proto::v1;
+use reelfarm_worker::artifacts::ArtifactStore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -19,11 +19,11 @@ use crate::role::RoleHandle;
 /// diffusion step does not flood slow clients. 50 ms keeps progress bars smooth.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What VerifyContent needs: the farm secret and where `uri` requests may read.
+/// What VerifyContent needs: the farm secret and the artifact store `uri` requests read.
 #[derive(Clone)]
 pub struct VerifyConfig {
     pub farm_secret: Vec<u8>,
-    pub artifacts: PathBuf,
+    pub store: Arc<ArtifactStore>,
 }
 
 /// Largest file VerifyContent reads from the artifact store (the same bound as `data`).
@@ -45,7 +45,7 @@ impl JobApi {
         }
     }
 
-    /// The bytes a VerifyContent request names: inline, or a file under --artifacts.
+    /// The bytes a VerifyContent request names: inline, or a file of the artifact store.
     async fn content(&self, req: v1::VerifyContentRequest) -> Result<Vec<u8>, Status> {
         use v1::verify_content_request::Source;
         match req.source {
@@ -54,34 +54,12 @@ impl JobApi {
                 Err(Status::invalid_argument("data must not be empty"))
             }
             Some(Source::Data(d)) => Ok(d),
-            Some(Source::Uri(uri)) => {
-                let root = self.verify.artifacts.canonicalize().map_err(|e| {
-                    Status::failed_precondition(format!("artifact store unavailable: {e}"))
-                })?;
-                let path = uri
-                    .strip_prefix("file://")
-                    .map(PathBuf::from)
-                    .and_then(|p| p.canonicalize().ok())
-                    .filter(|p| p.starts_with(&root))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "uri must be an existing file:// path under the artifact store {}, got {uri:?}",
-                            root.display()
-                        ))
-                    })?;
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map_err(|e| Status::not_found(format!("uri {uri}: {e}")))?
-                    .len();
-                if len > VERIFY_MAX_BYTES {
-                    return Err(Status::invalid_argument(format!(
-                        "uri names a file of {len} bytes; at most {VERIFY_MAX_BYTES} are verified"
-                    )));
-                }
-                tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| Status::not_found(format!("uri {uri}: {e}")))
-            }
+            Some(Source::Uri(uri)) => self
+                .verify
+                .store
+                .read_uri(&uri, VERIFY_MAX_BYTES)
+                .await
+                .map_err(status::artifact),
         }
     }
 

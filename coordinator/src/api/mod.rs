@@ -82,12 +82,14 @@ pub async fn router(
         }
     });
 
+    let store = verify.store.clone();
     let jobs = JobServiceServer::new(job_service::JobApi::new(role.clone(), metrics, verify))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(
         role.clone(),
         cluster.to_string(),
+        store,
         shutdown,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)

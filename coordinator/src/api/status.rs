@@ -2,8 +2,10 @@
 //!
 //! INVALID_ARGUMENT names the field and its bound; RESOURCE_EXHAUSTED carries a retry hint;
 //! NOT_FOUND names the id; FAILED_PRECONDITION explains the refusal; UNAVAILABLE means the
-//! state backend could not make the request durable (nothing was acknowledged).
+//! state backend could not make the request durable (nothing was acknowledged), or the
+//! artifact store could not be read.
 
+use reelfarm_worker::artifacts::ArtifactError;
 use tonic::Status;
 
 use super::validate::FieldError;
@@ -13,6 +15,17 @@ use crate::state::StoreError;
 impl From<FieldError> for Status {
     fn from(e: FieldError) -> Self {
         Status::invalid_argument(e.to_string())
+    }
+}
+
+/// Reading a VerifyContent `uri` from the artifact store.
+pub fn artifact(e: ArtifactError) -> Status {
+    match e {
+        ArtifactError::NotFound { .. } => Status::not_found(format!("uri: {e}")),
+        ArtifactError::BadUri { .. } | ArtifactError::TooLarge { .. } => {
+            Status::invalid_argument(format!("uri: {e}"))
+        }
+        e => Status::unavailable(format!("uri: {e}")),
     }
 }
 

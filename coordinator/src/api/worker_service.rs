@@ -4,6 +4,10 @@
 //! sends `Assignments` and `CancelTask` messages as the scheduler decides. The worker sends
 //! `TaskProgress` and `TaskResult` messages, each carrying its attempt token. When the
 //! stream ends, for whatever reason, the worker's unfinished tasks go back to READY.
+//!
+//! A successful result is committed only if each of its outputs is in this coordinator's
+//! artifact store with the reported size; otherwise it counts as a failed attempt (a worker
+//! writing to another bucket or to a pod-local directory is caught at its first task).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use reelfarm_proto::v1;
+use reelfarm_worker::artifacts::{ArtifactError, ArtifactStore};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -30,14 +35,21 @@ pub const MAX_SLOTS: u32 = 4096;
 pub struct WorkerApi {
     role: RoleHandle,
     cluster: String,
+    store: Arc<ArtifactStore>,
     shutdown: CancellationToken,
 }
 
 impl WorkerApi {
-    pub fn new(role: RoleHandle, cluster: String, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        role: RoleHandle,
+        cluster: String,
+        store: Arc<ArtifactStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             role,
             cluster,
+            store,
             shutdown,
         }
     }
@@ -142,6 +154,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
 
         // Worker → scheduler.
         let shutdown = self.shutdown.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -156,7 +169,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                         break;
                     }
                 };
-                handle(&scheduler, &worker_id, body);
+                handle(&scheduler, &store, &worker_id, body);
             }
             scheduler
                 .worker_gone(&worker_id, Some(session), "stream_closed")
@@ -169,7 +182,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     }
 }
 
-fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_message::Body>) {
+fn handle(
+    scheduler: &Arc<Scheduler>,
+    store: &Arc<ArtifactStore>,
+    worker_id: &str,
+    body: Option<v1::worker_message::Body>,
+) {
     use v1::worker_message::Body;
     match body {
         Some(Body::Progress(p)) => {
@@ -186,7 +204,7 @@ fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_m
                 tracing::warn!(worker_id, "result without a token ignored");
                 return;
             };
-            let outputs = r
+            let outputs: Vec<Output> = r
                 .outputs
                 .iter()
                 .map(|o| Output {
@@ -199,10 +217,22 @@ fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_m
             let scene = (!r.scene.is_empty()).then(|| r.scene.clone());
             // Commits run concurrently so many results share one durable write.
             let scheduler = scheduler.clone();
+            let store = store.clone();
             let worker_id = worker_id.to_string();
             tokio::spawn(async move {
+                let (mut ok, mut error) = (r.ok, r.error);
+                if ok {
+                    if let Err(e) = check_outputs(&store, &outputs).await {
+                        tracing::warn!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+                            attempt = token.attempt, error = %e, "result refused: output missing from the artifact store");
+                        (ok, error) = (
+                            false,
+                            format!("{e} (the worker and the coordinator must share one artifact store: same --artifacts)"),
+                        );
+                    }
+                }
                 if let Err(e) = scheduler
-                    .result(&worker_id, &token, r.ok, &r.error, outputs, scene)
+                    .result(&worker_id, &token, ok, &error, outputs, scene)
                     .await
                 {
                     tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
@@ -234,4 +264,12 @@ fn handle(scheduler: &Arc<Scheduler>, worker_id: &str, body: Option<v1::worker_m
         }
         None => {}
     }
+}
+
+/// Each output exists in the coordinator's artifact store with its reported size.
+async fn check_outputs(store: &ArtifactStore, outputs: &[Output]) -> Result<(), ArtifactError> {
+    for o in outputs {
+        store.check(&o.uri, o.bytes).await?;
+    }
+    Ok(())
 }

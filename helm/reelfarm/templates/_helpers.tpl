@@ -135,15 +135,33 @@ external endpoints. Fails the render when neither is set (the schema checks it t
 {{- end }}
 
 {{/*
-The coordinator's gRPC address as the workers dial it.
+The coordinator's gRPC address as the workers dial it: the Service over every replica. A
+follower refuses a worker's session naming the leader; the worker dials again (each new
+connection is balanced anew) until it reaches the leader.
 */}}
 {{- define "reelfarm.coordinatorAddress" -}}
 {{- printf "http://%s:%d" (include "reelfarm.componentName" (dict "ctx" . "component" "coordinator")) (int .Values.coordinator.grpcPort) }}
 {{- end }}
 
 {{/*
+The --artifacts value: the PVC's mount path, or s3://bucket[/prefix].
+*/}}
+{{- define "reelfarm.artifactsLocation" -}}
+{{- if eq .Values.artifacts.type "s3" }}
+{{- $prefix := trimAll "/" (default "" .Values.artifacts.s3.prefix) }}
+{{- if $prefix }}
+{{- printf "s3://%s/%s" .Values.artifacts.s3.bucket $prefix }}
+{{- else }}
+{{- printf "s3://%s" .Values.artifacts.s3.bucket }}
+{{- end }}
+{{- else }}
+{{- .Values.artifacts.mountPath }}
+{{- end }}
+{{- end }}
+
+{{/*
 Environment shared by the coordinator and the workers: log settings, the farm secret and, for
-S3 artifacts, the bucket settings and credentials.
+S3 artifacts, the bucket settings (only those set) and credentials.
 */}}
 {{- define "reelfarm.commonEnv" -}}
 - name: RUST_LOG
@@ -154,17 +172,19 @@ S3 artifacts, the bucket settings and credentials.
       name: {{ include "reelfarm.farmSecretName" . }}
       key: {{ .Values.farmSecret.key }}
 {{- if eq .Values.artifacts.type "s3" }}
-{{- /* Not read by the binaries yet: S3 artifact storage is a later issue. */}}
-- name: REELFARM_S3_BUCKET
-  value: {{ .Values.artifacts.s3.bucket | quote }}
-- name: REELFARM_S3_PREFIX
-  value: {{ .Values.artifacts.s3.prefix | quote }}
+{{- /* The bucket and prefix are in --artifacts (reelfarm.artifactsLocation). */}}
+{{- with .Values.artifacts.s3.region }}
 - name: REELFARM_S3_REGION
-  value: {{ .Values.artifacts.s3.region | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.artifacts.s3.endpoint }}
 - name: REELFARM_S3_ENDPOINT
-  value: {{ .Values.artifacts.s3.endpoint | quote }}
+  value: {{ . | quote }}
+{{- end }}
 - name: REELFARM_S3_FORCE_PATH_STYLE
   value: {{ .Values.artifacts.s3.forcePathStyle | quote }}
+- name: REELFARM_S3_ALLOW_HTTP
+  value: {{ .Values.artifacts.s3.allowHttp | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -179,27 +199,27 @@ S3 artifacts, the bucket settings and credentials.
 {{- end }}
 
 {{/*
-Volumes shared by the coordinator and the workers: /tmp and the artifact store. With S3 the
-store path is a scratch emptyDir.
+Volumes shared by the coordinator and the workers: /tmp and, for PVC artifacts, the artifact
+store (S3 artifacts need no volume).
 */}}
 {{- define "reelfarm.volumes" -}}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
-- name: artifacts
 {{- if eq .Values.artifacts.type "pvc" }}
+- name: artifacts
   persistentVolumeClaim:
     claimName: {{ include "reelfarm.artifactsClaimName" . }}
-{{- else }}
-  emptyDir: {}
 {{- end }}
 {{- end }}
 
 {{- define "reelfarm.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if eq .Values.artifacts.type "pvc" }}
 - name: artifacts
   mountPath: {{ .Values.artifacts.mountPath }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -246,7 +266,7 @@ spec:
         - --cluster={{ .Values.cluster }}
         - --engine={{ $w.engine }}
         - --slots={{ $w.slots }}
-        - --artifacts={{ .Values.artifacts.mountPath }}
+        - --artifacts={{ include "reelfarm.artifactsLocation" . }}
         - --http-listen=0.0.0.0:{{ $w.metricsPort }}
         - --lease-ttl={{ $w.leaseTtlSeconds }}
         {{- if .Values.logJson }}

@@ -82,6 +82,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         exe.display()
     );
     let artifacts = tempfile::tempdir()?;
+    // The simulated outputs all name one empty file of the store: the coordinator checks
+    // that a committed output exists there.
+    let sim_output = artifacts.path().canonicalize()?.join("jobs/sim/output.bin");
+    std::fs::create_dir_all(sim_output.parent().expect("a file under jobs/sim"))?;
+    std::fs::write(&sim_output, b"")?;
+    let sim_output = format!("file://{}", sim_output.display());
     let (grpc, http) = (free_port(), free_port());
     let address = format!("http://127.0.0.1:{grpc}");
     let mut cmd = std::process::Command::new(&exe);
@@ -142,6 +148,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         workers.push(tokio::spawn(sim_worker(
             address.clone(),
             format!("load-{i}"),
+            sim_output.clone(),
             args.slots,
             Duration::from_millis(args.task_ms),
             Arc::new(|| true),

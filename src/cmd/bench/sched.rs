@@ -1,6 +1,8 @@
 //! `reelfarm bench sched`: the scheduler alone. A coordinator runs in this process (memory
 //! or etcd state); simulated workers connect over the real gRPC stream and answer every
-//! assignment at once (or after `--task-ms`) with a fake output — no rendering. Jobs are
+//! assignment at once (or after `--task-ms`) with a stand-in output — no rendering: one
+//! empty file of the bench's artifact store, which the coordinator checks exists before
+//! each commit as it does for real workers. Jobs are
 //! submitted before the workers connect, so the measured time is pure scheduling:
 //! dispatch, result handling, durable commits and dependency release.
 //!
@@ -115,7 +117,7 @@ async fn run_one(
             http_listen: loopback,
             etcd: etcd.into_iter().collect(),
             cluster,
-            artifacts: artifacts.path().to_path_buf(),
+            artifacts: reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
             max_queued_jobs: 1_000_000,
             max_attempts: 3,
             segment_frames: 12,
@@ -131,6 +133,11 @@ async fn run_one(
         shutdown.clone(),
     )
     .await?;
+    // The stand-in output every simulated result names (see the module docs).
+    let sim_output = artifacts.path().canonicalize()?.join("jobs/sim/output.bin");
+    std::fs::create_dir_all(sim_output.parent().expect("a file under jobs/sim"))?;
+    std::fs::write(&sim_output, b"")?;
+    let sim_output = format!("file://{}", sim_output.display());
     let scheduler = coordinator
         .wait_leader()
         .await
@@ -178,6 +185,7 @@ async fn run_one(
         handles.push(tokio::spawn(sim_worker(
             address.clone(),
             format!("sim-{i}"),
+            sim_output.clone(),
             slots,
             Duration::from_millis(args.task_ms),
             {
@@ -251,6 +259,7 @@ pub(super) type WorkWaiting = Arc<dyn Fn() -> bool + Send + Sync>;
 pub(super) async fn sim_worker(
     address: String,
     id: String,
+    output_uri: String,
     slots: u32,
     task_time: Duration,
     work_waiting: WorkWaiting,
@@ -301,14 +310,13 @@ pub(super) async fn sim_worker(
                 }
             }
             local.tasks += 1;
-            let token = assignment.token.clone();
             let result = v1::WorkerMessage {
                 body: Some(v1::worker_message::Body::Result(v1::TaskResult {
-                    token: token.clone(),
+                    token: assignment.token,
                     ok: true,
                     outputs: vec![v1::Output {
                         kind: "sim".into(),
-                        uri: format!("sim://{}", token.map(|t| t.task_id).unwrap_or_default()),
+                        uri: output_uri.clone(),
                         ..Default::default()
                     }],
                     ..Default::default()

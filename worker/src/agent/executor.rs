@@ -138,20 +138,18 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs `task` to completion (or cancellation) on a blocking thread.
+    /// Runs `task` to completion (or cancellation): reads its inputs from the artifact store,
+    /// runs its pipeline stage on a blocking thread, and writes its outputs under
+    /// attempt-specific names.
     pub async fn run(
         self: &Arc<Self>,
         task: Task,
         progress: tokio::sync::watch::Sender<(u64, u64)>,
         cancel: Arc<AtomicBool>,
     ) -> Result<Produced, String> {
-        let this = self.clone();
         let kind = task.kind;
         let started = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || this.run_blocking(&task, &progress, &cancel))
-                .await
-                .map_err(|e| format!("task panicked: {e}"))?;
+        let result = self.run_timed(task, progress, cancel).await;
         let label = kind
             .as_str_name()
             .trim_start_matches("TASK_KIND_")
@@ -163,28 +161,49 @@ impl Executor {
         result
     }
 
-    fn input(&self, task: &Task, kind: &str) -> Result<Vec<u8>, String> {
-        let (_, _, out) = task
-            .inputs
-            .iter()
-            .find(|(k, _, _)| k == kind)
-            .ok_or_else(|| format!("missing {kind} input"))?;
-        self.store.get(out).map_err(|e| e.to_string())
+    async fn run_timed(
+        self: &Arc<Self>,
+        task: Task,
+        progress: tokio::sync::watch::Sender<(u64, u64)>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Produced, String> {
+        let mut inputs = Vec::with_capacity(task.inputs.len());
+        for (_, _, output) in &task.inputs {
+            inputs.push(self.store.get(output).await.map_err(|e| e.to_string())?);
+        }
+        let this = self.clone();
+        let task = Arc::new(task);
+        let computed = {
+            let task = task.clone();
+            tokio::task::spawn_blocking(move || this.compute(&task, inputs, &progress, &cancel))
+                .await
+                .map_err(|e| format!("task panicked: {e}"))??
+        };
+        let mut outputs = Vec::with_capacity(computed.files.len());
+        for (name, kind, bytes) in computed.files {
+            self.metrics.artifact_bytes.inc_by(bytes.len() as u64);
+            outputs.push(
+                self.store
+                    .put(&task.token.job_id, &name, kind, bytes)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(Produced {
+            outputs,
+            scene: computed.scene,
+        })
     }
 
-    fn put(&self, task: &Task, name: &str, kind: &str, bytes: &[u8]) -> Result<Output, String> {
-        self.metrics.artifact_bytes.inc_by(bytes.len() as u64);
-        self.store
-            .put(&task.token.job_id, name, kind, bytes)
-            .map_err(|e| e.to_string())
-    }
-
-    fn run_blocking(
+    /// The pipeline stage of `task` on its inputs (`inputs[i]` is the content of
+    /// `task.inputs[i]`): CPU-heavy, so on a blocking thread.
+    fn compute(
         &self,
         task: &Task,
+        mut inputs: Vec<Vec<u8>>,
         progress: &tokio::sync::watch::Sender<(u64, u64)>,
         cancel: &AtomicBool,
-    ) -> Result<Produced, String> {
+    ) -> Result<Computed, String> {
         let mut report = |done: u64, total: u64| {
             progress.send_replace((done, total));
         };
@@ -198,25 +217,27 @@ impl Executor {
             v1::TaskKind::Plan => {
                 let plan = pipeline::run_plan(&task.spec).map_err(|e| e.to_string())?;
                 report(1, 1);
-                let out = self.put(task, &format!("{id}.{tag}.json"), "plan", &plan.bytes)?;
-                Ok(Produced {
-                    outputs: vec![out],
+                Ok(Computed {
+                    files: vec![(format!("{id}.{tag}.json"), "plan", plan.bytes)],
                     scene: Some(plan.scene_json),
                 })
             }
             v1::TaskKind::VideoSegment => {
-                let plan = self.input(task, "plan")?;
+                let plan = input(task, &inputs, "plan")?;
                 let started = Instant::now();
-                let chunk = pipeline::run_segment(
-                    &task.spec,
-                    &ctx,
-                    &plan,
-                    task.frame_start..task.frame_end,
-                    self.engine.as_ref(),
-                    &mut report,
-                    cancel,
-                )
-                .map_err(|e| e.to_string())?;
+                let chunk = {
+                    let _busy = self.metrics.engine_busy.enter();
+                    pipeline::run_segment(
+                        &task.spec,
+                        &ctx,
+                        plan,
+                        task.frame_start..task.frame_end,
+                        self.engine.as_ref(),
+                        &mut report,
+                        cancel,
+                    )
+                    .map_err(|e| e.to_string())?
+                };
                 let frames = u64::from(task.frame_end - task.frame_start);
                 let engine = self.engine.name();
                 self.metrics.frames.inc_by(frames);
@@ -228,32 +249,30 @@ impl Executor {
                     .step_duration
                     .with_label_values(&[engine])
                     .observe(started.elapsed().as_secs_f64() / f64::from(task.spec.steps));
-                let out = self.put(task, &format!("{id}.{tag}.h264"), "segment", &chunk)?;
-                Ok(Produced {
-                    outputs: vec![out],
+                Ok(Computed {
+                    files: vec![(format!("{id}.{tag}.h264"), "segment", chunk)],
                     scene: None,
                 })
             }
             v1::TaskKind::Audio => {
-                let plan = self.input(task, "plan")?;
-                let audio = pipeline::run_audio(&task.spec, &plan, &mut report)
+                let plan = input(task, &inputs, "plan")?;
+                let audio = pipeline::run_audio(&task.spec, plan, &mut report)
                     .map_err(|e| e.to_string())?;
                 self.metrics
                     .audio_seconds
                     .inc_by(task.spec.duration_seconds);
-                let out = self.put(task, &format!("{id}.{tag}.audio"), "audio", &audio)?;
-                Ok(Produced {
-                    outputs: vec![out],
+                Ok(Computed {
+                    files: vec![(format!("{id}.{tag}.audio"), "audio", audio)],
                     scene: None,
                 })
             }
             v1::TaskKind::Assemble => {
-                let plan = self.input(task, "plan")?;
-                let mut segments: Vec<(u32, &Output)> = task
+                let mut segments: Vec<(u32, usize)> = task
                     .inputs
                     .iter()
-                    .filter(|(k, _, _)| k == "segment")
-                    .map(|(_, i, o)| (*i, o))
+                    .enumerate()
+                    .filter(|(_, (k, _, _))| k == "segment")
+                    .map(|(at, (_, i, _))| (*i, at))
                     .collect();
                 segments.sort_by_key(|(i, _)| *i);
                 if segments.len() != task.segment_count as usize {
@@ -263,36 +282,43 @@ impl Executor {
                         task.segment_count
                     ));
                 }
-                let chunks = segments
+                let chunks: Vec<Vec<u8>> = segments
                     .iter()
-                    .map(|(_, o)| self.store.get(o).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .map(|(_, at)| std::mem::take(&mut inputs[*at]))
+                    .collect();
+                let plan = input(task, &inputs, "plan")?;
                 let audio = if task.spec.audio {
-                    Some(self.input(task, "audio")?)
+                    Some(input(task, &inputs, "audio")?)
                 } else {
                     None
                 };
-                let artifacts =
-                    pipeline::run_assemble(&task.spec, &ctx, &plan, &chunks, audio.as_deref())
-                        .map_err(|e| e.to_string())?;
+                let artifacts = pipeline::run_assemble(&task.spec, &ctx, plan, &chunks, audio)
+                    .map_err(|e| e.to_string())?;
                 report(1, 1);
-                let outputs = artifacts
-                    .iter()
-                    .map(|a| {
-                        self.put(
-                            task,
-                            &format!("{id}.{tag}/{}", a.file_name),
-                            a.kind,
-                            &a.bytes,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Produced {
-                    outputs,
+                Ok(Computed {
+                    files: artifacts
+                        .into_iter()
+                        .map(|a| (format!("{id}.{tag}/{}", a.file_name), a.kind, a.bytes))
+                        .collect(),
                     scene: None,
                 })
             }
             v1::TaskKind::Unspecified => Err("task kind unspecified".into()),
         }
     }
+}
+
+/// The content of `task`'s input of `kind` (`inputs[i]` is that of `task.inputs[i]`).
+fn input<'a>(task: &Task, inputs: &'a [Vec<u8>], kind: &str) -> Result<&'a [u8], String> {
+    task.inputs
+        .iter()
+        .position(|(k, _, _)| k == kind)
+        .map(|i| inputs[i].as_slice())
+        .ok_or_else(|| format!("missing {kind} input"))
+}
+
+/// What a pipeline stage computed: files to write (name, kind, bytes), and the scene.
+struct Computed {
+    files: Vec<(String, &'static str, Vec<u8>)>,
+    scene: Option<String>,
 }

@@ -115,7 +115,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_label_values(&["total"])
         .set(i64::from(config.slots));
     let store = ArtifactStore::open(&config.artifacts)
-        .map_err(|e| anyhow::anyhow!("--artifacts {}: {e}", config.artifacts.display()))?;
+        .await
+        .map_err(|e| anyhow::anyhow!("--artifacts {}: {e}", config.artifacts.location))?;
+    tracing::info!(artifacts = %store.location(), "artifact store open");
     let health = reelfarm_telemetry::Health::healthy();
     let (http_addr, http_task) = reelfarm_telemetry::serve_http(
         config.http_listen,
