@@ -68,7 +68,7 @@ pub struct SceneSpec {
     pub lighting: Lighting,
     /// Style words, in prompt order.
     pub style: Vec<String>,
-    /// Product of the style words' texture factors.
+    /// Product of the style words' texture factors, within [`TEXTURE_SCALE_RANGE`].
     pub texture_scale: f32,
     /// Words that set something, in prompt order.
     pub understood: Vec<String>,
@@ -166,6 +166,10 @@ fn count_of(word: &str) -> Option<u32> {
             .map(|n| n.min(MAX_OBJECTS as u32))
     })
 }
+
+/// Bounds of [`Scene::texture_scale`]: a few style words' worth either way (the factors
+/// are 0.4..=1.8), however often a prompt repeats them.
+pub const TEXTURE_SCALE_RANGE: std::ops::RangeInclusive<f32> = 0.1..=4.0;
 
 /// Parses a prompt. Never fails; the same prompt always gives the same scene.
 pub fn parse(prompt: &str) -> SceneSpec {
@@ -374,7 +378,10 @@ pub fn parse(prompt: &str) -> SceneSpec {
         shot: shot.unwrap_or(Shot::Medium),
         lighting: lighting.unwrap_or(Lighting::Studio),
         style,
-        texture_scale,
+        // Repeated style words must not push the texture to infinity or zero (the guide's
+        // texture sigma, squared by diffusion): the product is clamped.
+        texture_scale: texture_scale
+            .clamp(*TEXTURE_SCALE_RANGE.start(), *TEXTURE_SCALE_RANGE.end()),
         understood,
         ignored,
         notes,
@@ -523,6 +530,18 @@ mod tests {
         );
         assert_eq!(s.shot, Shot::Wide, "wide shot");
         assert_eq!(s.lighting, Lighting::Night, "night lighting");
+    }
+
+    #[test]
+    fn repeated_style_words_keep_the_texture_scale_bounded() {
+        // Found by reading the fuzz targets' code: 160 x "grainy" gave inf, 190 x "cartoon" 0.
+        for (word, times) in [("grainy ", 160), ("cartoon ", 190)] {
+            let scale = parse(&word.repeat(times)).texture_scale;
+            assert!(
+                scale.is_finite() && TEXTURE_SCALE_RANGE.contains(&scale),
+                "{times} x {word:?} gave texture_scale {scale}"
+            );
+        }
     }
 
     #[test]
