@@ -37,8 +37,8 @@ pub struct Config {
     pub cluster: String,
 
     /// The artifact store shared with the workers (--artifacts and the --s3-* flags): a
-    /// worker's outputs are checked to exist there before its result is committed, and
-    /// VerifyContent reads `uri` requests from it.
+    /// worker's outputs are checked to exist there (once per worker session, at its first
+    /// result) before a result is committed, and VerifyContent reads `uri` requests from it.
     #[command(flatten)]
     pub artifacts: StoreConfig,
 

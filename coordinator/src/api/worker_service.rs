@@ -154,6 +154,8 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
 
         // Worker → scheduler.
         let shutdown = self.shutdown.clone();
+        // Whether this session's outputs were found in our store once (see `check_outputs`).
+        let store_checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
@@ -169,7 +171,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                         break;
                     }
                 };
-                handle(&scheduler, &store, &worker_id, body);
+                handle(&scheduler, &store, &store_checked, &worker_id, body);
             }
             scheduler
                 .worker_gone(&worker_id, Some(session), "stream_closed")
@@ -185,6 +187,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
 fn handle(
     scheduler: &Arc<Scheduler>,
     store: &Arc<ArtifactStore>,
+    store_checked: &Arc<std::sync::atomic::AtomicBool>,
     worker_id: &str,
     body: Option<v1::worker_message::Body>,
 ) {
@@ -218,11 +221,19 @@ fn handle(
             // Commits run concurrently so many results share one durable write.
             let scheduler = scheduler.clone();
             let store = store.clone();
+            let store_checked = store_checked.clone();
             let worker_id = worker_id.to_string();
             tokio::spawn(async move {
                 let (mut ok, mut error) = (r.ok, r.error);
-                if ok {
-                    if let Err(e) = check_outputs(&store, &outputs).await {
+                // A worker that writes to another store is caught by its first result; later
+                // results of the same session skip the lookup (it costs a stat or a HEAD
+                // request per output, a large share of the scheduler's work per task).
+                if ok && !store_checked.load(std::sync::atomic::Ordering::Relaxed) {
+                    let checked = check_outputs(&store, &outputs).await;
+                    if checked.is_ok() && !outputs.is_empty() {
+                        store_checked.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Err(e) = checked {
                         tracing::warn!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
                             attempt = token.attempt, error = %e, "result refused: output missing from the artifact store");
                         (ok, error) = (
