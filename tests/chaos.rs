@@ -380,9 +380,7 @@ async fn run(jobs: usize, long: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_coordinators_four_workers_300_jobs_survive_the_weekly_failures() {
-    for tool in ["etcd"] {
-        require_tool(tool);
-    }
+    require_tool("etcd");
     let long = std::env::var("REELFARM_CHAOS_LONG").is_ok_and(|v| v == "1");
     run(if long { 3000 } else { 300 }, long).await;
 }

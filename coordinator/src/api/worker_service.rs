@@ -254,11 +254,10 @@ fn handle(
         Some(Body::Register(_)) => {
             tracing::warn!(worker_id, "second register on one session ignored");
         }
-        Some(Body::Drain(_)) => {
-            if scheduler.drain_worker(worker_id).is_some() {
-                tracing::info!(worker_id, "worker shutting down: draining");
-            }
+        Some(Body::Drain(_)) if scheduler.drain_worker(worker_id).is_some() => {
+            tracing::info!(worker_id, "worker shutting down: draining");
         }
+        Some(Body::Drain(_)) => {}
         Some(Body::HandBack(h)) => {
             if let Some(token) = convert::token_from(h.token.as_ref()) {
                 match scheduler.hand_back(worker_id, &token, &h.reason) {

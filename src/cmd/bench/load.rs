@@ -17,7 +17,7 @@ use reelfarm_proto::v1::{self, admin_service_client::AdminServiceClient};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::sched::{sim_worker, Samples};
+use super::sched::{sim_worker, Samples, SimWorker};
 use crate::local_etcd::free_port;
 
 pub struct LoadArgs {
@@ -146,12 +146,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for i in 0..args.workers {
         workers.push(tokio::spawn(sim_worker(
-            address.clone(),
-            format!("load-{i}"),
-            sim_output.clone(),
-            args.slots,
-            Duration::from_millis(args.task_ms),
-            Arc::new(|| true),
+            SimWorker {
+                address: address.clone(),
+                id: format!("load-{i}"),
+                output_uri: sim_output.clone(),
+                slots: args.slots,
+                task_time: Duration::from_millis(args.task_ms),
+                work_waiting: Arc::new(|| true),
+            },
             samples.clone(),
             shutdown.clone(),
         )));

@@ -183,14 +183,16 @@ async fn run_one(
     let mut handles = Vec::new();
     for i in 0..workers {
         handles.push(tokio::spawn(sim_worker(
-            address.clone(),
-            format!("sim-{i}"),
-            sim_output.clone(),
-            slots,
-            Duration::from_millis(args.task_ms),
-            {
-                let metrics = coordinator.metrics.clone();
-                Arc::new(move || ready_tasks(&metrics) > 0)
+            SimWorker {
+                address: address.clone(),
+                id: format!("sim-{i}"),
+                output_uri: sim_output.clone(),
+                slots,
+                task_time: Duration::from_millis(args.task_ms),
+                work_waiting: {
+                    let metrics = coordinator.metrics.clone();
+                    Arc::new(move || ready_tasks(&metrics) > 0)
+                },
             },
             samples.clone(),
             shutdown.clone(),
@@ -255,17 +257,31 @@ fn rand_suffix() -> String {
 /// Whether ready tasks are queued in the coordinator now (for latency classification).
 pub(super) type WorkWaiting = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// One simulated worker.
+pub(super) struct SimWorker {
+    pub address: String,
+    pub id: String,
+    /// The output every result names (a real file of the coordinator's store).
+    pub output_uri: String,
+    pub slots: u32,
+    pub task_time: Duration,
+    pub work_waiting: WorkWaiting,
+}
+
 /// A worker that answers every assignment with success, without rendering.
 pub(super) async fn sim_worker(
-    address: String,
-    id: String,
-    output_uri: String,
-    slots: u32,
-    task_time: Duration,
-    work_waiting: WorkWaiting,
+    worker: SimWorker,
     samples: Arc<Mutex<Samples>>,
     shutdown: CancellationToken,
 ) {
+    let SimWorker {
+        address,
+        id,
+        output_uri,
+        slots,
+        task_time,
+        work_waiting,
+    } = worker;
     let Ok(mut client) = WorkerServiceClient::connect(address).await else {
         return;
     };
