@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use reelfarm_proto::v1;
 use reelfarm_worker::artifacts::{ArtifactError, ArtifactStore};
 use tokio::sync::mpsc;
@@ -131,26 +131,14 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             }
         };
         let worker_id = info.id.clone();
-        let (to_worker, mut from_scheduler) = mpsc::unbounded_channel();
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (to_worker, from_scheduler) = mpsc::unbounded_channel();
         let registered = v1::CoordinatorMessage {
             body: Some(v1::coordinator_message::Body::Registered(v1::Registered {
                 term: scheduler.term(),
                 cluster: self.cluster.clone(),
             })),
         };
-        let _ = out.send(Ok(registered));
         let session = scheduler.register_worker(info, to_worker).await;
-
-        // Scheduler → worker. Ends when the scheduler drops the worker (replaced, lease
-        // lost), which ends the response stream and tells the worker to reconnect.
-        tokio::spawn(async move {
-            while let Some(msg) = from_scheduler.recv().await {
-                if out.send(Ok(to_proto(msg))).is_err() {
-                    break;
-                }
-            }
-        });
 
         // Worker → scheduler.
         let shutdown = self.shutdown.clone();
@@ -178,8 +166,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                 .await;
         });
 
-        // Unbounded is safe here: assignments are bounded by the worker's free slots.
-        let stream = UnboundedReceiverStream::new(out_rx);
+        // Scheduler → worker: `registered`, then whatever the scheduler sends, converted as
+        // the stream is polled (no task in between). It ends when the scheduler drops the
+        // worker (replaced, lease lost), which tells the worker to reconnect. Unbounded is
+        // safe: assignments are bounded by the worker's free slots.
+        let stream = futures::stream::once(async move { Ok(registered) })
+            .chain(UnboundedReceiverStream::new(from_scheduler).map(|m| Ok(to_proto(m))));
         Ok(Response::new(Box::pin(stream) as SessionStream))
     }
 }

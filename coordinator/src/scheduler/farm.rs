@@ -61,7 +61,8 @@ pub enum ToWorker {
 pub struct Assignment {
     pub token: AttemptToken,
     pub kind: TaskKind,
-    pub spec: JobSpec,
+    /// Shared by every assignment of the job (no copy of the prompt and labels per task).
+    pub spec: Arc<JobSpec>,
     pub frame_start: u32,
     pub frame_end: u32,
     pub segment_index: u32,
@@ -166,6 +167,8 @@ struct TaskRun {
 
 struct JobEntry {
     record: JobRecord,
+    /// `record.spec`, shared with the job's assignments.
+    spec: Arc<JobSpec>,
     tasks: Vec<TaskRun>,
     scene: Option<String>,
     started_ms: Option<u64>,
@@ -348,6 +351,7 @@ impl Farm {
         let id = record.id.clone();
         let (changed, _) = watch::channel(0);
         let mut entry = JobEntry {
+            spec: Arc::new(record.spec.clone()),
             record,
             tasks,
             scene,

@@ -97,7 +97,7 @@ impl Farm {
                     term: self.term,
                 },
                 kind: def.kind,
-                spec: job.record.spec.clone(),
+                spec: job.spec.clone(),
                 frame_start: def.frame_start,
                 frame_end: def.frame_end,
                 segment_index: def.segment_index,
