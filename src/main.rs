@@ -116,9 +116,14 @@ enum Bench {
         /// etcd endpoint; default: start a temporary etcd if `etcd` is on PATH.
         #[arg(long)]
         etcd: Option<String>,
-        /// Simulated task duration in milliseconds (0: answer at once).
+        /// Simulated task duration in milliseconds of the saturated run (0: answer at once).
         #[arg(long, default_value_t = 0)]
         task_ms: u64,
+        /// Offered load of the second, latency run per worker count, as a fraction of the
+        /// saturated throughput just measured (tasks then take slots / load seconds, ±50 %);
+        /// 0 skips it.
+        #[arg(long, default_value_t = 0.5)]
+        latency_load: f64,
     },
     /// Sustained load: SubmitJob at a fixed rate against a coordinator process with
     /// simulated workers; accepted, refused and the coordinator's memory.
@@ -228,7 +233,12 @@ async fn main() -> anyhow::Result<()> {
             backend,
             etcd,
             task_ms,
+            latency_load,
         }) => {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&latency_load),
+                "--latency-load must be in [0, 1), got {latency_load}"
+            );
             cmd::bench::sched::run(cmd::bench::sched::SchedArgs {
                 workers,
                 total_slots,
@@ -236,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
                 backends: backend,
                 etcd,
                 task_ms,
+                latency_load,
             })
             .await
         }

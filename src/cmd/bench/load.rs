@@ -17,7 +17,7 @@ use reelfarm_proto::v1::{self, admin_service_client::AdminServiceClient};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::sched::{sim_worker, Samples, SimWorker};
+use super::sched::{sim_worker, Samples, SimEngine, SimWorker};
 use crate::local_etcd::free_port;
 
 pub struct LoadArgs {
@@ -151,7 +151,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 id: format!("load-{i}"),
                 output_uri: sim_output.clone(),
                 slots: args.slots,
-                task_time: Duration::from_millis(args.task_ms),
+                engine: SimEngine {
+                    task_time: Duration::from_millis(args.task_ms),
+                    jitter: 0.0,
+                },
                 work_waiting: Arc::new(|| true),
             },
             samples.clone(),

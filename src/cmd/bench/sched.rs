@@ -12,6 +12,14 @@
 //! when ready tasks were queued at that moment — the scheduler's reaction time under load.
 //! Slots freed while nothing was ready (tasks waiting for their PLAN, the tail of the run)
 //! are idle time, reported apart as `idle_without_ready_work_ms`.
+//!
+//! Each worker count runs twice. `saturated`: workers answer at once, so the farm runs as
+//! fast as this machine allows; that gives the throughput. In that closed loop every slot is
+//! always waiting on the coordinator or on its own connection, so by Little's law the mean
+//! hand-off is about slots / throughput and its tail is queueing, not scheduling. `at_load`:
+//! the same workload with tasks that take a fixed time (±50 % jitter, as real tasks vary)
+//! chosen so the offered load is `--latency-load` × the saturated throughput just measured;
+//! its dispatch latency is what a freed slot waits at that load.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -32,7 +40,12 @@ pub struct SchedArgs {
     pub backends: Vec<String>,
     pub etcd: Option<String>,
     pub task_ms: u64,
+    /// Offered load of the `at_load` run as a fraction of the saturated throughput; 0 skips it.
+    pub latency_load: f64,
 }
+
+/// Task duration jitter of the `at_load` run: each task takes (1 ± this) × the mean.
+const AT_LOAD_JITTER: f64 = 0.5;
 
 /// Tasks per bench job: 1 plan + 64 segments + audio + assemble (20 s at 60 fps, 12-frame
 /// segments capped at 64) — the largest plan the coordinator makes with default flags.
@@ -65,9 +78,36 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
             other => anyhow::bail!("--backend must be memory or etcd, got {other:?}"),
         };
         for &workers in &args.workers {
-            let r = run_one(&args, backend, etcd.clone(), workers).await?;
-            eprintln!("{r}");
-            results.push(r);
+            let slots = (args.total_slots / workers).max(1);
+            let engine = SimEngine {
+                task_time: Duration::from_millis(args.task_ms),
+                jitter: 0.0,
+            };
+            let saturated = run_one(&args, etcd.clone(), workers, slots, engine).await?;
+            eprintln!("{saturated}");
+            let mut result = serde_json::json!({
+                "backend": backend,
+                "workers": workers,
+                "slots_per_worker": slots,
+                "saturated": saturated,
+            });
+            let measured = saturated["tasks_per_second"].as_f64().unwrap_or(0.0);
+            if args.latency_load > 0.0 && measured > 0.0 {
+                // Closed loop: throughput ≈ slots / mean task time.
+                let offered = measured * args.latency_load;
+                let engine = SimEngine {
+                    task_time: Duration::from_secs_f64(f64::from(slots * workers) / offered),
+                    jitter: AT_LOAD_JITTER,
+                };
+                let mut at_load = run_one(&args, etcd.clone(), workers, slots, engine).await?;
+                at_load["offered_tasks_per_second"] = offered.into();
+                at_load["load_fraction"] = args.latency_load.into();
+                at_load["task_ms_mean"] = (engine.task_time.as_secs_f64() * 1000.0).into();
+                at_load["task_ms_jitter"] = AT_LOAD_JITTER.into();
+                eprintln!("{at_load}");
+                result["at_load"] = at_load;
+            }
+            results.push(result);
         }
     }
     drop(local_etcd);
@@ -101,11 +141,29 @@ fn ready_tasks(metrics: &reelfarm_coordinator::metrics::Metrics) -> i64 {
         .sum()
 }
 
+/// How simulated workers answer: after `task_time` × (1 ± `jitter`, uniform), or at once.
+#[derive(Clone, Copy)]
+pub(super) struct SimEngine {
+    pub task_time: Duration,
+    pub jitter: f64,
+}
+
+impl SimEngine {
+    fn task_duration(&self) -> Duration {
+        if self.jitter <= 0.0 {
+            return self.task_time;
+        }
+        let u: f64 = rand::random();
+        self.task_time.mul_f64(1.0 + self.jitter * (2.0 * u - 1.0))
+    }
+}
+
 async fn run_one(
     args: &SchedArgs,
-    backend: &str,
     etcd: Option<String>,
     workers: u32,
+    slots: u32,
+    engine: SimEngine,
 ) -> anyhow::Result<serde_json::Value> {
     let shutdown = CancellationToken::new();
     let artifacts = tempfile::tempdir()?;
@@ -177,7 +235,6 @@ async fn run_one(
         .sum::<u64>();
 
     // Release the workers.
-    let slots = (args.total_slots / workers).max(1);
     let samples = Arc::new(Mutex::new(Samples::default()));
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -188,7 +245,7 @@ async fn run_one(
                 id: format!("sim-{i}"),
                 output_uri: sim_output.clone(),
                 slots,
-                task_time: Duration::from_millis(args.task_ms),
+                engine,
                 work_waiting: {
                     let metrics = coordinator.metrics.clone();
                     Arc::new(move || ready_tasks(&metrics) > 0)
@@ -232,9 +289,6 @@ async fn run_one(
     let ms = |p| super::percentile(&s.latencies_s, p) * 1000.0;
     let idle_ms = |p| super::percentile(&s.starved_s, p) * 1000.0;
     Ok(serde_json::json!({
-        "backend": backend,
-        "workers": workers,
-        "slots_per_worker": slots,
         "jobs": jobs,
         "jobs_succeeded": succeeded,
         "tasks": total_tasks,
@@ -264,7 +318,7 @@ pub(super) struct SimWorker {
     /// The output every result names (a real file of the coordinator's store).
     pub output_uri: String,
     pub slots: u32,
-    pub task_time: Duration,
+    pub engine: SimEngine,
     pub work_waiting: WorkWaiting,
 }
 
@@ -279,7 +333,7 @@ pub(super) async fn sim_worker(
         id,
         output_uri,
         slots,
-        task_time,
+        engine,
         work_waiting,
     } = worker;
     let Ok(mut client) = WorkerServiceClient::connect(address).await else {
@@ -338,7 +392,7 @@ pub(super) async fn sim_worker(
                     ..Default::default()
                 })),
             };
-            if task_time.is_zero() {
+            if engine.task_time.is_zero() {
                 let had_work = work_waiting();
                 freed
                     .lock()
@@ -349,6 +403,7 @@ pub(super) async fn sim_worker(
                 }
             } else {
                 let (out, freed, work_waiting) = (out.clone(), freed.clone(), work_waiting.clone());
+                let task_time = engine.task_duration();
                 tokio::spawn(async move {
                     tokio::time::sleep(task_time).await;
                     let had_work = work_waiting();
