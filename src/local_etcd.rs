@@ -41,6 +41,11 @@ pub fn available() -> bool {
 }
 
 impl LocalEtcd {
+    /// The etcd process id while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts etcd and waits until it is healthy.
     pub fn start() -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;

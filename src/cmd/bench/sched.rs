@@ -20,6 +20,12 @@
 //! the same workload with tasks that take a fixed time (±50 % jitter, as real tasks vary)
 //! chosen so the offered load is `--latency-load` × the saturated throughput just measured;
 //! its dispatch latency is what a freed slot waits at that load.
+//!
+//! The simulated workers stand in for other machines but share this machine's cores with
+//! the coordinator. So the coordinator runs on its own runtime whose threads are named
+//! [`COORDINATOR_THREADS`], and each run reports the CPU time those threads (and a bench
+//! etcd process) used: `coordinator_tasks_per_cpu_second` is the scheduler's own cost,
+//! apart from the HTTP/2 client work of a thousand simulated workers.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -55,9 +61,16 @@ const SUBMIT_BATCH: usize = 100;
 /// A run that has not finished by then is reported as timed out.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Name of the coordinator runtime's threads (Linux keeps 15 bytes of a thread name).
+const COORDINATOR_THREADS: &str = "rf-coordinator";
+
 pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
+    let coordinator_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(COORDINATOR_THREADS)
+        .enable_all()
+        .build()?;
     let mut results = Vec::new();
-    let mut local_etcd = None;
+    let mut local_etcd: Option<LocalEtcd> = None;
     for backend in &args.backends {
         let etcd = match backend.as_str() {
             "memory" => None,
@@ -83,7 +96,14 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
                 task_time: Duration::from_millis(args.task_ms),
                 jitter: 0.0,
             };
-            let saturated = run_one(&args, etcd.clone(), workers, slots, engine).await?;
+            let bench = RunSetup {
+                coordinator_runtime: coordinator_runtime.handle().clone(),
+                etcd: etcd.clone(),
+                etcd_pid: local_etcd.as_ref().and_then(LocalEtcd::pid),
+                workers,
+                slots,
+            };
+            let saturated = run_one(&args, &bench, engine).await?;
             eprintln!("{saturated}");
             let mut result = serde_json::json!({
                 "backend": backend,
@@ -99,7 +119,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
                     task_time: Duration::from_secs_f64(f64::from(slots * workers) / offered),
                     jitter: AT_LOAD_JITTER,
                 };
-                let mut at_load = run_one(&args, etcd.clone(), workers, slots, engine).await?;
+                let mut at_load = run_one(&args, &bench, engine).await?;
                 at_load["offered_tasks_per_second"] = offered.into();
                 at_load["load_fraction"] = args.latency_load.into();
                 at_load["task_ms_mean"] = (engine.task_time.as_secs_f64() * 1000.0).into();
@@ -111,6 +131,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
         }
     }
     drop(local_etcd);
+    coordinator_runtime.shutdown_background();
     let report = serde_json::json!({
         "bench": "sched",
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
@@ -158,39 +179,56 @@ impl SimEngine {
     }
 }
 
-async fn run_one(
-    args: &SchedArgs,
+/// What one run needs besides the arguments.
+struct RunSetup {
+    coordinator_runtime: tokio::runtime::Handle,
     etcd: Option<String>,
+    /// A bench-started etcd's process, whose CPU time is reported.
+    etcd_pid: Option<u32>,
     workers: u32,
     slots: u32,
+}
+
+async fn run_one(
+    args: &SchedArgs,
+    setup: &RunSetup,
     engine: SimEngine,
 ) -> anyhow::Result<serde_json::Value> {
+    let RunSetup {
+        coordinator_runtime,
+        etcd,
+        etcd_pid,
+        workers,
+        slots,
+    } = setup;
+    let (workers, slots) = (*workers, *slots);
     let shutdown = CancellationToken::new();
     let artifacts = tempfile::tempdir()?;
     let loopback = "127.0.0.1:0".parse().expect("static address");
     let cluster = format!("bench-{}", rand_suffix());
-    let coordinator = reelfarm_coordinator::start(
-        reelfarm_coordinator::Config {
-            listen: loopback,
-            http_listen: loopback,
-            etcd: etcd.into_iter().collect(),
-            cluster,
-            artifacts: reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
-            max_queued_jobs: 1_000_000,
-            max_attempts: 3,
-            segment_frames: 12,
-            max_segments: 64,
-            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
-            advertise_address: None,
-            stuck_factor: 10.0,
-            stuck_min_seconds: 60.0,
-            failover_grace_seconds: 0.0,
-            retain_finished_jobs: 1_000_000,
-            log_json: false,
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let coordinator = coordinator_runtime
+        .spawn(reelfarm_coordinator::start(
+            reelfarm_coordinator::Config {
+                listen: loopback,
+                http_listen: loopback,
+                etcd: etcd.iter().cloned().collect(),
+                cluster,
+                artifacts: reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
+                max_queued_jobs: 1_000_000,
+                max_attempts: 3,
+                segment_frames: 12,
+                max_segments: 64,
+                farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
+                advertise_address: None,
+                stuck_factor: 10.0,
+                stuck_min_seconds: 60.0,
+                failover_grace_seconds: 0.0,
+                retain_finished_jobs: 1_000_000,
+                log_json: false,
+            },
+            shutdown.clone(),
+        ))
+        .await??;
     // The stand-in output every simulated result names (see the module docs).
     let sim_output = artifacts.path().canonicalize()?.join("jobs/sim/output.bin");
     std::fs::create_dir_all(sim_output.parent().expect("a file under jobs/sim"))?;
@@ -236,6 +274,8 @@ async fn run_one(
 
     // Release the workers.
     let samples = Arc::new(Mutex::new(Samples::default()));
+    let coordinator_cpu = ThreadsCpu::named(COORDINATOR_THREADS);
+    let etcd_cpu_before = etcd_pid.and_then(process_cpu_seconds);
     let started = Instant::now();
     let mut handles = Vec::new();
     for i in 0..workers {
@@ -269,6 +309,10 @@ async fn run_one(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let coordinator_cpu_s = coordinator_cpu.used_since();
+    let etcd_cpu_s = etcd_cpu_before
+        .zip(etcd_pid.and_then(process_cpu_seconds))
+        .map(|(before, after)| after - before);
     let succeeded = job_ids
         .iter()
         .filter(|id| {
@@ -281,7 +325,7 @@ async fn run_one(
     for h in handles {
         let _ = h.await;
     }
-    coordinator.stop().await;
+    coordinator_runtime.spawn(coordinator.stop()).await?;
 
     let mut s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     s.latencies_s.sort_by(f64::total_cmp);
@@ -295,12 +339,73 @@ async fn run_one(
         "tasks_answered_by_workers": s.tasks,
         "seconds": seconds,
         "tasks_per_second": total_tasks as f64 / seconds,
+        "coordinator_cpu_seconds": coordinator_cpu_s,
+        "coordinator_tasks_per_cpu_second": total_tasks as f64 / coordinator_cpu_s.max(1e-9),
+        "etcd_cpu_seconds": etcd_cpu_s,
         "dispatch_latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0),
                                 "samples": s.latencies_s.len()},
         "idle_without_ready_work_ms": {"p50": idle_ms(50.0), "p99": idle_ms(99.0),
                                        "samples": s.starved_s.len()},
         "timed_out": timed_out,
     }))
+}
+
+/// CPU time of this process's threads with one name, from /proc/self/task (Linux).
+struct ThreadsCpu {
+    name: &'static str,
+    /// Thread id → CPU seconds at the start.
+    start: std::collections::HashMap<String, f64>,
+}
+
+impl ThreadsCpu {
+    fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            start: Self::sample(name),
+        }
+    }
+
+    /// CPU seconds the named threads used since [`ThreadsCpu::named`]; a thread that
+    /// started since counts from zero.
+    fn used_since(&self) -> f64 {
+        Self::sample(self.name)
+            .into_iter()
+            .map(|(tid, now)| now - self.start.get(&tid).copied().unwrap_or(0.0))
+            .sum()
+    }
+
+    fn sample(name: &str) -> std::collections::HashMap<String, f64> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Default::default();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                let (comm, cpu) = parse_stat(&stat)?;
+                (comm == name).then(|| (t.file_name().to_string_lossy().into_owned(), cpu))
+            })
+            .collect()
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, cpu)| cpu)
+}
+
+/// (name, user + system CPU seconds) from a /proc `stat` line: `pid (comm) state ...`,
+/// where utime and stime are fields 14 and 15, in clock ticks of 1/100 s (USER_HZ).
+fn parse_stat(stat: &str) -> Option<(&str, f64)> {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = &stat[open + 1..close];
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state), so field n is fields[n - 3].
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / TICKS_PER_SECOND))
 }
 
 /// A cluster name no earlier run in this etcd used: each run starts from empty state.
@@ -420,4 +525,42 @@ pub(super) async fn sim_worker(
     s.latencies_s.extend(local.latencies_s);
     s.starved_s.extend(local.starved_s);
     s.tasks += local.tasks;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_with_spaces_in_the_name() {
+        let line = "4242 (rf coord (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3";
+        let (comm, cpu) = parse_stat(line).expect("a valid stat line");
+        assert_eq!(comm, "rf coord (x)");
+        assert!((cpu - 3.25).abs() < 1e-9, "{cpu}");
+    }
+
+    #[test]
+    fn reads_this_threads_cpu_time() {
+        let name = "rf-cpu-test";
+        let (used, wall) = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let before = ThreadsCpu::named(name);
+                let t = Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+                }
+                (before.used_since(), t.elapsed().as_secs_f64())
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        // A busy loop uses CPU, and one thread no more than the wall time (ticks are 10 ms;
+        // the machine may be shared, so no lower bound beyond "some").
+        assert!(
+            used > 0.0 && used <= wall + 0.02,
+            "used {used} s in {wall} s"
+        );
+    }
 }
