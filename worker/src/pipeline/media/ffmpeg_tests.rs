@@ -315,6 +315,7 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let mut report = Vec::new();
+    let mut ids_recovered = 0;
     for (i, job) in jobs.iter().enumerate() {
         for mark in [true, false] {
             let clip = make_clip(job, 1.5, mark, vec![], 5 * i as u32);
@@ -338,10 +339,12 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
                 detector.bit_errors(SECRET, job)
             );
             if mark {
-                let (got, confidence) =
-                    found.unwrap_or_else(|| panic!("clip {job}: mark lost after crf 28"));
-                assert_eq!(got, *job, "wrong job id recovered");
-                report.push(confidence);
+                let found = found.unwrap_or_else(|| panic!("clip {job}: mark lost after crf 28"));
+                if let Some(got) = &found.job_id {
+                    assert_eq!(got, job, "wrong job id recovered");
+                    ids_recovered += 1;
+                }
+                report.push(found.confidence);
                 let psnr = clip.frames.iter().map(|o| {
                     let mut m = o.clone();
                     watermark::embed(&mut m, job, SECRET, 0);
@@ -352,12 +355,17 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
                     "PSNR must exceed 40 dB, min {:?}",
                     psnr.reduce(f64::min)
                 );
-                // Reported, not asserted: at 160×96 (5.6 blocks per coded bit) the payload
-                // decodes only marginally (19-26 of 172 coded bits wrong), so whether the CRC
-                // passes depends on decoder rounding. Full-size clips are asserted in
-                // pipeline::e2e_tests.
+                // Presence is asserted for every clip; the job id only where it decodes: at
+                // 160×96 (5.6 blocks per coded bit) crf 28 leaves 19-26 of 172 coded bits
+                // wrong, at the edge of what the code corrects, so recovery here depends on
+                // the encoder's rounding. Job ids at the demo's size are asserted in
+                // pipeline::e2e_tests. Either way the copy verifies as ours.
                 let v = provenance::verify(&std::fs::read(&dst).expect("read copy"), SECRET);
                 eprintln!("crf 28, job {job}: provenance::verify gives {v:?}");
+                assert!(
+                    v.ours,
+                    "clip {job}: the re-encoded copy must verify as ours"
+                );
             } else {
                 assert_eq!(
                     found, None,
@@ -366,7 +374,11 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
             }
         }
     }
-    eprintln!("crf 28 watermark confidences: {report:?}");
+    eprintln!(
+        "crf 28 watermark: found in {}/{} marked clips, job id recovered in {ids_recovered}; confidences {report:?}",
+        report.len(),
+        jobs.len()
+    );
 }
 
 #[test]

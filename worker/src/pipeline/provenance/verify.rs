@@ -56,12 +56,10 @@ pub fn verify(data: &[u8], farm_secret: &[u8]) -> Verification {
         .as_ref()
         .ok()
         .and_then(|frames| watermark::detect(frames, farm_secret));
+    let manifest_job = || signed.filter(|_| manifest_valid).map(|m| m.manifest.job_id);
     let (job_id, watermark_confidence) = match mark {
-        Some((job, confidence)) => (Some(job), confidence),
-        None => (
-            signed.filter(|_| manifest_valid).map(|m| m.manifest.job_id),
-            0.0,
-        ),
+        Some(m) => (m.job_id.or_else(manifest_job), m.confidence),
+        None => (manifest_job(), 0.0),
     };
     Verification {
         ours: watermark_confidence > 0.0 || manifest_valid,
