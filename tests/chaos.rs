@@ -13,8 +13,9 @@
 //! accepted (one record per task, output names tagged with that attempt), and the leader's
 //! gauges must agree with the job records. The suite prints what it injected and measured.
 //!
-//! Default size runs in CI. `REELFARM_CHAOS_LONG=1 cargo test --release --test chaos --
-//! --nocapture` is the long mode: 3,000 jobs and faults until they are all done.
+//! Default size runs in CI. `cargo test --release --test chaos -- --long` is the long
+//! mode: 3,000 jobs and faults until they are all done. The suite has its own `main`
+//! (libtest-mimic) so it can take `--long` besides libtest's usual arguments.
 
 mod common;
 
@@ -378,9 +379,23 @@ async fn run(jobs: usize, long: bool) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_coordinators_four_workers_300_jobs_survive_the_weekly_failures() {
-    require_tool("etcd");
-    let long = std::env::var("REELFARM_CHAOS_LONG").is_ok_and(|v| v == "1");
-    run(if long { 3000 } else { 300 }, long).await;
+/// Takes `--long` (see the module docs); every other argument is libtest's.
+fn main() {
+    let mut long = false;
+    let args = libtest_mimic::Arguments::from_iter(std::env::args().filter(|a| {
+        let ours = a == "--long";
+        long |= ours;
+        !ours
+    }));
+    let name = "three_coordinators_four_workers_300_jobs_survive_the_weekly_failures";
+    let trial = libtest_mimic::Trial::test(name, move || {
+        require_tool("etcd");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(run(if long { 3000 } else { 300 }, long));
+        Ok(())
+    });
+    libtest_mimic::run(&args, vec![trial]).exit();
 }
