@@ -276,19 +276,17 @@ async fn run(jobs: usize, long: bool) {
 
     // Exactly one committed result per task, each the attempt its output names carry.
     let leader = farm.wait_leader(Duration::from_secs(60)).await;
-    let mut etcd = etcd_client::Client::connect([farm.etcd.endpoint.as_str()], None)
+    let etcd = etcd_client::Client::connect([farm.etcd.endpoint.as_str()], None)
         .await
         .expect("etcd");
     let prefix = format!("/reelfarm/{}/results/", farm.name);
-    let results = etcd
-        .get(
-            prefix.as_str(),
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .expect("reading results");
+    // Paged: the long mode's results exceed one gRPC message.
+    let (results, _) =
+        reelfarm_coordinator::state::etcd::get_prefix_paged(&mut etcd.kv_client(), &prefix, None)
+            .await
+            .expect("reading results");
     let mut per_job: BTreeMap<String, usize> = BTreeMap::new();
-    for kv in results.kvs() {
+    for kv in &results {
         let c: serde_json::Value = serde_json::from_slice(kv.value()).expect("completion JSON");
         let job = c["job_id"].as_str().unwrap_or_default().to_string();
         *per_job.entry(job.clone()).or_default() += 1;

@@ -134,45 +134,53 @@ pub struct EtcdStore {
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
 
+/// Every key under `prefix` (which ends in '/'), read in pages of [`LOAD_PAGE`] keys (a
+/// farm's history does not fit in one gRPC message), all at one revision: `at`, or the
+/// first page's. Returns the key-values and that revision. Public so that tests read a
+/// farm's keys the way the store does.
+pub async fn get_prefix_paged(
+    kv: &mut etcd_client::KvClient,
+    prefix: &str,
+    at: Option<i64>,
+) -> StoreResult<(Vec<etcd_client::KeyValue>, i64)> {
+    let mut end = prefix.as_bytes().to_vec();
+    // The prefix ends in '/', so incrementing its last byte cannot overflow.
+    *end.last_mut().expect("non-empty prefix") += 1;
+    let mut from = prefix.as_bytes().to_vec();
+    let mut revision = at;
+    let mut out = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(LOAD_PAGE)
+            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+        if let Some(r) = revision {
+            options = options.with_revision(r);
+        }
+        let mut resp = timed(kv.get(from.clone(), Some(options))).await?;
+        let header_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let revision = *revision.get_or_insert(header_revision);
+        let more = resp.more();
+        let mut kvs = resp.take_kvs();
+        if let Some(last) = kvs.last() {
+            from = last.key().to_vec();
+            from.push(0);
+        }
+        let page_empty = kvs.is_empty();
+        out.append(&mut kvs);
+        if !more || page_empty {
+            return Ok((out, revision));
+        }
+    }
+}
+
 impl EtcdStore {
-    /// Every key under `prefix`, read in pages of [`LOAD_PAGE`] keys (a farm's history does
-    /// not fit in one gRPC message), all at one revision: `at`, or the first page's.
-    /// Returns the key-values and that revision.
     async fn get_prefix(
         &self,
         prefix: &str,
         at: Option<i64>,
     ) -> StoreResult<(Vec<etcd_client::KeyValue>, i64)> {
-        let mut end = prefix.as_bytes().to_vec();
-        // The prefix ends in '/', so incrementing its last byte cannot overflow.
-        *end.last_mut().expect("non-empty prefix") += 1;
-        let mut kv = self.client.kv_client();
-        let mut from = prefix.as_bytes().to_vec();
-        let mut revision = at;
-        let mut out = Vec::new();
-        loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LOAD_PAGE)
-                .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
-            if let Some(r) = revision {
-                options = options.with_revision(r);
-            }
-            let mut resp = timed(kv.get(from.clone(), Some(options))).await?;
-            let header_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-            let revision = *revision.get_or_insert(header_revision);
-            let more = resp.more();
-            let mut kvs = resp.take_kvs();
-            if let Some(last) = kvs.last() {
-                from = last.key().to_vec();
-                from.push(0);
-            }
-            let page_empty = kvs.is_empty();
-            out.append(&mut kvs);
-            if !more || page_empty {
-                return Ok((out, revision));
-            }
-        }
+        get_prefix_paged(&mut self.client.kv_client(), prefix, at).await
     }
 
     /// A store for `cluster` on an open client; starts the group-commit task.
