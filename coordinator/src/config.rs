@@ -89,6 +89,37 @@ pub struct Config {
 }
 
 impl Config {
+    /// A coordinator embedded in another process (the demo, benchmarks): gRPC and HTTP on
+    /// loopback ports the OS picks, the development farm secret, 3 attempts per task, no
+    /// failover grace (no earlier leader's workers to wait for), finished jobs kept for the
+    /// whole run; segments, stuck detection and logs as the flags' defaults.
+    pub fn in_process(
+        cluster: String,
+        etcd: Vec<String>,
+        artifacts: StoreConfig,
+        max_queued_jobs: usize,
+    ) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            listen: loopback,
+            http_listen: loopback,
+            etcd,
+            cluster,
+            artifacts,
+            max_queued_jobs,
+            max_attempts: 3,
+            segment_frames: 12,
+            max_segments: 64,
+            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
+            advertise_address: None,
+            stuck_factor: 10.0,
+            stuck_min_seconds: 60.0,
+            failover_grace_seconds: 0.0,
+            retain_finished_jobs: 1_000_000,
+            log_json: false,
+        }
+    }
+
     /// Checks values clap cannot; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         let cluster_ok = !self.cluster.is_empty()

@@ -34,24 +34,12 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
     let loopback = "127.0.0.1:0".parse().expect("static address");
 
     let coordinator = reelfarm_coordinator::start(
-        reelfarm_coordinator::Config {
-            listen: loopback,
-            http_listen: loopback,
-            etcd: vec![],
-            cluster: "demo".into(),
-            artifacts: StoreConfig::local(&out),
-            max_queued_jobs: 100,
-            max_attempts: 3,
-            segment_frames: 12,
-            max_segments: 64,
-            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
-            advertise_address: None,
-            stuck_factor: 10.0,
-            stuck_min_seconds: 60.0,
-            failover_grace_seconds: 0.0,
-            retain_finished_jobs: 1_000_000,
-            log_json: false,
-        },
+        reelfarm_coordinator::Config::in_process(
+            "demo".into(),
+            vec![],
+            StoreConfig::local(&out),
+            100,
+        ),
         shutdown.clone(),
     )
     .await?;

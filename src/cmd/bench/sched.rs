@@ -204,28 +204,15 @@ async fn run_one(
     let (workers, slots) = (*workers, *slots);
     let shutdown = CancellationToken::new();
     let artifacts = tempfile::tempdir()?;
-    let loopback = "127.0.0.1:0".parse().expect("static address");
     let cluster = format!("bench-{}", rand_suffix());
     let coordinator = coordinator_runtime
         .spawn(reelfarm_coordinator::start(
-            reelfarm_coordinator::Config {
-                listen: loopback,
-                http_listen: loopback,
-                etcd: etcd.iter().cloned().collect(),
+            reelfarm_coordinator::Config::in_process(
                 cluster,
-                artifacts: reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
-                max_queued_jobs: 1_000_000,
-                max_attempts: 3,
-                segment_frames: 12,
-                max_segments: 64,
-                farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
-                advertise_address: None,
-                stuck_factor: 10.0,
-                stuck_min_seconds: 60.0,
-                failover_grace_seconds: 0.0,
-                retain_finished_jobs: 1_000_000,
-                log_json: false,
-            },
+                etcd.iter().cloned().collect(),
+                reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
+                1_000_000,
+            ),
             shutdown.clone(),
         ))
         .await??;
