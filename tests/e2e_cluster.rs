@@ -157,6 +157,41 @@ async fn job_succeeds_across_two_workers_with_intact_outputs() {
 }
 
 #[tokio::test]
+async fn a_weighted_tenant_is_not_queued_behind_another_tenants_backlog() {
+    // One one-slot worker, connected after the queue is loaded: six CRM jobs, then one ad
+    // job whose tenant weighs 3. By age alone the ad job would finish last.
+    let mut cluster = Cluster::start(no_workers(&["--tenant-weights", "ads=3"])).await;
+    let tenant_spec = |tenant: &str| v1::JobSpec {
+        tenant: tenant.into(),
+        ..spec("a red rubber ball bouncing on a wooden floor")
+    };
+    let mut crm = Vec::new();
+    for _ in 0..6 {
+        crm.push(cluster.submit(tenant_spec("crm")).await.id);
+    }
+    let ads = cluster.submit(tenant_spec("ads")).await.id;
+    cluster.add_worker("w1");
+    cluster.wait_workers_connected(&["w1".to_string()]).await;
+
+    let finished = |job: &v1::Job| {
+        let t = job.finished_at.expect("a finished job has finished_at");
+        (t.seconds, t.nanos)
+    };
+    let ads_done = finished(&cluster.wait_succeeded(&ads).await);
+    let mut crm_after = 0;
+    for id in &crm {
+        if finished(&cluster.wait_succeeded(id).await) > ads_done {
+            crm_after += 1;
+        }
+    }
+    assert!(
+        crm_after >= 5,
+        "the ad job (tenant weight 3) was expected to finish before at least 5 of the 6 \
+         older CRM jobs, finished before {crm_after}"
+    );
+}
+
+#[tokio::test]
 async fn video_output_is_an_mp4_with_h264_video_of_the_requested_size_and_audio() {
     require_tool("ffprobe");
     let cluster = Cluster::start(ClusterOptions::default()).await;

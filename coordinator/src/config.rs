@@ -6,7 +6,7 @@ use clap::Parser;
 use reelfarm_worker::artifacts::StoreConfig;
 
 use crate::planner::PlannerConfig;
-use crate::scheduler::{FarmConfig, SchedulerConfig};
+use crate::scheduler::{FarmConfig, SchedulerConfig, TenantWeights};
 
 /// reelfarm coordinator: accepts jobs over gRPC, plans them into tasks, schedules the tasks
 /// on workers, and keeps durable state in etcd (or in memory without --etcd).
@@ -51,6 +51,13 @@ pub struct Config {
     /// resubmission; older ones are deleted, so both stay bounded under sustained load.
     #[arg(long, env = "REELFARM_RETAIN_FINISHED_JOBS", default_value_t = 10_000)]
     pub retain_finished_jobs: usize,
+
+    /// Each tenant's share of the farm, as TENANT=WEIGHT pairs (weights 1..=1000), e.g.
+    /// `ads=3,crm=1`; tenants not named weigh 1. Within a priority class, backlogged
+    /// tenants get dispatched work in proportion to their weights.
+    #[arg(long, env = "REELFARM_TENANT_WEIGHTS", default_value = "", hide_default_value = true,
+          value_parser = TenantWeights::from_flag)]
+    pub tenant_weights: TenantWeights,
 
     /// Attempts of one task (errors and lost workers) before its job fails.
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
@@ -116,6 +123,7 @@ impl Config {
             stuck_min_seconds: 60.0,
             failover_grace_seconds: 0.0,
             retain_finished_jobs: 1_000_000,
+            tenant_weights: TenantWeights::default(),
             log_json: false,
         }
     }
@@ -199,6 +207,7 @@ impl Config {
                 stuck_factor: self.stuck_factor,
                 stuck_min: std::time::Duration::from_secs_f64(self.stuck_min_seconds),
                 retain_finished: self.retain_finished_jobs,
+                tenant_weights: self.tenant_weights.clone(),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

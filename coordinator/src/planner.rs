@@ -36,6 +36,14 @@ const PLAN_WEIGHT: f64 = 1.0;
 const AUDIO_WEIGHT_PER_FRAME: f64 = 0.5;
 const ASSEMBLE_WEIGHT_PER_FRAME: f64 = 0.1;
 
+/// A task's estimated work, for the tenants' fair share (see `scheduler::queue`): its
+/// weight in frame-steps times the pixels of a frame, in units of 1,024 pixel-steps, at
+/// least 1. A 1080p segment of 12 frames at 30 steps is 729,000 units; its job's plan, 2,025.
+pub fn estimated_work(spec: &JobSpec, task: &TaskDef) -> u64 {
+    let pixels = f64::from(spec.width) * f64::from(spec.height);
+    ((task.weight * pixels / 1024.0).round() as u64).max(1)
+}
+
 /// Plans `spec` into tasks, in dependency order (every task's deps come before it).
 pub fn plan(spec: &JobSpec, config: PlannerConfig) -> Vec<TaskDef> {
     let frames = spec.frame_count();

@@ -24,7 +24,7 @@ mod retention;
 #[cfg(test)]
 mod tests;
 
-use super::queue::ReadyQueue;
+use super::queue::{ReadyQueue, TenantWeights};
 use super::view::{JobView, TaskRunView, WorkerView};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -34,7 +34,7 @@ use crate::model::{
 use crate::state::Write;
 
 /// Limits of the farm (from the coordinator's flags).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct FarmConfig {
     /// Assignments that may end in an error or a lost worker before the job fails.
     pub max_attempts: u32,
@@ -47,6 +47,8 @@ pub struct FarmConfig {
     pub stuck_min: Duration,
     /// Finished jobs kept (see `retention`).
     pub retain_finished: usize,
+    /// Each tenant's share of the farm (see [`super::queue`]).
+    pub tenant_weights: TenantWeights,
 }
 
 /// A message for one worker's stream.
@@ -239,12 +241,12 @@ impl Farm {
         metrics.term.set(term as i64);
         Self {
             term,
+            ready: ReadyQueue::new(config.tenant_weights.clone()),
             config,
             metrics,
             jobs: BTreeMap::new(),
             idempotency: HashMap::new(),
             active_jobs: 0,
-            ready: ReadyQueue::default(),
             workers: HashMap::new(),
             idle: VecDeque::new(),
             next_session: 0,
@@ -258,8 +260,8 @@ impl Farm {
         self.term
     }
 
-    pub fn config(&self) -> FarmConfig {
-        self.config
+    pub fn config(&self) -> &FarmConfig {
+        &self.config
     }
 
     pub fn active_jobs(&self) -> usize {
@@ -579,8 +581,16 @@ fn enqueue(ready: &mut ReadyQueue, metrics: &Metrics, job: &mut JobEntry, index:
         return;
     }
     task.queued = true;
-    let priority = job.record.spec.priority;
-    ready.push(priority, job.record.id.clone(), index);
+    let spec = &job.record.spec;
+    let cost = crate::planner::estimated_work(spec, &job.record.tasks[index as usize]);
+    ready.push(
+        spec.priority,
+        &spec.tenant,
+        job.record.id.clone(),
+        index,
+        cost,
+    );
+    let priority = spec.priority;
     metrics.queue_depth(priority).inc();
 }
 

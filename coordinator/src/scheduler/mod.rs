@@ -29,6 +29,7 @@ use farm::Farm;
 pub use farm::{
     Assignment, CancelRefusal, Commit, FarmConfig, Rejection, TaskInput, ToWorker, WorkerInfo,
 };
+pub use queue::{TenantWeights, MAX_TENANT_WEIGHT};
 pub use view::{JobView, TaskRunView, WorkerView};
 
 /// Finished jobs deleted per store transaction (3 operations each; etcd allows 128).
@@ -72,7 +73,7 @@ pub enum CancelError {
 }
 
 /// Settings of the scheduler.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     pub farm: FarmConfig,
     pub planner: PlannerConfig,

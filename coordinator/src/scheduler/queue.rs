@@ -1,13 +1,71 @@
-//! The ready queue: READY tasks ordered by priority class, then age (submission order).
+//! The ready queue: READY tasks ordered by priority class, then the tenant's weighted fair
+//! share, then age (enqueue order).
 //!
-//! Entries are never removed from the middle: a task that leaves READY (cancelled, or
-//! its job failed) stays in the heap and is skipped when popped (lazy deletion), which keeps
-//! every operation O(log n).
+//! Fair share is start-time fair queuing over tenants. Every tenant has a virtual time that
+//! grows by the estimated work of each task dispatched for it, divided by its weight
+//! ([`TenantWeights`]); within a priority class the tenant with the smallest virtual time
+//! goes next. So two backlogged tenants of weights 3 and 1 get three quarters and one
+//! quarter of the dispatched work, whatever their queue lengths, and a tenant that submits
+//! 10,000 jobs does not hold back one that submits ten. A tenant that had nothing queued
+//! starts at the farm's current virtual time: idle time earns no credit to burst later.
+//! Virtual times live in memory only; a new leader starts every tenant level.
+//!
+//! Entries are never removed from the middle: a task that leaves READY (cancelled, or its
+//! job failed) stays queued and is skipped when popped (lazy deletion); a skipped entry
+//! charges nothing. Every operation is O(log tenants).
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::model::{JobId, Priority};
+
+/// Largest weight a tenant may have (the smallest is 1).
+pub const MAX_TENANT_WEIGHT: u32 = 1000;
+
+/// Each tenant's share of the farm relative to the others; tenants not named weigh 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantWeights(HashMap<String, u32>);
+
+impl TenantWeights {
+    /// Parses `tenant=weight` pairs, e.g. `["ads=3", "crm=1"]`; the message names the bad
+    /// pair and the bound.
+    pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<Self, String> {
+        let mut weights = HashMap::new();
+        for pair in pairs {
+            let pair = pair.as_ref().trim();
+            let (tenant, weight) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--tenant-weights: {pair:?} must be TENANT=WEIGHT"))?;
+            crate::api::validate::tenant("--tenant-weights: tenant", tenant)
+                .map_err(|e| e.to_string())?;
+            let weight: u32 = weight
+                .parse()
+                .ok()
+                .filter(|w| (1..=MAX_TENANT_WEIGHT).contains(w))
+                .ok_or_else(|| {
+                    format!(
+                        "--tenant-weights: the weight of {tenant:?} must be an integer 1..={MAX_TENANT_WEIGHT}, got {weight:?}"
+                    )
+                })?;
+            if weights.insert(tenant.to_string(), weight).is_some() {
+                return Err(format!(
+                    "--tenant-weights: {tenant:?} is given a weight twice"
+                ));
+            }
+        }
+        Ok(Self(weights))
+    }
+
+    /// Parses the flag's form: `ads=3,crm=1`; empty means every tenant weighs 1.
+    pub fn from_flag(s: &str) -> Result<Self, String> {
+        let pairs: Vec<&str> = s.split(',').filter(|p| !p.trim().is_empty()).collect();
+        Self::parse(&pairs)
+    }
+
+    pub fn get(&self, tenant: &str) -> u32 {
+        self.0.get(tenant).copied().unwrap_or(1)
+    }
+}
 
 /// One queued task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,58 +75,186 @@ pub struct ReadyItem {
     pub seq: u64,
     pub job_id: JobId,
     pub task_index: u32,
+    /// Estimated work, charged to the tenant when the task is dispatched.
+    pub cost: u64,
 }
 
-impl Ord for ReadyItem {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap pops the greatest: higher priority first, then the older (lower seq).
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
+/// Virtual time, in work units × [`MAX_TENANT_WEIGHT`] / weight (exact for every weight).
+type VTime = u128;
+
+#[derive(Debug)]
+struct TenantState {
+    vtime: VTime,
+    weight: u32,
+    /// Priority classes in which the tenant has entries.
+    classes: u8,
 }
 
-impl PartialOrd for ReadyItem {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// One priority class: each tenant's entries, oldest first, and the tenants in serving order.
+#[derive(Debug, Default)]
+struct Class {
+    queues: HashMap<Arc<str>, VecDeque<ReadyItem>>,
+    /// (virtual time, tenant) of every tenant with entries here: the first goes next.
+    order: BTreeSet<(VTime, Arc<str>)>,
 }
 
 /// See the module docs.
-#[derive(Default, Debug)]
+#[derive(Debug, Default)]
 pub struct ReadyQueue {
-    heap: BinaryHeap<ReadyItem>,
+    classes: BTreeMap<Priority, Class>,
+    tenants: HashMap<Arc<str>, TenantState>,
+    weights: TenantWeights,
+    /// The start tag of the last dispatch: where a tenant that becomes active starts.
+    system_vtime: VTime,
     next_seq: u64,
+    len: usize,
+    /// Dispatches charged; every [`SWEEP_EVERY`] the tenants that left are dropped.
+    charges: u64,
 }
 
+/// How often the tenant map is swept of tenants with nothing queued and no debt.
+const SWEEP_EVERY: u64 = 1024;
+
 impl ReadyQueue {
-    pub fn push(&mut self, priority: Priority, job_id: JobId, task_index: u32) {
+    pub fn new(weights: TenantWeights) -> Self {
+        Self {
+            weights,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        priority: Priority,
+        tenant: &str,
+        job_id: JobId,
+        task_index: u32,
+        cost: u64,
+    ) {
         self.next_seq += 1;
-        self.heap.push(ReadyItem {
+        self.len += 1;
+        let item = ReadyItem {
             priority,
             seq: self.next_seq,
             job_id,
             task_index,
-        });
+            cost,
+        };
+        let tenant: Arc<str> = match self.tenants.get_key_value(tenant) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = tenant.into();
+                let state = TenantState {
+                    vtime: 0,
+                    weight: self.weights.get(tenant),
+                    classes: 0,
+                };
+                self.tenants.insert(k.clone(), state);
+                k
+            }
+        };
+        let state = self.tenants.get_mut(&tenant).expect("inserted above");
+        if state.classes == 0 {
+            // Idle until now: no credit for the idle time.
+            state.vtime = state.vtime.max(self.system_vtime);
+        }
+        let class = self.classes.entry(priority).or_default();
+        let queue = class.queues.entry(tenant.clone()).or_default();
+        if queue.is_empty() {
+            state.classes += 1;
+            class.order.insert((state.vtime, tenant));
+        }
+        queue.push_back(item);
     }
 
-    /// Pops the best entry for which `still_ready` holds, dropping stale ones on the way.
+    /// Pops the best entry for which `still_ready` holds, dropping stale ones on the way,
+    /// and charges its cost to its tenant.
     pub fn pop(&mut self, mut still_ready: impl FnMut(&ReadyItem) -> bool) -> Option<ReadyItem> {
-        while let Some(item) = self.heap.pop() {
-            if still_ready(&item) {
+        loop {
+            let mut class_entry = self.classes.last_entry()?;
+            let class = class_entry.get_mut();
+            let (vtime, tenant) = class.order.first().cloned().expect("a class has tenants");
+            let queue = class
+                .queues
+                .get_mut(&tenant)
+                .expect("ordered tenants have entries");
+            let item = queue.pop_front().expect("queues are never left empty");
+            self.len -= 1;
+            if queue.is_empty() {
+                class.queues.remove(&tenant);
+                class.order.remove(&(vtime, tenant.clone()));
+                if class.order.is_empty() {
+                    class_entry.remove();
+                }
+                self.tenants
+                    .get_mut(&tenant)
+                    .expect("queued tenants are known")
+                    .classes -= 1;
+            }
+            let live = still_ready(&item);
+            if live {
+                self.charge(&tenant, item.cost);
+            }
+            self.forget_if_idle(&tenant);
+            if self.len == 0 {
+                // Nothing waits, so nobody is owed anything: start level from here.
+                self.system_vtime = self
+                    .tenants
+                    .values()
+                    .map(|s| s.vtime)
+                    .fold(self.system_vtime, VTime::max);
+                self.tenants.clear();
+            }
+            if live {
                 return Some(item);
             }
         }
-        None
     }
 
-    /// Entries in the heap, stale ones included.
+    /// Advances `tenant`'s virtual time by `cost` / its weight, keeping every class's order.
+    fn charge(&mut self, tenant: &Arc<str>, cost: u64) {
+        let state = self
+            .tenants
+            .get_mut(tenant)
+            .expect("queued tenants are known");
+        let start = state.vtime.max(self.system_vtime);
+        self.system_vtime = start;
+        let old = state.vtime;
+        state.vtime =
+            start + VTime::from(cost) * VTime::from(MAX_TENANT_WEIGHT) / VTime::from(state.weight);
+        if state.classes > 0 {
+            for class in self.classes.values_mut() {
+                if class.order.remove(&(old, tenant.clone())) {
+                    class.order.insert((state.vtime, tenant.clone()));
+                }
+            }
+        }
+        self.charges += 1;
+        if self.charges.is_multiple_of(SWEEP_EVERY) {
+            let now = self.system_vtime;
+            self.tenants.retain(|_, s| s.classes > 0 || s.vtime > now);
+        }
+    }
+
+    /// Drops a tenant with nothing queued and no debt (its state would be rebuilt the same),
+    /// so the map holds only recently active tenants.
+    fn forget_if_idle(&mut self, tenant: &Arc<str>) {
+        if self
+            .tenants
+            .get(tenant)
+            .is_some_and(|s| s.classes == 0 && s.vtime <= self.system_vtime)
+        {
+            self.tenants.remove(tenant);
+        }
+    }
+
+    /// Entries queued, stale ones included.
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 }
 
@@ -76,24 +262,165 @@ impl ReadyQueue {
 mod tests {
     use super::*;
 
-    #[test]
-    fn higher_priority_is_dispatched_first_then_older_first() {
-        let mut q = ReadyQueue::default();
-        q.push(Priority::Normal, "a".into(), 0);
-        q.push(Priority::Low, "b".into(), 0);
-        q.push(Priority::High, "c".into(), 0);
-        q.push(Priority::Normal, "d".into(), 0);
-        let order: Vec<_> = std::iter::from_fn(|| q.pop(|_| true).map(|i| i.job_id)).collect();
-        assert_eq!(order, ["c", "a", "d", "b"], "priority class, then age");
+    fn drain(q: &mut ReadyQueue, n: usize) -> Vec<String> {
+        std::iter::from_fn(|| q.pop(|_| true).map(|i| i.job_id))
+            .take(n)
+            .collect()
+    }
+
+    /// Tenant of a job id "tenant/n".
+    fn tenant_of(job: &str) -> &str {
+        job.split('/').next().expect("tenant/n")
+    }
+
+    fn count(jobs: &[String], tenant: &str) -> usize {
+        jobs.iter().filter(|j| tenant_of(j) == tenant).count()
+    }
+
+    fn push_n(q: &mut ReadyQueue, tenant: &str, n: usize, cost: u64) {
+        for i in 0..n {
+            q.push(Priority::Normal, tenant, format!("{tenant}/{i}"), 0, cost);
+        }
     }
 
     #[test]
-    fn stale_entries_are_skipped() {
+    fn higher_priority_is_dispatched_first_then_older_first() {
         let mut q = ReadyQueue::default();
-        q.push(Priority::Normal, "gone".into(), 0);
-        q.push(Priority::Normal, "live".into(), 0);
-        let item = q.pop(|i| i.job_id != "gone").expect("live entry");
-        assert_eq!(item.job_id, "live");
-        assert!(q.is_empty(), "the stale entry was dropped");
+        q.push(Priority::Normal, "t", "a".into(), 0, 1);
+        q.push(Priority::Low, "t", "b".into(), 0, 1);
+        q.push(Priority::High, "t", "c".into(), 0, 1);
+        q.push(Priority::Normal, "t", "d".into(), 0, 1);
+        assert_eq!(
+            drain(&mut q, 10),
+            ["c", "a", "d", "b"],
+            "priority class, then age"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn priority_class_comes_before_fair_share() {
+        let mut q = ReadyQueue::default();
+        push_n(&mut q, "heavy", 50, 1);
+        drain(&mut q, 50);
+        q.push(Priority::Normal, "light", "light/0".into(), 0, 1);
+        q.push(Priority::High, "heavy", "heavy/high".into(), 0, 1);
+        assert_eq!(drain(&mut q, 2), ["heavy/high", "light/0"]);
+    }
+
+    #[test]
+    fn a_flooding_tenant_does_not_hold_back_a_small_one() {
+        let mut q = ReadyQueue::default();
+        push_n(&mut q, "crm", 10_000, 1);
+        drain(&mut q, 100);
+        push_n(&mut q, "ads", 10, 1);
+        let next = drain(&mut q, 20);
+        assert_eq!(count(&next, "ads"), 10, "equal weights alternate: {next:?}");
+        // Each tenant's own tasks stay in age order.
+        let ads: Vec<_> = next.iter().filter(|j| tenant_of(j) == "ads").collect();
+        assert_eq!(ads.first().map(|s| s.as_str()), Some("ads/0"));
+        assert_eq!(ads.last().map(|s| s.as_str()), Some("ads/9"));
+    }
+
+    #[test]
+    fn weights_split_the_dispatched_work() {
+        let mut q = ReadyQueue::new(TenantWeights::parse(&["ads=3"]).expect("valid"));
+        push_n(&mut q, "ads", 1000, 1);
+        push_n(&mut q, "crm", 1000, 1);
+        let first = drain(&mut q, 400);
+        assert_eq!((count(&first, "ads"), count(&first, "crm")), (300, 100));
+    }
+
+    #[test]
+    fn share_is_by_estimated_work_not_task_count() {
+        let mut q = ReadyQueue::default();
+        push_n(&mut q, "big", 100, 4);
+        push_n(&mut q, "small", 400, 1);
+        let first = drain(&mut q, 100);
+        assert_eq!((count(&first, "big"), count(&first, "small")), (20, 80));
+    }
+
+    #[test]
+    fn idle_time_earns_no_credit() {
+        let mut q = ReadyQueue::default();
+        push_n(&mut q, "early", 1000, 1);
+        drain(&mut q, 500);
+        push_n(&mut q, "late", 1000, 1);
+        let next = drain(&mut q, 100);
+        assert!(
+            (49..=51).contains(&count(&next, "late")),
+            "a newcomer gets its share, not 500 tasks of back pay: {}",
+            count(&next, "late")
+        );
+    }
+
+    #[test]
+    fn stale_entries_are_skipped_and_charge_nothing() {
+        let mut q = ReadyQueue::default();
+        push_n(&mut q, "a", 10, 1);
+        push_n(&mut q, "b", 10, 1);
+        // Every entry of "a" is stale: popping skips them without charging "a".
+        let live = q.pop(|i| tenant_of(&i.job_id) == "b").expect("b is live");
+        assert_eq!(live.job_id, "b/0");
+        assert_eq!(
+            q.len(),
+            9,
+            "a's 10 stale entries were dropped, b has 9 left"
+        );
+        push_n(&mut q, "a", 2, 1);
+        assert_eq!(
+            drain(&mut q, 3),
+            ["a/0", "a/1", "b/1"],
+            "a was not charged for its stale entries (it would wait behind b's 9 otherwise)"
+        );
+    }
+
+    #[test]
+    fn idle_tenants_are_forgotten() {
+        let mut q = ReadyQueue::default();
+        for t in 0..100 {
+            q.push(Priority::Normal, &format!("t{t}"), format!("t{t}/0"), 0, 1);
+        }
+        drain(&mut q, 100);
+        assert!(q.is_empty());
+        assert!(q.tenants.is_empty(), "{} tenants kept", q.tenants.len());
+        // Under load, tenants that left are swept once the farm's time passes theirs.
+        push_n(&mut q, "busy", 10_000, 1);
+        for t in 0..3000 {
+            q.push(Priority::Normal, &format!("t{t}"), format!("t{t}/0"), 0, 1);
+            drain(&mut q, 2);
+        }
+        assert!(
+            q.tenants.len() < 2 * SWEEP_EVERY as usize,
+            "{} tenants kept",
+            q.tenants.len()
+        );
+    }
+
+    #[test]
+    fn weights_are_parsed_with_named_errors() {
+        let w = TenantWeights::parse(&["ads=3", "crm=1"]).expect("valid");
+        assert_eq!((w.get("ads"), w.get("crm"), w.get("other")), (3, 1, 1));
+        for (bad, says) in [
+            ("ads", "TENANT=WEIGHT"),
+            ("ads=0", "1..=1000"),
+            ("ads=1001", "1..=1000"),
+            ("ads=x", "1..=1000"),
+            ("Ads=2", "--tenant-weights: tenant must be"),
+        ] {
+            let e = TenantWeights::parse(&[bad]).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            TenantWeights::from_flag("ads=3, crm=1").expect("valid"),
+            w,
+            "the flag's comma-separated form"
+        );
+        assert_eq!(
+            TenantWeights::from_flag("").expect("empty"),
+            TenantWeights::default()
+        );
+        let e = TenantWeights::parse(&["a=1", "a=2"]).expect_err("twice");
+        assert!(e.contains("twice"), "{e}");
     }
 }

@@ -34,6 +34,7 @@ fn config() -> FarmConfig {
         stuck_factor: 10.0,
         stuck_min: std::time::Duration::from_secs(30),
         retain_finished: 1000,
+        tenant_weights: Default::default(),
     }
 }
 
@@ -104,6 +105,33 @@ fn higher_priority_jobs_are_dispatched_first() {
     assert_eq!(
         a[0].token.job_id, "000000000000000b",
         "the high-priority job's plan goes first"
+    );
+}
+
+#[test]
+fn a_tenant_with_one_job_is_not_queued_behind_another_tenants_backlog() {
+    let mut f = farm();
+    let ids = ["0000000000000001", "0000000000000002", "0000000000000003"];
+    for id in ids {
+        let mut record = job_record(id);
+        record.spec.tenant = "ads".into();
+        f.insert_job(record, &[]);
+    }
+    let mut small = job_record("0000000000000004");
+    small.spec.tenant = "crm".into();
+    f.insert_job(small, &[]);
+    let mut w = worker(&mut f, "w", 1);
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        f.dispatch();
+        let a = assignments(&mut w).pop().expect("one slot, one assignment");
+        order.push(a.token.job_id.clone());
+        succeed(&mut f, "w", &a);
+    }
+    assert_eq!(
+        order,
+        ["0000000000000001", "0000000000000004"],
+        "the second slot goes to crm's plan, not to the older ads backlog"
     );
 }
 
@@ -370,7 +398,7 @@ fn cancels(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<AttemptToken> {
     out
 }
 
-fn task<'a>(f: &'a Farm, job: &str, task_id: &str) -> TaskRunView {
+fn task(f: &Farm, job: &str, task_id: &str) -> TaskRunView {
     f.job_view(job, true)
         .expect("job")
         .tasks
