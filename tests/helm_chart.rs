@@ -320,6 +320,14 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
         let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
         let w = &worker["spec"]["template"]["spec"]["containers"][0];
 
+        // A tenantWeights map becomes one --tenant-weights flag (sorted by tenant).
+        let expected_weights = (name == "gpu-external-etcd-s3-values").then_some("ads=3,crm=1");
+        assert_eq!(
+            arg(c, "tenant-weights"),
+            expected_weights,
+            "{name}: --tenant-weights from coordinator.tenantWeights"
+        );
+
         // Leader election: several replicas, each advertising its own pod IP.
         let replicas = coordinator["spec"]["replicas"].as_i64().unwrap_or(1);
         assert!(
