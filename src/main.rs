@@ -124,6 +124,10 @@ enum Bench {
         /// 0 skips it.
         #[arg(long, default_value_t = 0.5)]
         latency_load: f64,
+        /// Tenants the jobs are spread over (round-robin, equal weights): the fair-share
+        /// queue's cost with many tenants backlogged at once.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        tenants: u32,
     },
     /// Sustained load: SubmitJob at a fixed rate against a coordinator process with
     /// simulated workers; accepted, refused and the coordinator's memory.
@@ -234,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             task_ms,
             latency_load,
+            tenants,
         }) => {
             anyhow::ensure!(
                 (0.0..1.0).contains(&latency_load),
@@ -247,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
                 etcd,
                 task_ms,
                 latency_load,
+                tenants,
             })
             .await
         }

@@ -48,6 +48,8 @@ pub struct SchedArgs {
     pub task_ms: u64,
     /// Offered load of the `at_load` run as a fraction of the saturated throughput; 0 skips it.
     pub latency_load: f64,
+    /// Tenants the jobs are spread over, round-robin.
+    pub tenants: u32,
 }
 
 /// Task duration jitter of the `at_load` run: each task takes (1 ± this) × the mean.
@@ -137,6 +139,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
         "machine": super::machine(),
         "task_ms": args.task_ms,
+        "tenants": args.tenants,
         "results": results,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -242,8 +245,11 @@ async fn run_one(
         let n = left.min(SUBMIT_BATCH);
         let req = v1::SubmitBatchRequest {
             jobs: (0..n)
-                .map(|_| v1::SubmitJobRequest {
-                    spec: Some(spec.clone()),
+                .map(|i| v1::SubmitJobRequest {
+                    spec: Some(v1::JobSpec {
+                        tenant: format!("tenant-{}", (jobs - left + i) % args.tenants as usize),
+                        ..spec.clone()
+                    }),
                     idempotency_key: String::new(),
                 })
                 .collect(),
