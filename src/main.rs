@@ -77,8 +77,11 @@ enum Command {
     Cancel { id: String },
     /// List connected workers.
     Workers,
-    /// Stop giving a worker new tasks; it finishes those it runs.
+    /// Stop giving a worker new tasks; it finishes those it runs. Holds across the worker's
+    /// reconnects and coordinator failovers until `uncordon`.
     Drain { id: String },
+    /// Lift `drain`: the worker takes tasks again.
+    Uncordon { id: String },
     /// List the prompt words the scene parser understands.
     Words,
     /// Run a whole farm in this process (in-memory state, local workers) on one job.
@@ -226,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Cancel { id } => cmd::cancel::run(c, &id, f).await,
         Command::Workers => cmd::workers::list(c, f).await,
         Command::Drain { id } => cmd::workers::drain(c, &id, f).await,
+        Command::Uncordon { id } => cmd::workers::uncordon(c, &id, f).await,
         Command::Words => cmd::words::run(f),
         Command::Demo { spec, workers, out } => {
             cmd::demo::run(cmd::demo::DemoArgs { spec, workers, out }, f).await

@@ -741,6 +741,88 @@ async fn get_and_cancel_of_an_unknown_job_are_not_found() {
     assert_eq!(status.code(), Code::NotFound, "CancelJob: {status:?}");
 }
 
+#[tokio::test]
+async fn an_operator_drain_holds_across_a_coordinator_restart_until_uncordoned() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        ..Default::default()
+    })
+    .await;
+    let mut admin = cluster.admin();
+    let status = admin
+        .drain_worker(v1::DrainWorkerRequest {
+            id: "nobody".into(),
+        })
+        .await
+        .expect_err("draining an unknown worker was expected to fail");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = admin
+        .uncordon_worker(v1::UncordonWorkerRequest { id: String::new() })
+        .await
+        .expect_err("an empty id was expected to be refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        cluster.etcd_keys("cordons/").await.is_empty(),
+        "refused requests store nothing"
+    );
+
+    let drained = admin
+        .drain_worker(v1::DrainWorkerRequest {
+            id: "worker-0".into(),
+        })
+        .await
+        .expect("DrainWorker")
+        .into_inner()
+        .worker
+        .expect("the drained worker");
+    assert!(
+        drained.cordoned && drained.state == v1::WorkerState::Draining as i32,
+        "{drained:?}"
+    );
+    assert_eq!(
+        cluster.etcd_keys("cordons/").await.len(),
+        1,
+        "the drain is stored"
+    );
+
+    // A new coordinator process reads the drain back; the worker reconnects to it drained.
+    cluster.coordinator.restart().await;
+    cluster
+        .wait_workers_connected(&["worker-0".to_string()])
+        .await;
+    let job = cluster.submit(spec("a ball on a drained farm")).await;
+    cluster
+        .wait_job(&job.id, "waiting because every worker is draining", |j| {
+            j.waiting.contains("draining")
+        })
+        .await;
+    let listed = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("ListWorkers")
+        .into_inner();
+    assert!(
+        listed
+            .workers
+            .iter()
+            .any(|w| w.id == "worker-0" && w.cordoned),
+        "worker-0 was expected still cordoned after the restart: {listed:?}"
+    );
+
+    let (ok, stdout, stderr) = cli(&cluster, &["uncordon", "worker-0"]).await;
+    assert!(ok, "reelfarm uncordon worker-0 failed: {stdout} {stderr}");
+    assert!(
+        stdout.contains("ACTIVE"),
+        "uncordon prints the worker: {stdout}"
+    );
+    cluster.wait_succeeded(&job.id).await;
+    assert!(
+        cluster.etcd_keys("cordons/").await.is_empty(),
+        "the lifted drain is deleted from etcd"
+    );
+}
+
 /// Runs the `reelfarm` CLI against the cluster; returns (success, stdout, stderr).
 async fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(CLI_BIN)

@@ -1,4 +1,4 @@
-//! `reelfarm workers` and `reelfarm drain ID`.
+//! `reelfarm workers`, `reelfarm drain ID` and `reelfarm uncordon ID`.
 
 use anyhow::Context as _;
 use reelfarm_proto::v1;
@@ -13,7 +13,7 @@ fn print(w: &v1::WorkerInfo, format: Format) {
         Format::Json => println!(
             "{}",
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
-                "slots": w.slots, "running": w.running, "tasks_done": w.tasks_done,
+                "cordoned": w.cordoned, "slots": w.slots, "running": w.running, "tasks_done": w.tasks_done,
                 "hostname": w.hostname, "metrics_address": w.metrics_address})
         ),
         Format::Text => println!(
@@ -45,6 +45,20 @@ pub async fn drain(coordinators: &[String], id: &str, format: Format) -> anyhow:
         .into_inner();
     if let Some(w) = resp.worker {
         print(&w, format);
+    }
+    Ok(())
+}
+
+pub async fn uncordon(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+    let mut client = crate::client::admin(coordinators).await?;
+    let resp = client
+        .uncordon_worker(v1::UncordonWorkerRequest { id: id.to_string() })
+        .await
+        .context("UncordonWorker")?
+        .into_inner();
+    match resp.worker {
+        Some(w) => print(&w, format),
+        None => eprintln!("{id}: drain lifted; the worker is not connected now"),
     }
     Ok(())
 }

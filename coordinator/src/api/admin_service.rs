@@ -1,10 +1,12 @@
-//! `reelfarm.v1.AdminService`: operator actions (list and drain workers, cluster status).
+//! `reelfarm.v1.AdminService`: operator actions (list, drain and uncordon workers, cluster
+//! status).
 
 use reelfarm_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::role::{Role, RoleHandle};
+use crate::scheduler::CordonError;
 
 /// See the module docs.
 pub struct AdminApi {
@@ -43,18 +45,34 @@ impl v1::admin_service_server::AdminService for AdminApi {
         &self,
         request: Request<v1::DrainWorkerRequest>,
     ) -> Result<Response<v1::DrainWorkerResponse>, Status> {
-        let id = &request.get_ref().id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("id must name a worker"));
-        }
+        let id = worker_id(&request.get_ref().id)?;
         let view = self
             .role
             .scheduler()?
-            .drain_worker(id)
+            .cordon_worker(id, true)
+            .await
+            .map_err(cordon_status)?
             .ok_or_else(|| Status::not_found(format!("worker {id} is not connected")))?;
-        tracing::info!(worker_id = %id, "worker draining");
+        tracing::info!(worker_id = %id, "worker drained by an operator");
         Ok(Response::new(v1::DrainWorkerResponse {
             worker: Some(convert::worker(&view)),
+        }))
+    }
+
+    async fn uncordon_worker(
+        &self,
+        request: Request<v1::UncordonWorkerRequest>,
+    ) -> Result<Response<v1::UncordonWorkerResponse>, Status> {
+        let id = worker_id(&request.get_ref().id)?;
+        let view = self
+            .role
+            .scheduler()?
+            .cordon_worker(id, false)
+            .await
+            .map_err(cordon_status)?;
+        tracing::info!(worker_id = %id, "worker uncordoned: takes tasks again");
+        Ok(Response::new(v1::UncordonWorkerResponse {
+            worker: view.as_ref().map(convert::worker),
         }))
     }
 
@@ -87,5 +105,19 @@ impl v1::admin_service_server::AdminService for AdminApi {
             },
         };
         Ok(Response::new(status))
+    }
+}
+
+fn worker_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("id must name a worker"));
+    }
+    Ok(id)
+}
+
+fn cordon_status(e: CordonError) -> Status {
+    match e {
+        CordonError::NotConnected(_) | CordonError::Unknown(_) => Status::not_found(e.to_string()),
+        CordonError::Store(e) => super::status::store(e),
     }
 }

@@ -183,5 +183,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         metrics_address: w.info.metrics_address.clone(),
         connected_at: Some(timestamp(w.connected_ms)),
         tasks_done: w.tasks_done,
+        cordoned: w.cordoned,
     }
 }

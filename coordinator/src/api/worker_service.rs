@@ -246,7 +246,7 @@ fn handle(
         Some(Body::Register(_)) => {
             tracing::warn!(worker_id, "second register on one session ignored");
         }
-        Some(Body::Drain(_)) if scheduler.drain_worker(worker_id).is_some() => {
+        Some(Body::Drain(_)) if scheduler.worker_shutting_down(worker_id).is_some() => {
             tracing::info!(worker_id, "worker shutting down: draining");
         }
         Some(Body::Drain(_)) => {}

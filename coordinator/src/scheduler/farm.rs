@@ -201,7 +201,10 @@ struct WorkerEntry {
     tx: mpsc::UnboundedSender<ToWorker>,
     free: u32,
     running: HashSet<(JobId, u32)>,
+    /// Takes no new tasks: cordoned by an operator, or `shutting_down`.
     draining: bool,
+    /// The worker said it is shutting down (SIGTERM); this session takes no new tasks.
+    shutting_down: bool,
     in_idle: bool,
     connected_ms: u64,
     tasks_done: u64,
@@ -226,6 +229,8 @@ pub struct Farm {
     /// Finished jobs, oldest first, for retention.
     finished: VecDeque<JobId>,
     gauges_refreshed: Instant,
+    /// Workers an operator drained (durable: see `Write::Cordon`), connected or not.
+    cordoned: HashSet<String>,
 }
 
 /// How stale the worker-slot gauges may get between dispatches (scrapes are far apart).
@@ -253,6 +258,7 @@ impl Farm {
             dispatch_hold: None,
             finished: VecDeque::new(),
             gauges_refreshed: Instant::now(),
+            cordoned: HashSet::new(),
         }
     }
 
@@ -460,6 +466,7 @@ impl Farm {
         let session = self.next_session;
         let id = info.id.clone();
         let offered = std::mem::take(&mut info.running);
+        let cordoned = self.cordoned.contains(&id);
         self.workers.insert(
             id.clone(),
             WorkerEntry {
@@ -468,7 +475,8 @@ impl Farm {
                 session,
                 tx,
                 running: HashSet::new(),
-                draining: false,
+                draining: cordoned,
+                shutting_down: false,
                 in_idle: true,
                 connected_ms: now_ms(),
                 tasks_done: 0,
@@ -476,7 +484,7 @@ impl Farm {
         );
         self.adopt(&id, offered);
         let worker = self.workers.get_mut(&id).expect("inserted above");
-        if worker.free > 0 {
+        if worker.free > 0 && !worker.draining {
             self.idle.push_back(id.clone());
         } else {
             worker.in_idle = false;
@@ -508,22 +516,57 @@ impl Farm {
         commits
     }
 
-    /// Stops giving a worker new tasks; it finishes what it runs.
-    pub fn drain_worker(&mut self, id: &str) -> Option<WorkerView> {
-        let w = self.workers.get_mut(id)?;
-        w.draining = true;
-        self.idle.retain(|x| x != id);
-        if let Some(w) = self.workers.get_mut(id) {
+    /// The worker is shutting down: this session gets no new tasks; it finishes (or hands
+    /// back) what it runs.
+    pub fn worker_shutting_down(&mut self, id: &str) -> Option<WorkerView> {
+        self.workers.get_mut(id)?.shutting_down = true;
+        self.apply_draining(id);
+        self.worker_view(id)
+    }
+
+    /// The cordons stored with the farm's state (on recovery).
+    pub fn restore_cordons(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.cordoned.extend(ids);
+    }
+
+    pub fn is_cordoned(&self, id: &str) -> bool {
+        self.cordoned.contains(id)
+    }
+
+    /// Applies a durable cordon (an operator's drain) or its lifting; the worker need not be
+    /// connected. Returns the worker if it is.
+    pub fn set_cordon(&mut self, id: &str, cordoned: bool) -> Option<WorkerView> {
+        if cordoned {
+            self.cordoned.insert(id.to_string());
+        } else {
+            self.cordoned.remove(id);
+        }
+        self.apply_draining(id);
+        self.worker_view(id)
+    }
+
+    /// Recomputes whether a connected worker takes tasks, moving it in or out of `idle`.
+    fn apply_draining(&mut self, id: &str) {
+        let cordoned = self.cordoned.contains(id);
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        w.draining = cordoned || w.shutting_down;
+        if w.draining && w.in_idle {
             w.in_idle = false;
+            self.idle.retain(|x| x != id);
+        } else if !w.draining && !w.in_idle && w.free > 0 {
+            w.in_idle = true;
+            self.idle.push_back(id.to_string());
         }
         self.update_worker_gauges();
-        self.worker_view(id)
     }
 
     pub fn worker_view(&self, id: &str) -> Option<WorkerView> {
         self.workers.get(id).map(|w| WorkerView {
             info: w.info.clone(),
             draining: w.draining,
+            cordoned: self.cordoned.contains(id),
             running: w.running.len() as u32,
             connected_ms: w.connected_ms,
             tasks_done: w.tasks_done,

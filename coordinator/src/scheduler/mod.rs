@@ -72,6 +72,17 @@ pub enum CancelError {
     Store(#[from] StoreError),
 }
 
+/// Why draining or lifting a drain was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CordonError {
+    #[error("worker {0} is not connected")]
+    NotConnected(String),
+    #[error("worker {0} is neither connected nor drained")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Settings of the scheduler.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -102,6 +113,9 @@ pub struct Scheduler {
     /// Cancelled when a newer coordinator took over the state: this one must stop.
     fenced: CancellationToken,
     finish_rate: FinishRate,
+    /// Serializes operator drains and their lifting, so their durable writes and their
+    /// effect in memory happen in the same order.
+    cordons: tokio::sync::Mutex<()>,
 }
 
 /// The recent rate at which jobs finish, for the retry hint of a refused submission.
@@ -170,6 +184,7 @@ impl Scheduler {
             let done = by_job.remove(job.id.as_str()).unwrap_or_default();
             farm.insert_job(job.clone(), &done);
         }
+        farm.restore_cordons(snapshot.cordoned.iter().cloned());
         metrics.leader.set(1);
         tracing::info!(
             term,
@@ -186,6 +201,7 @@ impl Scheduler {
             reserved: Mutex::new(0),
             fenced: CancellationToken::new(),
             finish_rate: FinishRate::new(),
+            cordons: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -402,8 +418,46 @@ impl Scheduler {
         self.run_commits(commits).await;
     }
 
-    pub fn drain_worker(&self, id: &str) -> Option<WorkerView> {
-        self.lock().drain_worker(id)
+    /// The worker said it is shutting down: its session gets no new tasks.
+    pub fn worker_shutting_down(&self, id: &str) -> Option<WorkerView> {
+        self.lock().worker_shutting_down(id)
+    }
+
+    /// An operator drains a connected worker (`cordoned`: it finishes its running tasks and
+    /// takes no new ones) or lifts a drain. The mark is durable before it takes effect, so
+    /// it holds across the worker's reconnects and coordinator failovers. Returns the worker
+    /// when it is connected.
+    pub async fn cordon_worker(
+        &self,
+        id: &str,
+        cordoned: bool,
+    ) -> Result<Option<WorkerView>, CordonError> {
+        let _serial = self.cordons.lock().await;
+        {
+            let farm = self.lock();
+            let connected = farm.worker_view(id);
+            if cordoned && connected.is_none() {
+                return Err(CordonError::NotConnected(id.into()));
+            }
+            if !cordoned && connected.is_none() && !farm.is_cordoned(id) {
+                return Err(CordonError::Unknown(id.into()));
+            }
+            if farm.is_cordoned(id) == cordoned {
+                return Ok(connected);
+            }
+        }
+        let write = crate::state::Write::Cordon {
+            worker_id: id.to_string(),
+            cordoned,
+        };
+        self.store
+            .commit(self.term(), vec![write])
+            .await
+            .map_err(|e| self.store_error(e))?;
+        let mut farm = self.lock();
+        let view = farm.set_cordon(id, cordoned);
+        farm.dispatch();
+        Ok(view)
     }
 
     pub fn workers(&self) -> Vec<WorkerView> {

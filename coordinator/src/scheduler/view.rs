@@ -52,7 +52,10 @@ pub struct TaskRunView {
 #[derive(Clone, Debug)]
 pub struct WorkerView {
     pub info: WorkerInfo,
+    /// Takes no new tasks (cordoned, or shutting down).
     pub draining: bool,
+    /// Drained by an operator, durably (until UncordonWorker).
+    pub cordoned: bool,
     pub running: u32,
     pub connected_ms: u64,
     pub tasks_done: u64,

@@ -145,6 +145,32 @@ pub async fn run_contract(store: &dyn StateStore) {
         CreateOutcome::Created,
         "a forgotten idempotency key is free again"
     );
+
+    // Cordons: stored until lifted, fenced like every other write.
+    let cordon = |id: &str, on: bool| Write::Cordon {
+        worker_id: id.into(),
+        cordoned: on,
+    };
+    store
+        .commit(t2, vec![cordon("gpu-1", true), cordon("gpu-2", true)])
+        .await
+        .expect("cordon");
+    store
+        .commit(t2, vec![cordon("gpu-1", false)])
+        .await
+        .expect("uncordon");
+    assert!(
+        matches!(
+            store.commit(t1, vec![cordon("gpu-3", true)]).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a cordon with an old term is fenced"
+    );
+    assert_eq!(
+        store.load().await.expect("load cordons").cordoned,
+        ["gpu-2"],
+        "gpu-1 was lifted, gpu-3 never written"
+    );
 }
 
 #[cfg(test)]

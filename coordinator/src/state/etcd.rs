@@ -8,6 +8,7 @@
 //! /reelfarm/<cluster>/results/<job_id>/<index>      TaskCompletion (one per task, never rewritten)
 //! /reelfarm/<cluster>/idempotency/<tenant>/<key>    job id
 //! /reelfarm/<cluster>/workers/<worker_id>           worker registration, under the worker's lease
+//! /reelfarm/<cluster>/cordons/<worker_id>           CordonRecord: drained by an operator
 //! ```
 //!
 //! Every transaction compares the term key with the caller's term, so a deposed coordinator
@@ -37,6 +38,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Writes packed into one transaction at most. etcd's default `--max-txn-ops` is 128; a
 /// write costs one put and at most one compare, so 100 leaves room for the term compare.
 const MAX_WRITES_PER_TXN: usize = 100;
+
+/// The value of a cordon key: which worker, since when (for `etcdctl` readers).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CordonRecord {
+    worker_id: String,
+    since_ms: u64,
+}
 
 /// The key layout of one cluster.
 #[derive(Clone, Debug)]
@@ -73,6 +81,12 @@ impl Keys {
     }
     pub fn idempotency(&self, tenant: &str, key: &str) -> String {
         format!("{}idempotency/{tenant}/{key}", self.root)
+    }
+    pub fn cordons_prefix(&self) -> String {
+        format!("{}cordons/", self.root)
+    }
+    pub fn cordon(&self, worker_id: &str) -> String {
+        format!("{}{worker_id}", self.cordons_prefix())
     }
     /// Prefix under which workers register with their leases.
     pub fn workers_prefix(&self) -> String {
@@ -265,6 +279,9 @@ impl StateStore for EtcdStore {
         let (results, _) = self
             .get_prefix(&self.keys.results_prefix(), Some(revision))
             .await?;
+        let (cordons, _) = self
+            .get_prefix(&self.keys.cordons_prefix(), Some(revision))
+            .await?;
         let mut snapshot = Snapshot::default();
         for kv in &jobs {
             snapshot
@@ -275,6 +292,11 @@ impl StateStore for EtcdStore {
             snapshot
                 .completions
                 .push(decode::<TaskCompletion>(kv.key(), kv.value())?);
+        }
+        for kv in &cordons {
+            snapshot
+                .cordoned
+                .push(decode::<CordonRecord>(kv.key(), kv.value())?.worker_id);
         }
         Ok(snapshot)
     }
@@ -416,7 +438,7 @@ fn ops(writes: &[Write]) -> usize {
     writes
         .iter()
         .map(|w| match w {
-            Write::TaskDone(_) | Write::Job(_) => 1,
+            Write::TaskDone(_) | Write::Job(_) | Write::Cordon { .. } => 1,
             Write::Forget { .. } => 3,
         })
         .sum()
@@ -446,6 +468,20 @@ async fn commit_once(client: &Client, keys: &Keys, term: u64, writes: &[Write]) 
                     puts.push(TxnOp::delete(keys.idempotency(tenant, key), None));
                 }
             }
+            Write::Cordon {
+                worker_id,
+                cordoned: true,
+            } => {
+                let record = CordonRecord {
+                    worker_id: worker_id.clone(),
+                    since_ms: crate::model::now_ms(),
+                };
+                puts.push(TxnOp::put(keys.cordon(worker_id), encode(&record), None));
+            }
+            Write::Cordon {
+                worker_id,
+                cordoned: false,
+            } => puts.push(TxnOp::delete(keys.cordon(worker_id), None)),
         }
     }
     let txn = Txn::new().when(compares).and_then(puts);

@@ -1,7 +1,7 @@
 //! In-memory [`StateStore`] for the embedded demo and unit tests: the same contract as
 //! etcd, held in one mutex, lost with the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ struct Inner {
     jobs: BTreeMap<JobId, JobRecord>,
     completions: BTreeMap<(JobId, u32), TaskCompletion>,
     idempotency: HashMap<(String, String), JobId>,
+    cordoned: BTreeSet<String>,
 }
 
 /// See the module docs.
@@ -61,6 +62,7 @@ impl StateStore for MemoryStore {
         Ok(Snapshot {
             jobs: inner.jobs.values().cloned().collect(),
             completions: inner.completions.values().cloned().collect(),
+            cordoned: inner.cordoned.iter().cloned().collect(),
         })
     }
 
@@ -116,6 +118,16 @@ impl StateStore for MemoryStore {
                     inner.completions.retain(|(j, _), _| *j != job_id);
                     if let Some(k) = idempotency {
                         inner.idempotency.remove(&k);
+                    }
+                }
+                Write::Cordon {
+                    worker_id,
+                    cordoned,
+                } => {
+                    if cordoned {
+                        inner.cordoned.insert(worker_id);
+                    } else {
+                        inner.cordoned.remove(&worker_id);
                     }
                 }
             }

@@ -61,6 +61,9 @@ pub enum Write {
         job_id: JobId,
         idempotency: Option<(String, String)>,
     },
+    /// An operator drained a worker (`cordoned`) or lifted the drain: the mark outlives the
+    /// worker's sessions and the coordinator's term.
+    Cordon { worker_id: String, cordoned: bool },
 }
 
 /// Everything needed to rebuild the coordinator's working state.
@@ -68,6 +71,8 @@ pub enum Write {
 pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     pub completions: Vec<TaskCompletion>,
+    /// Ids of the workers an operator drained ([`Write::Cordon`]).
+    pub cordoned: Vec<String>,
 }
 
 /// The durable state of the farm. Implementations must be safe to call concurrently.
@@ -80,7 +85,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// made with an older term fails with [`StoreError::Fenced`] from then on.
     async fn begin_term(&self) -> StoreResult<u64>;
 
-    /// Reads every job and task completion.
+    /// Reads every job, task completion and cordoned worker.
     async fn load(&self) -> StoreResult<Snapshot>;
 
     /// Stores a new job atomically, conditioned on `term`. If the job's idempotency key

@@ -510,6 +510,57 @@ fn attempt_numbers_stay_unique_after_adopting_an_older_attempt() {
 }
 
 #[test]
+fn an_operator_drain_holds_across_reconnects_and_failovers_until_lifted() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let _w1 = worker(&mut f, "w1", 2);
+    let view = f.set_cordon("w1", true).expect("connected");
+    assert!(view.cordoned && view.draining);
+    // The worker's stream breaks and it reconnects: still drained.
+    let mut w1 = worker(&mut f, "w1", 2);
+    f.dispatch();
+    assert!(
+        assignments(&mut w1).is_empty(),
+        "a drained worker gets nothing"
+    );
+    assert_eq!(f.job_view(JOB, false).expect("job").state, JobState::Queued);
+
+    // A new leader restores the stored cordons before the worker reconnects.
+    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    next.insert_job(job_record(JOB), &[]);
+    next.restore_cordons(["w1".to_string()]);
+    let mut again = worker(&mut next, "w1", 2);
+    next.dispatch();
+    assert!(
+        assignments(&mut again).is_empty(),
+        "still drained after a failover"
+    );
+
+    let view = next.set_cordon("w1", false).expect("connected");
+    assert!(!view.cordoned && !view.draining);
+    next.dispatch();
+    assert_eq!(
+        assignments(&mut again).len(),
+        1,
+        "lifted: it takes the plan"
+    );
+}
+
+#[test]
+fn lifting_a_drain_does_not_revive_a_worker_that_is_shutting_down() {
+    let mut f = farm();
+    f.insert_job(job_record("000000000000000a"), &[]);
+    let mut w1 = worker(&mut f, "w1", 1);
+    f.worker_shutting_down("w1");
+    f.set_cordon("w1", true);
+    let view = f.set_cordon("w1", false).expect("connected");
+    assert!(view.draining && !view.cordoned);
+    f.dispatch();
+    assert!(assignments(&mut w1).is_empty());
+}
+
+#[test]
 fn a_handed_back_task_is_ready_at_once_and_not_a_failure() {
     const JOB: &str = "000000000000000a";
     let mut f = farm();
@@ -517,7 +568,7 @@ fn a_handed_back_task_is_ready_at_once_and_not_a_failure() {
     let mut w1 = worker(&mut f, "w1", 1);
     f.dispatch();
     let plan = assignments(&mut w1).pop().expect("plan");
-    f.drain_worker("w1");
+    f.worker_shutting_down("w1");
     f.hand_back("w1", &plan.token, "worker shutting down")
         .expect("current token");
     let t = task(&f, JOB, &plan.token.task_id);
