@@ -10,7 +10,8 @@
 //!
 //! At the end every job must have SUCCEEDED with exactly one committed artifact set whose
 //! files match their sha256, every committed result must be the one attempt the leader
-//! accepted (one record per task, output names tagged with that attempt), and the leader's
+//! accepted (one record per task, output names tagged with that attempt) and its files must
+//! be intact although the artifact collector ran throughout (2 s grace), and the leader's
 //! gauges must agree with the job records. The suite prints what it injected and measured.
 //!
 //! Default size runs in CI. `cargo test --release --test chaos -- --long` is the long
@@ -286,6 +287,7 @@ async fn run(jobs: usize, long: bool) {
             .await
             .expect("reading results");
     let mut per_job: BTreeMap<String, usize> = BTreeMap::new();
+    let mut committed_files = 0usize;
     for kv in &results {
         let c: serde_json::Value = serde_json::from_slice(kv.value()).expect("completion JSON");
         let job = c["job_id"].as_str().unwrap_or_default().to_string();
@@ -293,6 +295,16 @@ async fn run(jobs: usize, long: bool) {
         let tag = format!("t{}a{}", c["term"], c["attempt"]);
         for o in c["outputs"].as_array().into_iter().flatten() {
             let uri = o["uri"].as_str().unwrap_or_default();
+            committed_files += 1;
+            match std::fs::read(output_path(uri)) {
+                Ok(bytes)
+                    if Some(hex::encode(Sha256::digest(&bytes)).as_str())
+                        == o["sha256"].as_str() => {}
+                Ok(_) => problems.push(format!("job {job}: committed output {uri} changed")),
+                Err(e) => {
+                    problems.push(format!("job {job}: committed output {uri} unreadable: {e}"))
+                }
+            }
             if !uri.contains(&tag) {
                 problems.push(format!(
                     "job {job}: committed output {uri} is not from the committed attempt {tag}"
@@ -326,12 +338,14 @@ async fn run(jobs: usize, long: bool) {
     if sample_sum(&metrics, "reelfarm_jobs_active", "") != Some(0.0) {
         problems.push("leader reelfarm_jobs_active is not 0".into());
     }
-    let mut stale = 0.0;
+    let (mut stale, mut collected) = (0.0, 0.0);
     for c in &farm.coordinators {
         if let Ok((_, m)) = http_get(&format!("127.0.0.1:{}", c.http_port), "/metrics") {
             stale += sample_sum(&m, "reelfarm_stale_reports_rejected_total", "").unwrap_or(0.0);
+            collected += sample_sum(&m, "reelfarm_artifacts_collected_total", "").unwrap_or(0.0);
         }
     }
+    let files_in_store = walk_files(&farm.artifacts.join("jobs"));
 
     // The leadership timeline, from the replicas' own logs.
     for c in &farm.coordinators {
@@ -352,7 +366,7 @@ async fn run(jobs: usize, long: bool) {
     }
     let worst_failover = faults.failover_seconds.iter().cloned().fold(0.0, f64::max);
     eprintln!(
-        "chaos: {jobs} jobs, {} succeeded in {elapsed:.1} s; faults: {} workers killed, {} paused past their lease, {} leaders killed, {} etcd restarts, {} replicas restarted by the supervisor; failover times {:?} s (worst {worst_failover:.2} s, target < {} s); stale reports rejected by the live replicas: {stale}",
+        "chaos: {jobs} jobs, {} succeeded in {elapsed:.1} s; faults: {} workers killed, {} paused past their lease, {} leaders killed, {} etcd restarts, {} replicas restarted by the supervisor; failover times {:?} s (worst {worst_failover:.2} s, target < {} s); stale reports rejected by the live replicas: {stale}; artifact store: {committed_files} committed files, {files_in_store} files in all, {collected} uncommitted files collected by the live replicas",
         snapshots.iter().filter(|j| state(j) == v1::JobState::Succeeded).count(),
         faults.workers_killed,
         faults.workers_paused,
@@ -375,6 +389,23 @@ async fn run(jobs: usize, long: bool) {
         problems.join("\n  "),
         farm.logs()
     );
+}
+
+/// Files under `dir`, recursively.
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk_files(&path)
+            } else {
+                1
+            }
+        })
+        .sum()
 }
 
 /// Takes `--long` (see the module docs); every other argument is libtest's.

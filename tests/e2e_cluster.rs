@@ -823,6 +823,56 @@ async fn an_operator_drain_holds_across_a_coordinator_restart_until_uncordoned()
     );
 }
 
+#[tokio::test]
+async fn files_of_uncommitted_attempts_are_collected_after_the_grace() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 2,
+        coordinator_args: vec!["--artifact-gc-grace-seconds".into(), "1".into()],
+    })
+    .await;
+    let submitted = cluster.submit(spec("a ball and a stray file")).await;
+    // What a stale attempt leaves behind: an output under a name of its own that no
+    // committed result names.
+    let stray = cluster
+        .artifacts
+        .join(format!("jobs/{}/segment-000.t99a9.bin", submitted.id));
+    std::fs::create_dir_all(stray.parent().expect("a job folder")).expect("mkdir");
+    std::fs::write(&stray, b"an uncommitted attempt's output").expect("write the stray file");
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while stray.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the stray file was expected to be deleted within 30 s of the job finishing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_outputs_intact(&job);
+    let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .expect("GET the coordinator's /metrics");
+    assert_eq!(
+        sample_sum(&metrics, "reelfarm_artifacts_collected_total", ""),
+        Some(1.0),
+        "exactly the stray file was collected:\n{metrics}"
+    );
+    let stored = cluster
+        .etcd_json(&format!("jobs/{}", submitted.id))
+        .await
+        .expect("the job is stored");
+    // The note is written after the deletes; give it a moment.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let mut swept = stored["artifacts_swept"] == serde_json::Value::Bool(true);
+    while !swept && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        swept = cluster
+            .etcd_json(&format!("jobs/{}", submitted.id))
+            .await
+            .is_some_and(|j| j["artifacts_swept"] == serde_json::Value::Bool(true));
+    }
+    assert!(swept, "the sweep was expected to be recorded in etcd");
+}
+
 /// Runs the `reelfarm` CLI against the cluster; returns (success, stdout, stderr).
 async fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(CLI_BIN)

@@ -71,6 +71,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
             error: None,
             outputs: vec![],
             tasks: tasks.clone(),
+            artifacts_swept: false,
         })
         .collect();
     for batch in records.chunks(100) {

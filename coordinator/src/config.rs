@@ -59,6 +59,15 @@ pub struct Config {
           value_parser = TenantWeights::from_flag)]
     pub tenant_weights: TenantWeights,
 
+    /// Seconds after a job finished before the files its uncommitted attempts wrote (failed,
+    /// stale or cancelled attempts) are deleted from the artifact store; 0 keeps them.
+    #[arg(
+        long,
+        env = "REELFARM_ARTIFACT_GC_GRACE_SECONDS",
+        default_value_t = 900.0
+    )]
+    pub artifact_gc_grace_seconds: f64,
+
     /// Attempts of one task (errors and lost workers) before its job fails.
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
@@ -124,6 +133,7 @@ impl Config {
             failover_grace_seconds: 0.0,
             retain_finished_jobs: 1_000_000,
             tenant_weights: TenantWeights::default(),
+            artifact_gc_grace_seconds: 900.0,
             log_json: false,
         }
     }
@@ -162,6 +172,14 @@ impl Config {
             return Err(format!(
                 "--stuck-min-seconds must be at least 0.1, got {}",
                 self.stuck_min_seconds
+            ));
+        }
+        if !(self.artifact_gc_grace_seconds.is_finite()
+            && (0.0..=30.0 * 86_400.0).contains(&self.artifact_gc_grace_seconds))
+        {
+            return Err(format!(
+                "--artifact-gc-grace-seconds must be 0..=2592000 (30 days), got {}",
+                self.artifact_gc_grace_seconds
             ));
         }
         if !(self.failover_grace_seconds.is_finite()
@@ -208,6 +226,8 @@ impl Config {
                 stuck_min: std::time::Duration::from_secs_f64(self.stuck_min_seconds),
                 retain_finished: self.retain_finished_jobs,
                 tenant_weights: self.tenant_weights.clone(),
+                artifact_gc_grace: (self.artifact_gc_grace_seconds > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(self.artifact_gc_grace_seconds)),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

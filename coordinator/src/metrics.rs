@@ -35,6 +35,8 @@ pub struct Metrics {
     pub tasks_retried: IntCounterVec,
     pub stale_reports: IntCounter,
     pub jobs_forgotten: IntCounter,
+    pub artifacts_collected: IntCounter,
+    pub artifacts_collected_bytes: IntCounter,
     pub dispatch_latency: Histogram,
     pub job_duration: Histogram,
     pub workers: IntGaugeVec,
@@ -95,6 +97,14 @@ impl Metrics {
             jobs_forgotten: reg!(IntCounter::new(
                 "reelfarm_jobs_forgotten_total",
                 "Finished jobs deleted by retention (--retain-finished-jobs)."
+            )),
+            artifacts_collected: reg!(IntCounter::new(
+                "reelfarm_artifacts_collected_total",
+                "Files of uncommitted attempts deleted from the artifact store (--artifact-gc-grace-seconds)."
+            )),
+            artifacts_collected_bytes: reg!(IntCounter::new(
+                "reelfarm_artifacts_collected_bytes_total",
+                "Bytes of uncommitted attempts' files deleted from the artifact store."
             )),
             stale_reports: reg!(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",

@@ -30,6 +30,8 @@ use crate::{api, membership};
 const CAMPAIGN_RETRY: Duration = Duration::from_secs(1);
 /// How often the leader looks for stuck tasks.
 const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+/// How often the leader looks for finished jobs whose artifact sweep is due (cheap when none).
+const COLLECTOR_TICK: Duration = Duration::from_secs(1);
 /// How often a follower refreshes the leader's address it hands to clients.
 const LEADER_REFRESH: Duration = Duration::from_millis(500);
 
@@ -173,6 +175,7 @@ pub async fn start(
     tasks.push(tokio::spawn(lead(Leadership {
         election: election.clone(),
         store,
+        artifacts: artifacts.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
         role: role_tx.clone(),
@@ -209,6 +212,7 @@ pub async fn start(
 struct Leadership {
     election: Arc<dyn Election>,
     store: Arc<dyn StateStore>,
+    artifacts: Arc<ArtifactStore>,
     config: Config,
     metrics: Arc<Metrics>,
     role: Arc<watch::Sender<Role>>,
@@ -278,6 +282,11 @@ async fn lead(l: Leadership) {
         ))
     });
     let watchdog = tokio::spawn(watchdog(scheduler.clone(), l.shutdown.clone()));
+    let collector = tokio::spawn(collector(
+        scheduler.clone(),
+        l.artifacts.clone(),
+        l.shutdown.clone(),
+    ));
     let fenced = scheduler.fenced();
     let reason = loop {
         tokio::select! {
@@ -294,6 +303,7 @@ async fn lead(l: Leadership) {
         m.abort();
     }
     watchdog.abort();
+    collector.abort();
     l.metrics.leader.set(0);
     l.role.send_replace(Role::Follower { leader: None });
     if !reason.is_empty() {
@@ -307,6 +317,23 @@ async fn watchdog(scheduler: Arc<Scheduler>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(WATCHDOG_TICK) => scheduler.tick().await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// While leading: deletes the files of uncommitted attempts of jobs whose sweep is due.
+async fn collector(
+    scheduler: Arc<Scheduler>,
+    artifacts: Arc<ArtifactStore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(COLLECTOR_TICK) => {
+                // Many due at once (a new leader's backlog): keep going without the pause.
+                while scheduler.collect_artifacts(&artifacts).await > 0 && !shutdown.is_cancelled() {}
+            }
             _ = shutdown.cancelled() => return,
         }
     }

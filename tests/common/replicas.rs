@@ -40,6 +40,9 @@ impl FarmOptions {
                 "3",
                 "--segment-frames",
                 "6",
+                // The collector runs during the faults: it must never touch a committed file.
+                "--artifact-gc-grace-seconds",
+                "2",
             ]
             .iter()
             .map(|s| s.to_string())

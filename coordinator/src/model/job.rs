@@ -125,4 +125,8 @@ pub struct JobRecord {
     pub outputs: Vec<Output>,
     /// The plan: the job's tasks in dependency order.
     pub tasks: Vec<TaskDef>,
+    /// Terminal, and the files of its uncommitted attempts were deleted from the artifact
+    /// store (see `scheduler::collector`). Absent in records written before it existed.
+    #[serde(default)]
+    pub artifacts_swept: bool,
 }

@@ -21,6 +21,7 @@ mod dispatch;
 mod liveness;
 mod reports;
 mod retention;
+mod sweeps;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,7 @@ use crate::model::{
     TaskState,
 };
 use crate::state::Write;
+pub use sweeps::Sweep;
 
 /// Limits of the farm (from the coordinator's flags).
 #[derive(Clone, Debug)]
@@ -49,6 +51,9 @@ pub struct FarmConfig {
     pub retain_finished: usize,
     /// Each tenant's share of the farm (see [`super::queue`]).
     pub tenant_weights: TenantWeights,
+    /// How long after a job finished the files of its uncommitted attempts are deleted
+    /// (see `sweeps`); `None`: never.
+    pub artifact_gc_grace: Option<Duration>,
 }
 
 /// A message for one worker's stream.
@@ -231,6 +236,9 @@ pub struct Farm {
     gauges_refreshed: Instant,
     /// Workers an operator drained (durable: see `Write::Cordon`), connected or not.
     cordoned: HashSet<String>,
+    /// Finished jobs waiting for their artifact sweep, with when it is due (ms), in
+    /// finishing order (see `sweeps`).
+    to_sweep: VecDeque<(JobId, u64)>,
 }
 
 /// How stale the worker-slot gauges may get between dispatches (scrapes are far apart).
@@ -259,6 +267,7 @@ impl Farm {
             finished: VecDeque::new(),
             gauges_refreshed: Instant::now(),
             cordoned: HashSet::new(),
+            to_sweep: VecDeque::new(),
         }
     }
 
@@ -378,6 +387,13 @@ impl Farm {
         }
         if terminal {
             self.note_finished(&id);
+            let finished_ms = entry.record.finished_ms.unwrap_or_else(now_ms);
+            match self.config.sweep_due_ms(finished_ms) {
+                Some(due) if !entry.record.artifacts_swept => {
+                    self.to_sweep.push_back((id.clone(), due));
+                }
+                _ => {}
+            }
         }
         self.jobs.insert(id, entry);
     }

@@ -2,8 +2,9 @@
 //! lifecycles, writing through to the [`StateStore`] before anything takes effect.
 //!
 //! - [`farm`]: the synchronous state machine (jobs, tasks, ready queue, workers).
-//! - [`queue`]: the ready queue (priority class, then age).
+//! - [`queue`]: the ready queue (priority class, then tenant fair share, then age).
 //! - [`view`]: read-only views handed to the API layer.
+//! - [`collector`]: deletes the files of attempts that were never committed.
 //!
 //! Every transition that must be durable is split in two: the farm's `begin_*` half runs
 //! under the lock and returns the writes; the writes go to the store with no lock held;
@@ -11,6 +12,7 @@
 //! Dispatch runs inline after every event that can free a slot or ready a task, so a task
 //! reaches a worker in one pass through the lock.
 
+pub mod collector;
 pub mod farm;
 pub mod queue;
 pub mod view;
@@ -297,6 +299,7 @@ impl Scheduler {
                 error: None,
                 outputs: vec![],
                 tasks: tasks.clone(),
+                artifacts_swept: false,
             };
             let started = Instant::now();
             let outcome = self.store.create_job(term, &record).await;

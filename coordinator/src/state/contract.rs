@@ -28,6 +28,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
         error: None,
         outputs: vec![],
         tasks: vec![],
+        artifacts_swept: false,
     }
 }
 

@@ -206,6 +206,45 @@ impl ArtifactStore {
         Ok(())
     }
 
+    /// Every object under `jobs/<job_id>/`: its URI and size. For the coordinator's
+    /// collector of files from attempts that were never committed.
+    pub async fn list_job(&self, job_id: &str) -> Result<Vec<(String, u64)>, ArtifactError> {
+        use futures::TryStreamExt as _;
+        let prefix = self
+            .location
+            .object_path(&format!("jobs/{job_id}"))
+            .map_err(|reason| ArtifactError::BadName {
+                job_id: job_id.to_string(),
+                name: String::new(),
+                reason,
+            })?;
+        let objects: Vec<_> = self
+            .backend
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|source| self.backend_error(source))?;
+        Ok(objects
+            .into_iter()
+            .map(|o| (self.location.uri(&o.location), o.size))
+            .collect())
+    }
+
+    /// The object key a URI of this store names (e.g. `jobs/<job>/<name>` under the
+    /// prefix): two URIs name the same object when their keys are equal.
+    pub fn object_key(&self, uri: &str) -> Result<String, ArtifactError> {
+        self.key_of(uri).map(|p| p.to_string())
+    }
+
+    /// Deletes the object `uri` names; one already gone is not an error.
+    pub async fn delete(&self, uri: &str) -> Result<(), ArtifactError> {
+        let path = self.key_of(uri)?;
+        match self.backend.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(self.backend_error(source)),
+        }
+    }
+
     async fn read(&self, uri: &str, max_bytes: Option<u64>) -> Result<Bytes, ArtifactError> {
         let path = self.key_of(uri)?;
         if let Some(max) = max_bytes {
@@ -280,6 +319,55 @@ mod tests {
         ArtifactStore::open(&StoreConfig::local(dir.join("store")))
             .await
             .expect("open a directory store")
+    }
+
+    #[tokio::test]
+    async fn lists_only_one_jobs_objects_and_deletes_by_uri() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = local_store(dir.path()).await;
+        let kept = store
+            .put(
+                "0123456789abcdef",
+                "plan.t1a2.json",
+                "plan",
+                b"kept".to_vec(),
+            )
+            .await
+            .expect("put");
+        let orphan = store
+            .put(
+                "0123456789abcdef",
+                "plan.t1a1.json",
+                "plan",
+                b"orphan".to_vec(),
+            )
+            .await
+            .expect("put");
+        // A job whose id extends the first one's must not be listed with it.
+        store
+            .put(
+                "0123456789abcdef0",
+                "plan.t1a1.json",
+                "plan",
+                b"other".to_vec(),
+            )
+            .await
+            .expect("put");
+        let mut listed = store.list_job("0123456789abcdef").await.expect("list");
+        listed.sort();
+        let mut expected = vec![(kept.uri.clone(), 4), (orphan.uri.clone(), 6)];
+        expected.sort();
+        assert_eq!(listed, expected);
+        store.delete(&orphan.uri).await.expect("delete");
+        store
+            .delete(&orphan.uri)
+            .await
+            .expect("deleting twice is fine");
+        assert_eq!(
+            store.list_job("0123456789abcdef").await.expect("list"),
+            [(kept.uri.clone(), 4)]
+        );
+        assert_eq!(store.get(&kept).await.expect("kept"), b"kept");
     }
 
     #[tokio::test]

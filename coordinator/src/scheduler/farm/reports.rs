@@ -333,6 +333,9 @@ impl Farm {
         let finished = now_ms();
         job.record.finished_ms = Some(finished);
         self.finished.push_back(job_id.to_string());
+        if let Some(due) = self.config.sweep_due_ms(finished) {
+            self.to_sweep.push_back((job_id.to_string(), due));
+        }
         let mut cancels = Vec::new();
         for (i, t) in job.tasks.iter_mut().enumerate() {
             match t.state {

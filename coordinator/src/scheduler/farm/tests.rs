@@ -35,6 +35,7 @@ fn config() -> FarmConfig {
         stuck_min: std::time::Duration::from_secs(30),
         retain_finished: 1000,
         tenant_weights: Default::default(),
+        artifact_gc_grace: Some(std::time::Duration::from_secs(60)),
     }
 }
 
@@ -56,6 +57,7 @@ fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
             error: None,
             outputs: vec![],
             tasks,
+            artifacts_swept: false,
         },
         &[],
     );
@@ -366,6 +368,7 @@ fn job_record(id: &str) -> JobRecord {
         error: None,
         outputs: vec![],
         tasks,
+        artifacts_swept: false,
     }
 }
 
@@ -669,4 +672,60 @@ fn retention_forgets_the_oldest_finished_jobs_beyond_the_limit() {
         "unfinished jobs are never forgotten"
     );
     assert!(f.evict_finished(10).is_empty(), "within the limit now");
+}
+
+#[test]
+fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
+    const JOB: &str = "000000000000000a";
+    let mut f = farm();
+    f.insert_job(job_record(JOB), &[]);
+    let mut w = worker(&mut f, "w", 1);
+    f.dispatch();
+    let plan = assignments(&mut w).pop().expect("plan");
+    let output = Output {
+        kind: "plan".into(),
+        uri: "file:///store/jobs/000000000000000a/plan.t7a1.json".into(),
+        sha256: "0".repeat(64),
+        bytes: 1,
+    };
+    let commit = f
+        .begin_result("w", &plan.token, true, "", vec![output.clone()], None)
+        .expect("current token")
+        .expect("a commit");
+    f.finish_commit(commit.after, Ok(()));
+    assert!(f.due_sweeps(u64::MAX, 10).is_empty(), "not finished yet");
+    let cancel = f.begin_cancel(JOB).expect("cancel").expect("a commit");
+    f.finish_commit(cancel.after, Ok(()));
+
+    let finished = f
+        .job_view(JOB, false)
+        .expect("job")
+        .finished_ms
+        .expect("finished");
+    assert!(
+        f.due_sweeps(finished + 59_000, 10).is_empty(),
+        "within the grace"
+    );
+    let due = f.due_sweeps(finished + 60_000, 10);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].keep, [output.uri.clone()].into_iter().collect());
+    let Some(Write::Job(record)) = f.finish_sweep(JOB) else {
+        panic!("the swept record is stored");
+    };
+    assert!(record.artifacts_swept);
+    assert!(f.due_sweeps(u64::MAX, 10).is_empty(), "swept once");
+
+    // A new leader does not sweep a job whose record says it was swept.
+    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    next.insert_job(*record.clone(), &[]);
+    assert!(next.due_sweeps(u64::MAX, 10).is_empty());
+    let mut unswept = *record;
+    unswept.artifacts_swept = false;
+    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    next.insert_job(unswept, &[]);
+    assert_eq!(
+        next.due_sweeps(u64::MAX, 10).len(),
+        1,
+        "but one that was not"
+    );
 }
