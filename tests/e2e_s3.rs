@@ -129,6 +129,10 @@ impl Moto {
         self.bucket(&["create", bucket]);
     }
 
+    fn put_object(&self, bucket: &str, key: &str, text: &str) {
+        self.bucket(&["put", bucket, key, text]);
+    }
+
     /// Every object under `prefix`: key → (size, sha256).
     fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, u64, String)> {
         let listed: serde_json::Value =
@@ -277,6 +281,56 @@ async fn job_outputs_land_in_the_bucket_with_their_sha256() {
         foreign.code(),
         tonic::Code::InvalidArgument,
         "a uri of another bucket is refused: {foreign:?}"
+    );
+}
+
+#[tokio::test]
+async fn uncommitted_attempt_objects_are_collected_from_the_bucket() {
+    let moto = Moto::start();
+    let (bucket, prefix) = ("reelfarm-gc", "farm");
+    moto.create_bucket(bucket);
+    let cluster = Cluster::start_with_store(
+        ClusterOptions {
+            coordinator_args: vec!["--artifact-gc-grace-seconds".into(), "1".into()],
+            ..Default::default()
+        },
+        moto.store(bucket, prefix),
+    )
+    .await;
+    let submitted = cluster.submit(spec("a ball and a stray object")).await;
+    let job_prefix = format!("{prefix}/jobs/{}/", submitted.id);
+    let stray = format!("{job_prefix}segment-000.t99a9.bin");
+    moto.put_object(bucket, &stray, "an uncommitted attempt's output");
+    // A neighbour whose id extends this job's must survive the sweep.
+    let neighbour = format!("{prefix}/jobs/{}0/plan.t1a1.json", submitted.id);
+    moto.put_object(bucket, &neighbour, "another job's file");
+
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stored = loop {
+        let stored = moto.objects(bucket, &job_prefix);
+        if !stored.iter().any(|(k, _, _)| *k == stray) {
+            break stored;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray object {stray} was expected to be deleted within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for output in &job.outputs {
+        let key = output.uri.trim_start_matches(&format!("s3://{bucket}/"));
+        assert!(
+            stored
+                .iter()
+                .any(|(k, _, sha)| k == key && *sha == output.sha256),
+            "committed output {key} was expected intact in the bucket: {stored:?}"
+        );
+    }
+    assert_eq!(
+        moto.objects(bucket, &neighbour).len(),
+        1,
+        "the neighbouring job's object was expected untouched"
     );
 }
 

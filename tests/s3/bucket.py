@@ -3,6 +3,7 @@ S3 client independent of the object_store crate the binaries use).
 
 usage: bucket.py ENDPOINT create BUCKET
        bucket.py ENDPOINT list BUCKET PREFIX
+       bucket.py ENDPOINT put BUCKET KEY TEXT
 
 `list` prints a JSON array of {"key", "size", "sha256"} for every object under PREFIX
 (each object is downloaded and hashed). Credentials come from AWS_ACCESS_KEY_ID and
@@ -42,6 +43,10 @@ def main() -> int:
                     {"key": item["Key"], "size": item["Size"], "sha256": hashlib.sha256(body).hexdigest()}
                 )
         json.dump(objects, sys.stdout)
+        return 0
+    if command == "put":
+        key, text = rest
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
         return 0
     print(f"unknown command {command!r}", file=sys.stderr)
     return 2
