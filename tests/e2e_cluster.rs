@@ -873,6 +873,70 @@ async fn files_of_uncommitted_attempts_are_collected_after_the_grace() {
     assert!(swept, "the sweep was expected to be recorded in etcd");
 }
 
+#[tokio::test]
+async fn an_identical_spec_is_served_from_the_result_cache_within_its_tenant() {
+    let cluster = Cluster::start(ClusterOptions::default()).await;
+    let first = cluster.submit(spec("a ball rendered once")).await;
+    let first = cluster.wait_succeeded(&first.id).await;
+
+    // Same tenant, prompt, seed and parameters; another priority and label.
+    let mut again = spec("a ball rendered once");
+    again.priority = v1::Priority::High as i32;
+    again.labels.insert("variant".into(), "b".into());
+    let cached = cluster.submit(again).await;
+    assert_eq!(
+        (state(&cached), cached.cached_from.as_str()),
+        (v1::JobState::Succeeded, first.id.as_str()),
+        "the same spec was expected SUCCEEDED at submission from the first job:\n{}",
+        describe(&cached)
+    );
+    assert_ne!(cached.id, first.id, "a new job, not the first one returned");
+    assert_eq!(cached.outputs, first.outputs, "the first job's files");
+    assert_eq!(
+        cached.tasks.as_ref().map(|t| t.total),
+        Some(0),
+        "no task ran"
+    );
+    assert_outputs_intact(&cached);
+
+    // Another tenant renders its own.
+    let elsewhere = cluster
+        .submit(v1::JobSpec {
+            tenant: "other".into(),
+            ..spec("a ball rendered once")
+        })
+        .await;
+    assert!(
+        elsewhere.cached_from.is_empty() && state(&elsewhere) != v1::JobState::Succeeded,
+        "another tenant's job was expected to render:\n{}",
+        describe(&elsewhere)
+    );
+    let elsewhere = cluster.wait_succeeded(&elsewhere.id).await;
+    assert_ne!(elsewhere.outputs[0].uri, first.outputs[0].uri);
+    let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .expect("GET the coordinator's /metrics");
+    assert_eq!(
+        sample_sum(&metrics, "reelfarm_cache_hits_total", ""),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn no_result_cache_renders_every_job() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 2,
+        coordinator_args: vec!["--no-result-cache".into()],
+    })
+    .await;
+    let first = cluster.submit(spec("a ball rendered twice")).await;
+    cluster.wait_succeeded(&first.id).await;
+    let second = cluster.submit(spec("a ball rendered twice")).await;
+    assert!(second.cached_from.is_empty(), "{}", describe(&second));
+    let second = cluster.wait_succeeded(&second.id).await;
+    assert!(second.tasks.as_ref().is_some_and(|t| t.done > 0));
+}
+
 /// Runs the `reelfarm` CLI against the cluster; returns (success, stdout, stderr).
 async fn cli(cluster: &Cluster, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(CLI_BIN)

@@ -320,6 +320,15 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
         let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
         let w = &worker["spec"]["template"]["spec"]["containers"][0];
 
+        // resultCache: false becomes --no-result-cache; the default adds nothing.
+        let no_cache = c["args"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "--no-result-cache"));
+        assert_eq!(
+            no_cache,
+            name == "minio-s3-values",
+            "{name}: --no-result-cache from coordinator.resultCache"
+        );
         // A tenantWeights map becomes one --tenant-weights flag (sorted by tenant).
         let expected_weights = (name == "gpu-external-etcd-s3-values").then_some("ads=3,crm=1");
         assert_eq!(

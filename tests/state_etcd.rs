@@ -72,6 +72,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
             outputs: vec![],
             tasks: tasks.clone(),
             artifacts_swept: false,
+            cached_from: None,
         })
         .collect();
     for batch in records.chunks(100) {

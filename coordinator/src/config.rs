@@ -68,6 +68,12 @@ pub struct Config {
     )]
     pub artifact_gc_grace_seconds: f64,
 
+    /// Render every job, even one whose spec (tenant, prompt, seed and every parameter that
+    /// reaches the pipeline) matches a retained SUCCEEDED job; by default such a job is
+    /// served at once with that job's outputs (a cache hit).
+    #[arg(long, env = "REELFARM_NO_RESULT_CACHE")]
+    pub no_result_cache: bool,
+
     /// Attempts of one task (errors and lost workers) before its job fails.
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
@@ -134,6 +140,7 @@ impl Config {
             retain_finished_jobs: 1_000_000,
             tenant_weights: TenantWeights::default(),
             artifact_gc_grace_seconds: 900.0,
+            no_result_cache: false,
             log_json: false,
         }
     }
@@ -233,6 +240,7 @@ impl Config {
                 segment_frames: self.segment_frames,
                 max_segments: self.max_segments,
             },
+            result_cache: !self.no_result_cache,
         }
     }
 }

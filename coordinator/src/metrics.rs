@@ -36,6 +36,7 @@ pub struct Metrics {
     pub stale_reports: IntCounter,
     pub jobs_forgotten: IntCounter,
     pub artifacts_collected: IntCounter,
+    pub cache_hits: IntCounter,
     pub artifacts_collected_bytes: IntCounter,
     pub dispatch_latency: Histogram,
     pub job_duration: Histogram,
@@ -97,6 +98,10 @@ impl Metrics {
             jobs_forgotten: reg!(IntCounter::new(
                 "reelfarm_jobs_forgotten_total",
                 "Finished jobs deleted by retention (--retain-finished-jobs)."
+            )),
+            cache_hits: reg!(IntCounter::new(
+                "reelfarm_cache_hits_total",
+                "Jobs served at submission with the outputs of an earlier job with the same content key."
             )),
             artifacts_collected: reg!(IntCounter::new(
                 "reelfarm_artifacts_collected_total",

@@ -36,6 +36,7 @@ BAD_VALUES = {
     "worker.engine=cuda without gpu.enabled": {"worker": {"engine": "cuda"}},
     "unknown top-level key": {"coordinatr": {}},
     "image.pullPolicy=Sometimes": {"image": {"pullPolicy": "Sometimes"}},
+    "coordinator.resultCache=yes (not a boolean)": {"coordinator": {"resultCache": "yes"}},
     "coordinator.artifactGcGraceSeconds=-1": {"coordinator": {"artifactGcGraceSeconds": -1}},
     "coordinator.tenantWeights weight 0": {"coordinator": {"tenantWeights": {"ads": 0}}},
     "coordinator.tenantWeights tenant with capitals": {"coordinator": {"tenantWeights": {"Ads": 2}}},

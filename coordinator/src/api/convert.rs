@@ -122,6 +122,7 @@ pub fn job(v: &JobView) -> v1::Job {
         started_at: v.started_ms.map(timestamp),
         finished_at: v.finished_ms.map(timestamp),
         waiting: v.waiting.clone(),
+        cached_from: v.cached_from.clone(),
         idempotency_key: v.idempotency_key.clone(),
         scene: v.scene.clone(),
     }

@@ -72,7 +72,33 @@ pub struct JobSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Bumped when what a content key covers changes.
+const CONTENT_KEY_VERSION: u32 = 1;
+
 impl JobSpec {
+    /// What determines the job's artifacts: two specs with the same key render the same
+    /// clip (the pipeline is deterministic given the seed), so a finished job's outputs can
+    /// serve the second (a cache hit). Covers every field that reaches the pipeline, not
+    /// priority or labels; scoped to the tenant (a tenant is never handed another tenant's
+    /// artifacts) and to this release (a new pipeline renders anew). Hex SHA-256.
+    pub fn content_key(&self) -> String {
+        let canonical = serde_json::json!({
+            "key_version": CONTENT_KEY_VERSION,
+            "release": env!("CARGO_PKG_VERSION"),
+            "tenant": self.tenant,
+            "prompt": self.prompt,
+            "duration_seconds": self.duration_seconds,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "seed": self.seed,
+            "steps": self.steps,
+            "sampler": self.sampler,
+            "audio": self.audio,
+        });
+        reelfarm_worker::artifacts::sha256_hex(canonical.to_string().as_bytes())
+    }
+
     /// Frames in the clip: `round(duration_seconds * fps)`, at least 1. The worker computes
     /// the same number from the same fields.
     pub fn frame_count(&self) -> u32 {
@@ -129,4 +155,8 @@ pub struct JobRecord {
     /// store (see `scheduler::collector`). Absent in records written before it existed.
     #[serde(default)]
     pub artifacts_swept: bool,
+    /// A cache hit: the job ran no tasks; its outputs are this earlier job's, whose spec
+    /// had the same content key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<JobId>,
 }

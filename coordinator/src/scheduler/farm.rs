@@ -239,6 +239,8 @@ pub struct Farm {
     /// Finished jobs waiting for their artifact sweep, with when it is due (ms), in
     /// finishing order (see `sweeps`).
     to_sweep: VecDeque<(JobId, u64)>,
+    /// Content key → the latest retained SUCCEEDED job with it (see `cached_result`).
+    by_content: HashMap<String, JobId>,
 }
 
 /// How stale the worker-slot gauges may get between dispatches (scrapes are far apart).
@@ -268,6 +270,7 @@ impl Farm {
             gauges_refreshed: Instant::now(),
             cordoned: HashSet::new(),
             to_sweep: VecDeque::new(),
+            by_content: HashMap::new(),
         }
     }
 
@@ -285,6 +288,15 @@ impl Farm {
 
     pub fn contains_job(&self, id: &str) -> bool {
         self.jobs.contains_key(id)
+    }
+
+    /// A retained SUCCEEDED job whose spec has `content_key`, and its outputs: what a new
+    /// job with the same key can reuse instead of rendering again.
+    pub fn cached_result(&self, content_key: &str) -> Option<(JobId, Vec<Output>)> {
+        let id = self.by_content.get(content_key)?;
+        let job = self.jobs.get(id)?;
+        (job.record.state == JobState::Succeeded && !job.record.outputs.is_empty())
+            .then(|| (id.clone(), job.record.outputs.clone()))
     }
 
     /// The job already created with this idempotency key (per tenant), if any.
@@ -384,6 +396,10 @@ impl Farm {
                     enqueue(&mut self.ready, &self.metrics, &mut entry, i as u32);
                 }
             }
+        }
+        if entry.record.state == JobState::Succeeded {
+            self.by_content
+                .insert(entry.record.spec.content_key(), id.clone());
         }
         if terminal {
             self.note_finished(&id);
@@ -736,5 +752,6 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
         idempotency_key: job.record.idempotency_key.clone().unwrap_or_default(),
         scene: job.scene.clone().unwrap_or_default(),
         waiting: String::new(),
+        cached_from: job.record.cached_from.clone().unwrap_or_default(),
     }
 }

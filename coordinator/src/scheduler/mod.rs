@@ -90,6 +90,9 @@ pub enum CordonError {
 pub struct SchedulerConfig {
     pub farm: FarmConfig,
     pub planner: PlannerConfig,
+    /// Serve a submission whose content key matches a retained SUCCEEDED job of the tenant
+    /// with that job's outputs, instead of rendering it again.
+    pub result_cache: bool,
 }
 
 /// Counts for the cluster status.
@@ -110,6 +113,7 @@ pub struct Scheduler {
     store: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
     planner: PlannerConfig,
+    result_cache: bool,
     /// Submissions admitted but not yet inserted, counted against the active-job limit.
     reserved: Mutex<usize>,
     /// Cancelled when a newer coordinator took over the state: this one must stop.
@@ -200,6 +204,7 @@ impl Scheduler {
             store,
             metrics,
             planner: config.planner,
+            result_cache: config.result_cache,
             reserved: Mutex::new(0),
             fenced: CancellationToken::new(),
             finish_rate: FinishRate::new(),
@@ -286,10 +291,17 @@ impl Scheduler {
     }
 
     async fn create_one(&self, term: u64, job: &NewJob) -> Result<JobView, SubmitError> {
-        let tasks = planner::plan(&job.spec, self.planner);
+        let cached = self
+            .result_cache
+            .then(|| self.lock().cached_result(&job.spec.content_key()))
+            .flatten();
+        let tasks = match cached {
+            Some(_) => vec![],
+            None => planner::plan(&job.spec, self.planner),
+        };
         loop {
             let created_ms = now_ms();
-            let record = JobRecord {
+            let mut record = JobRecord {
                 id: new_job_id(created_ms),
                 spec: job.spec.clone(),
                 state: JobState::Queued,
@@ -300,7 +312,16 @@ impl Scheduler {
                 outputs: vec![],
                 tasks: tasks.clone(),
                 artifacts_swept: false,
+                cached_from: None,
             };
+            if let Some((from, outputs)) = &cached {
+                // Born SUCCEEDED with the earlier job's files; it has none of its own to sweep.
+                record.state = JobState::Succeeded;
+                record.finished_ms = Some(created_ms);
+                record.outputs = outputs.clone();
+                record.artifacts_swept = true;
+                record.cached_from = Some(from.clone());
+            }
             let started = Instant::now();
             let outcome = self.store.create_job(term, &record).await;
             self.metrics
@@ -317,7 +338,20 @@ impl Scheduler {
                         .jobs_submitted
                         .with_label_values(&[priority.as_str()])
                         .inc();
-                    tracing::info!(job_id = %id, tenant = %job.spec.tenant, "job submitted");
+                    match &cached {
+                        Some((from, _)) => {
+                            self.metrics.cache_hits.inc();
+                            self.metrics
+                                .jobs_finished
+                                .with_label_values(&[JobState::Succeeded.as_str()])
+                                .inc();
+                            tracing::info!(job_id = %id, cached_from = %from, tenant = %job.spec.tenant,
+                                "job submitted and served from the result cache");
+                        }
+                        None => {
+                            tracing::info!(job_id = %id, tenant = %job.spec.tenant, "job submitted")
+                        }
+                    }
                     return Ok(farm.job_view(&id, true).expect("just inserted"));
                 }
                 Ok(CreateOutcome::Existing(id)) => return self.wait_for_job(&id).await,

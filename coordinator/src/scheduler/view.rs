@@ -29,6 +29,8 @@ pub struct JobView {
     pub scene: String,
     /// Why an unfinished job is not moving, when known (e.g. no live worker).
     pub waiting: String,
+    /// A cache hit: the earlier job whose outputs this one has.
+    pub cached_from: String,
 }
 
 /// One task of a job.

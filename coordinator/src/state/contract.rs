@@ -29,6 +29,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
         outputs: vec![],
         tasks: vec![],
         artifacts_swept: false,
+        cached_from: None,
     }
 }
 

@@ -322,6 +322,10 @@ impl Farm {
         job.pending = None;
         job.record.state = state;
         job.record.error = error;
+        if state == JobState::Succeeded {
+            self.by_content
+                .insert(job.record.spec.content_key(), job_id.to_string());
+        }
         let priority = job.record.spec.priority;
         for t in job.tasks.iter_mut() {
             if t.queued {

@@ -25,6 +25,10 @@ impl Farm {
                 continue;
             }
             let job = self.jobs.remove(&id).expect("checked above");
+            let content_key = job.record.spec.content_key();
+            if self.by_content.get(&content_key) == Some(&id) {
+                self.by_content.remove(&content_key);
+            }
             let idempotency = crate::state::idempotency_scope(&job.record);
             if let Some(k) = &idempotency {
                 self.idempotency.remove(k);

@@ -58,6 +58,7 @@ fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
             outputs: vec![],
             tasks,
             artifacts_swept: false,
+            cached_from: None,
         },
         &[],
     );
@@ -369,6 +370,7 @@ fn job_record(id: &str) -> JobRecord {
         outputs: vec![],
         tasks,
         artifacts_swept: false,
+        cached_from: None,
     }
 }
 
@@ -727,5 +729,81 @@ fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
         next.due_sweeps(u64::MAX, 10).len(),
         1,
         "but one that was not"
+    );
+}
+
+#[test]
+fn content_keys_cover_what_reaches_the_pipeline_and_the_tenant() {
+    let base = spec(Priority::Normal);
+    let mut other_priority = spec(Priority::High);
+    other_priority
+        .labels
+        .insert("campaign".into(), "spring".into());
+    assert_eq!(
+        base.content_key(),
+        other_priority.content_key(),
+        "priority and labels do not change the clip"
+    );
+    for change in [
+        |s: &mut JobSpec| s.tenant = "other".into(),
+        |s: &mut JobSpec| s.seed += 1,
+        |s: &mut JobSpec| s.prompt.push('!'),
+        |s: &mut JobSpec| s.steps += 1,
+        |s: &mut JobSpec| s.audio = !s.audio,
+        |s: &mut JobSpec| s.sampler = Sampler::Euler,
+    ] {
+        let mut changed = spec(Priority::Normal);
+        change(&mut changed);
+        assert_ne!(base.content_key(), changed.content_key(), "{changed:?}");
+    }
+}
+
+#[test]
+fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
+    const JOB: &str = "0000000000000001";
+    let mut f = Farm::new(
+        TERM,
+        FarmConfig {
+            retain_finished: 1,
+            ..config()
+        },
+        Arc::new(Metrics::new()),
+    );
+    let key = spec(Priority::Normal).content_key();
+    f.insert_job(job_record(JOB), &[]);
+    assert!(f.cached_result(&key).is_none(), "not finished");
+    let mut w = worker(&mut f, "w", 8);
+    let mut last_outputs = vec![];
+    while f.job_view(JOB, false).expect("job").state != JobState::Succeeded {
+        f.dispatch();
+        for a in assignments(&mut w) {
+            let output = Output {
+                kind: a.token.task_id.clone(),
+                uri: format!("file:///s/jobs/{JOB}/{}.bin", a.token.task_id),
+                sha256: "0".repeat(64),
+                bytes: 1,
+            };
+            last_outputs = vec![output.clone()];
+            let commit = f
+                .begin_result("w", &a.token, true, "", vec![output], None)
+                .expect("current")
+                .expect("a commit");
+            f.finish_commit(commit.after, Ok(()));
+        }
+    }
+    assert_eq!(f.cached_result(&key), Some((JOB.to_string(), last_outputs)));
+    let mut other_tenant = spec(Priority::Normal);
+    other_tenant.tenant = "other".into();
+    assert!(f.cached_result(&other_tenant.content_key()).is_none());
+
+    // A second finished job pushes the first out of retention (limit 1).
+    let mut failed = job_record("0000000000000002");
+    failed.spec.seed = 99;
+    failed.state = JobState::Failed;
+    f.insert_job(failed, &[]);
+    assert_eq!(f.evict_finished(10).len(), 1);
+    assert!(
+        f.cached_result(&key).is_none(),
+        "forgotten jobs serve nothing"
     );
 }
