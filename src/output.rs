@@ -28,6 +28,8 @@ pub fn job_json(job: &v1::Job) -> serde_json::Value {
         "outputs": job.outputs.iter().map(|o| serde_json::json!({
             "kind": o.kind, "uri": o.uri, "sha256": o.sha256, "bytes": o.bytes})).collect::<Vec<_>>(),
         "error": job.error,
+        "cached_from": job.cached_from,
+        "waiting": job.waiting,
         "scene": serde_json::from_str::<serde_json::Value>(&job.scene).unwrap_or(serde_json::Value::Null),
     })
 }
@@ -56,6 +58,12 @@ pub fn print_job(job: &v1::Job, format: Format) {
             println!("{}", job_line(job));
             if !job.error.is_empty() {
                 println!("  error: {}", job.error);
+            }
+            if !job.waiting.is_empty() {
+                println!("  waiting: {}", job.waiting);
+            }
+            if !job.cached_from.is_empty() {
+                println!("  cache hit: the outputs of job {}", job.cached_from);
             }
             for o in &job.outputs {
                 println!(

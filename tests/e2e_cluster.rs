@@ -898,6 +898,11 @@ async fn an_identical_spec_is_served_from_the_result_cache_within_its_tenant() {
         "no task ran"
     );
     assert_outputs_intact(&cached);
+    let (ok, stdout, stderr) = cli(&cluster, &["get", &cached.id]).await;
+    assert!(
+        ok && stdout.contains(&format!("cache hit: the outputs of job {}", first.id)),
+        "reelfarm get shows the cache hit: {stdout} {stderr}"
+    );
 
     // Another tenant renders its own.
     let elsewhere = cluster
