@@ -403,12 +403,9 @@ impl Farm {
         }
         if terminal {
             self.note_finished(&id);
-            let finished_ms = entry.record.finished_ms.unwrap_or_else(now_ms);
-            match self.config.sweep_due_ms(finished_ms) {
-                Some(due) if !entry.record.artifacts_swept => {
-                    self.to_sweep.push_back((id.clone(), due));
-                }
-                _ => {}
+            if !entry.record.artifacts_swept {
+                let finished_ms = entry.record.finished_ms.unwrap_or_else(now_ms);
+                sweeps::queue_sweep(&mut self.to_sweep, &self.config, &id, finished_ms);
             }
         }
         self.jobs.insert(id, entry);

@@ -337,9 +337,7 @@ impl Farm {
         let finished = now_ms();
         job.record.finished_ms = Some(finished);
         self.finished.push_back(job_id.to_string());
-        if let Some(due) = self.config.sweep_due_ms(finished) {
-            self.to_sweep.push_back((job_id.to_string(), due));
-        }
+        sweeps::queue_sweep(&mut self.to_sweep, &self.config, job_id, finished);
         let mut cancels = Vec::new();
         for (i, t) in job.tasks.iter_mut().enumerate() {
             match t.state {

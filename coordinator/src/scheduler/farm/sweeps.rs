@@ -19,11 +19,25 @@ pub struct Sweep {
     pub keep: HashSet<String>,
 }
 
-impl FarmConfig {
-    /// When the sweep of a job finished at `finished_ms` is due; `None` with the collector off.
-    pub(super) fn sweep_due_ms(&self, finished_ms: u64) -> Option<u64> {
-        self.artifact_gc_grace
-            .map(|grace| finished_ms.saturating_add(grace.as_millis() as u64))
+/// Queues the sweep of a job that finished at `finished_ms` (nothing with the collector
+/// off). The queue is in finishing order, like retention's, so beyond `retain_finished`
+/// entries the oldest job will have been forgotten before its sweep is due: its entry is
+/// dropped, which bounds the queue under sustained load.
+pub(super) fn queue_sweep(
+    to_sweep: &mut VecDeque<(JobId, u64)>,
+    config: &FarmConfig,
+    job_id: &str,
+    finished_ms: u64,
+) {
+    let Some(grace) = config.artifact_gc_grace else {
+        return;
+    };
+    to_sweep.push_back((
+        job_id.to_string(),
+        finished_ms.saturating_add(grace.as_millis() as u64),
+    ));
+    while to_sweep.len() > config.retain_finished.max(1) {
+        to_sweep.pop_front();
     }
 }
 

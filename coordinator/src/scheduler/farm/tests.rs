@@ -807,3 +807,31 @@ fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
         "forgotten jobs serve nothing"
     );
 }
+
+#[test]
+fn the_sweep_queue_is_bounded_by_retention() {
+    let mut f = Farm::new(
+        TERM,
+        FarmConfig {
+            retain_finished: 2,
+            ..config()
+        },
+        Arc::new(Metrics::new()),
+    );
+    for i in 1..=5u64 {
+        let mut record = job_record(&format!("{i:016x}"));
+        record.state = JobState::Failed;
+        record.finished_ms = Some(i);
+        f.insert_job(record, &[]);
+    }
+    let due: Vec<String> = f
+        .due_sweeps(u64::MAX, 10)
+        .into_iter()
+        .map(|s| s.job_id)
+        .collect();
+    assert_eq!(
+        due,
+        ["0000000000000004", "0000000000000005"],
+        "only the jobs retention keeps are queued"
+    );
+}
