@@ -810,6 +810,12 @@ async fn an_operator_drain_holds_across_a_coordinator_restart_until_uncordoned()
         "worker-0 was expected still cordoned after the restart: {listed:?}"
     );
 
+    let (ok, stdout, _) = cli(&cluster, &["workers"]).await;
+    assert!(
+        ok && stdout.contains("DRAINING") && stdout.contains("cordoned"),
+        "reelfarm workers shows the drain: {stdout}"
+    );
+
     let (ok, stdout, stderr) = cli(&cluster, &["uncordon", "worker-0"]).await;
     assert!(ok, "reelfarm uncordon worker-0 failed: {stdout} {stderr}");
     assert!(

@@ -17,8 +17,15 @@ fn print(w: &v1::WorkerInfo, format: Format) {
                 "hostname": w.hostname, "metrics_address": w.metrics_address})
         ),
         Format::Text => println!(
-            "{:<32} {:<9} {:<5} slots {:>3}  running {:>3}  done {:>6}  {}",
-            w.id, state, w.engine, w.slots, w.running, w.tasks_done, w.metrics_address
+            "{:<32} {:<9} {:<8} {:<5} slots {:>3}  running {:>3}  done {:>6}  {}",
+            w.id,
+            state,
+            if w.cordoned { "cordoned" } else { "" },
+            w.engine,
+            w.slots,
+            w.running,
+            w.tasks_done,
+            w.metrics_address
         ),
     }
 }
