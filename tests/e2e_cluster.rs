@@ -725,6 +725,65 @@ async fn submissions_beyond_max_queued_jobs_are_resource_exhausted() {
 }
 
 #[tokio::test]
+async fn one_tenant_cannot_fill_the_queue_beyond_its_limit() {
+    let cluster = Cluster::start(no_workers(&[
+        "--max-queued-jobs",
+        "10",
+        "--max-queued-jobs-per-tenant",
+        "2",
+    ]))
+    .await;
+    let mut jobs = cluster.jobs();
+    let of = |tenant: &str, prompt: &str| v1::SubmitJobRequest {
+        spec: Some(v1::JobSpec {
+            tenant: tenant.into(),
+            ..spec(prompt)
+        }),
+        idempotency_key: String::new(),
+    };
+    for i in 0..2 {
+        cluster
+            .submit(of("crm", &format!("crm job {i}")).spec.expect("spec"))
+            .await;
+    }
+    let status = jobs
+        .submit_job(of("crm", "one crm job too many"))
+        .await
+        .expect_err("crm's third job was expected to be refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("\"crm\"")
+            && status.message().contains("--max-queued-jobs-per-tenant"),
+        "the refusal names the tenant and the limit: {}",
+        status.message()
+    );
+    assert!(
+        status.metadata().get("retry-after").is_some(),
+        "a retry hint: {status:?}"
+    );
+    // All or nothing: a batch with one job over crm's limit stores none of its jobs.
+    let status = jobs
+        .submit_batch(v1::SubmitBatchRequest {
+            jobs: vec![
+                of("ads", "ads job in a batch"),
+                of("crm", "crm job in a batch"),
+            ],
+        })
+        .await
+        .expect_err("a batch over crm's limit was expected to be refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Another tenant is still served.
+    cluster
+        .submit(of("ads", "an ads job").spec.expect("spec"))
+        .await;
+    assert_eq!(
+        cluster.etcd_keys("jobs/").await.len(),
+        3,
+        "two crm jobs and one ads job stored; nothing of the refused requests"
+    );
+}
+
+#[tokio::test]
 async fn get_and_cancel_of_an_unknown_job_are_not_found() {
     let cluster = Cluster::start(no_workers(&[])).await;
     let mut jobs = cluster.jobs();

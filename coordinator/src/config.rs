@@ -47,6 +47,12 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_QUEUED_JOBS", default_value_t = 10_000)]
     pub max_queued_jobs: usize,
 
+    /// Unfinished jobs of one tenant, at most (0: only --max-queued-jobs applies). Beyond
+    /// it that tenant's submissions get RESOURCE_EXHAUSTED while others' are accepted, so
+    /// one tenant's batch cannot fill the whole queue.
+    #[arg(long, env = "REELFARM_MAX_QUEUED_JOBS_PER_TENANT", default_value_t = 0)]
+    pub max_queued_jobs_per_tenant: usize,
+
     /// Finished jobs kept (in memory and in etcd) for GetJob, ListJobs and idempotent
     /// resubmission; older ones are deleted, so both stay bounded under sustained load.
     #[arg(long, env = "REELFARM_RETAIN_FINISHED_JOBS", default_value_t = 10_000)]
@@ -129,6 +135,7 @@ impl Config {
             cluster,
             artifacts,
             max_queued_jobs,
+            max_queued_jobs_per_tenant: 0,
             max_attempts: 3,
             segment_frames: 12,
             max_segments: 64,
@@ -162,6 +169,12 @@ impl Config {
         self.artifacts.validate()?;
         if self.max_queued_jobs == 0 {
             return Err("--max-queued-jobs must be at least 1".into());
+        }
+        if self.max_queued_jobs_per_tenant > self.max_queued_jobs {
+            return Err(format!(
+                "--max-queued-jobs-per-tenant ({}) must not exceed --max-queued-jobs ({})",
+                self.max_queued_jobs_per_tenant, self.max_queued_jobs
+            ));
         }
         if self.max_attempts == 0 {
             return Err("--max-attempts must be at least 1".into());
@@ -229,6 +242,8 @@ impl Config {
             farm: FarmConfig {
                 max_attempts: self.max_attempts,
                 max_active_jobs: self.max_queued_jobs,
+                max_active_jobs_per_tenant: (self.max_queued_jobs_per_tenant > 0)
+                    .then_some(self.max_queued_jobs_per_tenant),
                 stuck_factor: self.stuck_factor,
                 stuck_min: std::time::Duration::from_secs_f64(self.stuck_min_seconds),
                 retain_finished: self.retain_finished_jobs,
@@ -242,5 +257,57 @@ impl Config {
             },
             result_cache: !self.no_result_cache,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("reelfarm-coordinator").chain(args.iter().copied()))
+            .expect("flags parse")
+    }
+
+    #[test]
+    fn scheduler_limits_are_checked_and_named() {
+        let c = parse(&[
+            "--max-queued-jobs",
+            "10",
+            "--max-queued-jobs-per-tenant",
+            "11",
+        ]);
+        let e = c.validate().expect_err("per tenant above the total");
+        assert!(e.contains("--max-queued-jobs-per-tenant"), "{e}");
+        let c = parse(&["--artifact-gc-grace-seconds=-1"]);
+        let e = c.validate().expect_err("negative grace");
+        assert!(e.contains("--artifact-gc-grace-seconds"), "{e}");
+        let e = Config::try_parse_from(["reelfarm-coordinator", "--tenant-weights", "ads=0"])
+            .expect_err("weight 0")
+            .to_string();
+        assert!(e.contains("--tenant-weights"), "{e}");
+
+        let c = parse(&[
+            "--max-queued-jobs-per-tenant",
+            "5",
+            "--tenant-weights",
+            "ads=3",
+            "--artifact-gc-grace-seconds",
+            "0",
+            "--no-result-cache",
+        ]);
+        c.validate().expect("valid");
+        let s = c.scheduler();
+        assert_eq!(s.farm.max_active_jobs_per_tenant, Some(5));
+        assert_eq!(s.farm.tenant_weights.get("ads"), 3);
+        assert_eq!(s.farm.artifact_gc_grace, None, "0 turns the collector off");
+        assert!(!s.result_cache);
+        let defaults = parse(&[]).scheduler();
+        assert_eq!(defaults.farm.max_active_jobs_per_tenant, None);
+        assert_eq!(
+            defaults.farm.artifact_gc_grace,
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert!(defaults.result_cache);
     }
 }

@@ -32,7 +32,8 @@ pub fn artifact(e: ArtifactError) -> Status {
 impl From<SubmitError> for Status {
     fn from(e: SubmitError) -> Self {
         match e {
-            SubmitError::Exhausted { retry_after, .. } => {
+            SubmitError::Exhausted { retry_after, .. }
+            | SubmitError::TenantExhausted { retry_after, .. } => {
                 let mut status = Status::resource_exhausted(e.to_string());
                 // gRPC's server pushback header (honoured by retry policies), and the
                 // HTTP-style hint in whole seconds for scripts.

@@ -42,6 +42,8 @@ pub struct FarmConfig {
     pub max_attempts: u32,
     /// Jobs not yet terminal, at most; more are refused with RESOURCE_EXHAUSTED.
     pub max_active_jobs: usize,
+    /// ...and per tenant, when set, so one tenant cannot fill the whole queue.
+    pub max_active_jobs_per_tenant: Option<usize>,
     /// Stuck versus slow (see `liveness`): a running attempt whose progress stopped for
     /// longer than `stuck_factor` times its expected step time, and at least `stuck_min`,
     /// is reassigned.
@@ -241,6 +243,8 @@ pub struct Farm {
     to_sweep: VecDeque<(JobId, u64)>,
     /// Content key → the latest retained SUCCEEDED job with it (see `cached_result`).
     by_content: HashMap<String, JobId>,
+    /// Jobs not yet terminal, per tenant (tenants with none are absent).
+    active_by_tenant: HashMap<String, usize>,
 }
 
 /// How stale the worker-slot gauges may get between dispatches (scrapes are far apart).
@@ -271,6 +275,7 @@ impl Farm {
             cordoned: HashSet::new(),
             to_sweep: VecDeque::new(),
             by_content: HashMap::new(),
+            active_by_tenant: HashMap::new(),
         }
     }
 
@@ -284,6 +289,11 @@ impl Farm {
 
     pub fn active_jobs(&self) -> usize {
         self.active_jobs
+    }
+
+    /// Jobs of `tenant` not yet terminal.
+    pub fn active_jobs_of(&self, tenant: &str) -> usize {
+        self.active_by_tenant.get(tenant).copied().unwrap_or(0)
     }
 
     pub fn contains_job(&self, id: &str) -> bool {
@@ -390,6 +400,10 @@ impl Farm {
         };
         if !terminal {
             self.active_jobs += 1;
+            *self
+                .active_by_tenant
+                .entry(entry.record.spec.tenant.clone())
+                .or_default() += 1;
             self.metrics.jobs_active.set(self.active_jobs as i64);
             for i in 0..entry.tasks.len() {
                 if entry.tasks[i].state == TaskState::Ready {

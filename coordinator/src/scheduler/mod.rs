@@ -57,6 +57,14 @@ pub enum SubmitError {
         /// When room for the request is likely, from the recent rate of finishing jobs.
         retry_after: Duration,
     },
+    #[error("tenant {tenant:?} has too many active jobs: {active} active, {requested} requested, limit {limit} per tenant (--max-queued-jobs-per-tenant); retry in {} s", retry_after.as_secs())]
+    TenantExhausted {
+        tenant: String,
+        active: usize,
+        requested: usize,
+        limit: usize,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,14 +122,21 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     planner: PlannerConfig,
     result_cache: bool,
-    /// Submissions admitted but not yet inserted, counted against the active-job limit.
-    reserved: Mutex<usize>,
+    /// Submissions admitted but not yet inserted, counted against the active-job limits.
+    reserved: Mutex<Reserved>,
     /// Cancelled when a newer coordinator took over the state: this one must stop.
     fenced: CancellationToken,
     finish_rate: FinishRate,
     /// Serializes operator drains and their lifting, so their durable writes and their
     /// effect in memory happen in the same order.
     cordons: tokio::sync::Mutex<()>,
+}
+
+/// Submissions admitted but not yet inserted: in all and per tenant.
+#[derive(Default)]
+struct Reserved {
+    total: usize,
+    by_tenant: std::collections::HashMap<String, usize>,
 }
 
 /// The recent rate at which jobs finish, for the retry hint of a refused submission.
@@ -205,7 +220,7 @@ impl Scheduler {
             metrics,
             planner: config.planner,
             result_cache: config.result_cache,
-            reserved: Mutex::new(0),
+            reserved: Mutex::new(Reserved::default()),
             fenced: CancellationToken::new(),
             finish_rate: FinishRate::new(),
             cordons: tokio::sync::Mutex::new(()),
@@ -250,11 +265,15 @@ impl Scheduler {
                 .collect()
         };
         let new = results.iter().filter(|r| r.is_none()).count();
+        let mut new_by_tenant: std::collections::HashMap<String, usize> = Default::default();
+        for (job, _) in jobs.iter().zip(&results).filter(|(_, r)| r.is_none()) {
+            *new_by_tenant.entry(job.spec.tenant.clone()).or_default() += 1;
+        }
         {
             let farm = self.lock();
             let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
             let limit = farm.config().max_active_jobs;
-            let active = farm.active_jobs() + *reserved;
+            let active = farm.active_jobs() + reserved.total;
             if active + new > limit {
                 return Err(SubmitError::Exhausted {
                     active,
@@ -265,7 +284,27 @@ impl Scheduler {
                         .retry_after(active + new - limit, &self.metrics),
                 });
             }
-            *reserved += new;
+            if let Some(limit) = farm.config().max_active_jobs_per_tenant {
+                for (tenant, &requested) in &new_by_tenant {
+                    let active = farm.active_jobs_of(tenant)
+                        + reserved.by_tenant.get(tenant).copied().unwrap_or(0);
+                    if active + requested > limit {
+                        return Err(SubmitError::TenantExhausted {
+                            tenant: tenant.clone(),
+                            active,
+                            requested,
+                            limit,
+                            retry_after: self
+                                .finish_rate
+                                .retry_after(active + requested - limit, &self.metrics),
+                        });
+                    }
+                }
+            }
+            reserved.total += new;
+            for (tenant, n) in &new_by_tenant {
+                *reserved.by_tenant.entry(tenant.clone()).or_default() += n;
+            }
         }
         let term = self.term();
         let creates = jobs
@@ -276,7 +315,15 @@ impl Scheduler {
         let created = futures::future::join_all(creates).await;
         {
             let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-            *reserved -= new;
+            reserved.total -= new;
+            for (tenant, n) in &new_by_tenant {
+                if let Some(r) = reserved.by_tenant.get_mut(tenant) {
+                    *r -= n;
+                    if *r == 0 {
+                        reserved.by_tenant.remove(tenant);
+                    }
+                }
+            }
         }
         let mut created = created.into_iter();
         for slot in results.iter_mut().filter(|r| r.is_none()) {

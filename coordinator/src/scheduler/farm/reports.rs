@@ -375,6 +375,12 @@ impl Farm {
             .with_label_values(&[state.as_str()])
             .inc();
         self.active_jobs = self.active_jobs.saturating_sub(1);
+        if let Some(n) = self.active_by_tenant.get_mut(&job.record.spec.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.active_by_tenant.remove(&job.record.spec.tenant);
+            }
+        }
         self.metrics.jobs_active.set(self.active_jobs as i64);
         for (worker_id, index, token) in cancels {
             self.release_slot(&worker_id, job_id, index, false);

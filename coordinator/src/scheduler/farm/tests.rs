@@ -31,6 +31,7 @@ fn config() -> FarmConfig {
     FarmConfig {
         max_attempts: 2,
         max_active_jobs: 100,
+        max_active_jobs_per_tenant: None,
         stuck_factor: 10.0,
         stuck_min: std::time::Duration::from_secs(30),
         retain_finished: 1000,
