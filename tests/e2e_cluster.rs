@@ -875,6 +875,35 @@ async fn an_operator_drain_holds_across_a_coordinator_restart_until_uncordoned()
         "reelfarm workers shows the drain: {stdout}"
     );
 
+    // Gone (kill -9, lease expired), the drained worker is still listed as drained.
+    cluster.worker("worker-0").kill9();
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = cluster
+            .admin()
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .expect("ListWorkers")
+            .into_inner();
+        if listed.workers.is_empty() && listed.cordoned_not_connected == ["worker-0"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker-0 was expected listed as drained and not connected: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, stdout, _) = cli(&cluster, &["workers"]).await;
+    assert!(
+        ok && stdout.contains("cordoned (not connected)"),
+        "reelfarm workers shows the absent drained worker: {stdout}"
+    );
+    cluster.worker("worker-0").process.spawn();
+    cluster
+        .wait_workers_connected(&["worker-0".to_string()])
+        .await;
+
     let (ok, stdout, stderr) = cli(&cluster, &["uncordon", "worker-0"]).await;
     assert!(ok, "reelfarm uncordon worker-0 failed: {stdout} {stderr}");
     assert!(

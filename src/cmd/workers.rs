@@ -40,6 +40,15 @@ pub async fn list(coordinators: &[String], format: Format) -> anyhow::Result<()>
     for w in &resp.workers {
         print(w, format);
     }
+    for id in &resp.cordoned_not_connected {
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({"id": id, "state": "NOT_CONNECTED", "cordoned": true})
+            ),
+            Format::Text => println!("{id:<32} {:<9} cordoned (not connected)", "-"),
+        }
+    }
     Ok(())
 }
 

@@ -31,14 +31,12 @@ impl v1::admin_service_server::AdminService for AdminApi {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        let workers = self
-            .role
-            .scheduler()?
-            .workers()
-            .iter()
-            .map(convert::worker)
-            .collect();
-        Ok(Response::new(v1::ListWorkersResponse { workers }))
+        let scheduler = self.role.scheduler()?;
+        let workers = scheduler.workers().iter().map(convert::worker).collect();
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers,
+            cordoned_not_connected: scheduler.cordoned_not_connected(),
+        }))
     }
 
     async fn drain_worker(

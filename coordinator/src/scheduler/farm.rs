@@ -576,6 +576,18 @@ impl Farm {
         self.cordoned.contains(id)
     }
 
+    /// Drained workers that are not connected, sorted.
+    pub fn cordoned_not_connected(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .cordoned
+            .iter()
+            .filter(|id| !self.workers.contains_key(*id))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Applies a durable cordon (an operator's drain) or its lifting; the worker need not be
     /// connected. Returns the worker if it is.
     pub fn set_cordon(&mut self, id: &str, cordoned: bool) -> Option<WorkerView> {

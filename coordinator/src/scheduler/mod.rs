@@ -548,6 +548,11 @@ impl Scheduler {
         self.lock().worker_views()
     }
 
+    /// Workers an operator drained that are not connected now.
+    pub fn cordoned_not_connected(&self) -> Vec<String> {
+        self.lock().cordoned_not_connected()
+    }
+
     pub fn counts(&self) -> ClusterCounts {
         let farm = self.lock();
         let (workers, tasks_ready, tasks_running) = farm.counts();
