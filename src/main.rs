@@ -75,6 +75,8 @@ enum Command {
     Watch { id: String },
     /// Cancel a job.
     Cancel { id: String },
+    /// The cluster at a glance: leader, term, counts, unfinished jobs per tenant.
+    Status,
     /// List connected workers.
     Workers,
     /// Stop giving a worker new tasks; it finishes those it runs. Holds across the worker's
@@ -227,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Watch { id } => cmd::watch::run(c, &id, f).await,
         Command::Cancel { id } => cmd::cancel::run(c, &id, f).await,
+        Command::Status => cmd::status::run(c, f).await,
         Command::Workers => cmd::workers::list(c, f).await,
         Command::Drain { id } => cmd::workers::drain(c, &id, f).await,
         Command::Uncordon { id } => cmd::workers::uncordon(c, &id, f).await,

@@ -776,6 +776,21 @@ async fn one_tenant_cannot_fill_the_queue_beyond_its_limit() {
     cluster
         .submit(of("ads", "an ads job").spec.expect("spec"))
         .await;
+    let (ok, stdout, stderr) = cli(&cluster, &["status"]).await;
+    assert!(
+        ok && stdout.contains("jobs active 3"),
+        "reelfarm status: {stdout} {stderr}"
+    );
+    let crm = stdout
+        .lines()
+        .position(|l| l.contains("tenant crm") && l.contains("2 active"));
+    let ads = stdout
+        .lines()
+        .position(|l| l.contains("tenant ads") && l.contains("1 active"));
+    assert!(
+        matches!((crm, ads), (Some(c), Some(a)) if c < a),
+        "per-tenant counts, most first: {stdout}"
+    );
     assert_eq!(
         cluster.etcd_keys("jobs/").await.len(),
         3,

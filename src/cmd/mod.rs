@@ -13,6 +13,7 @@ pub mod demo;
 pub mod get;
 pub mod list;
 pub mod spec_args;
+pub mod status;
 pub mod submit;
 pub mod watch;
 pub mod words;

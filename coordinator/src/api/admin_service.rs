@@ -92,6 +92,14 @@ impl v1::admin_service_server::AdminService for AdminApi {
                     tasks_ready: counts.tasks_ready as u32,
                     tasks_running: counts.tasks_running as u32,
                     leader_address: String::new(),
+                    tenants: s
+                        .active_by_tenant()
+                        .into_iter()
+                        .map(|(tenant, n)| v1::TenantJobs {
+                            tenant,
+                            jobs_active: n as u32,
+                        })
+                        .collect(),
                 }
             }
             Role::Follower { leader } => v1::GetClusterStatusResponse {

@@ -291,6 +291,17 @@ impl Farm {
         self.active_jobs
     }
 
+    /// Unfinished jobs per tenant, most first (then by name).
+    pub fn active_by_tenant(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = self
+            .active_by_tenant
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
     /// Jobs of `tenant` not yet terminal.
     pub fn active_jobs_of(&self, tenant: &str) -> usize {
         self.active_by_tenant.get(tenant).copied().unwrap_or(0)

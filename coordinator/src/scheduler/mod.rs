@@ -553,6 +553,11 @@ impl Scheduler {
         self.lock().cordoned_not_connected()
     }
 
+    /// Unfinished jobs per tenant, most first.
+    pub fn active_by_tenant(&self) -> Vec<(String, usize)> {
+        self.lock().active_by_tenant()
+    }
+
     pub fn counts(&self) -> ClusterCounts {
         let farm = self.lock();
         let (workers, tasks_ready, tasks_running) = farm.counts();
