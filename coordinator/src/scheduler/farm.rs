@@ -422,18 +422,10 @@ impl Farm {
                 }
             }
         }
-        if entry.record.state == JobState::Succeeded {
-            self.by_content
-                .insert(entry.record.spec.content_key(), id.clone());
-        }
+        self.jobs.insert(id.clone(), entry);
         if terminal {
             self.note_finished(&id);
-            if !entry.record.artifacts_swept {
-                let finished_ms = entry.record.finished_ms.unwrap_or_else(now_ms);
-                sweeps::queue_sweep(&mut self.to_sweep, &self.config, &id, finished_ms);
-            }
         }
-        self.jobs.insert(id, entry);
     }
 
     /// A view of one job for the API.
@@ -699,8 +691,7 @@ fn enqueue(ready: &mut ReadyQueue, metrics: &Metrics, job: &mut JobEntry, index:
         index,
         cost,
     );
-    let priority = spec.priority;
-    metrics.queue_depth(priority).inc();
+    metrics.queue_depth(spec.priority).inc();
 }
 
 /// Why a cancel was refused.

@@ -322,10 +322,6 @@ impl Farm {
         job.pending = None;
         job.record.state = state;
         job.record.error = error;
-        if state == JobState::Succeeded {
-            self.by_content
-                .insert(job.record.spec.content_key(), job_id.to_string());
-        }
         let priority = job.record.spec.priority;
         for t in job.tasks.iter_mut() {
             if t.queued {
@@ -336,8 +332,6 @@ impl Farm {
         }
         let finished = now_ms();
         job.record.finished_ms = Some(finished);
-        self.finished.push_back(job_id.to_string());
-        sweeps::queue_sweep(&mut self.to_sweep, &self.config, job_id, finished);
         let mut cancels = Vec::new();
         for (i, t) in job.tasks.iter_mut().enumerate() {
             match t.state {
@@ -382,6 +376,7 @@ impl Farm {
             }
         }
         self.metrics.jobs_active.set(self.active_jobs as i64);
+        self.note_finished(job_id);
         for (worker_id, index, token) in cancels {
             self.release_slot(&worker_id, job_id, index, false);
             if let Some(w) = self.workers.get(&worker_id) {

@@ -5,9 +5,25 @@
 use super::*;
 
 impl Farm {
-    /// Notes that a job reached a terminal state (in finishing order).
+    /// Notes that a job (already in `jobs`) reached a terminal state, in finishing order:
+    /// retention's list, the artifact sweep queue unless it was swept (see `sweeps`), and,
+    /// when it SUCCEEDED, the result cache's index (see `cached_result`).
     pub(super) fn note_finished(&mut self, job_id: &str) {
         self.finished.push_back(job_id.to_string());
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
+        let finished_ms = job.record.finished_ms.unwrap_or_else(now_ms);
+        let (swept, content_key) = (
+            job.record.artifacts_swept,
+            (job.record.state == JobState::Succeeded).then(|| job.record.spec.content_key()),
+        );
+        if let Some(key) = content_key {
+            self.by_content.insert(key, job_id.to_string());
+        }
+        if !swept {
+            self.queue_sweep(job_id, finished_ms);
+        }
     }
 
     /// Forgets the oldest finished jobs beyond the retention limit, at most `max` per call;
@@ -25,9 +41,12 @@ impl Farm {
                 continue;
             }
             let job = self.jobs.remove(&id).expect("checked above");
-            let content_key = job.record.spec.content_key();
-            if self.by_content.get(&content_key) == Some(&id) {
-                self.by_content.remove(&content_key);
+            if job.record.state == JobState::Succeeded {
+                // Only SUCCEEDED jobs are in the index (see `note_finished`).
+                let content_key = job.record.spec.content_key();
+                if self.by_content.get(&content_key) == Some(&id) {
+                    self.by_content.remove(&content_key);
+                }
             }
             let idempotency = crate::state::idempotency_scope(&job.record);
             if let Some(k) = &idempotency {

@@ -19,29 +19,24 @@ pub struct Sweep {
     pub keep: HashSet<String>,
 }
 
-/// Queues the sweep of a job that finished at `finished_ms` (nothing with the collector
-/// off). The queue is in finishing order, like retention's, so beyond `retain_finished`
-/// entries the oldest job will have been forgotten before its sweep is due: its entry is
-/// dropped, which bounds the queue under sustained load.
-pub(super) fn queue_sweep(
-    to_sweep: &mut VecDeque<(JobId, u64)>,
-    config: &FarmConfig,
-    job_id: &str,
-    finished_ms: u64,
-) {
-    let Some(grace) = config.artifact_gc_grace else {
-        return;
-    };
-    to_sweep.push_back((
-        job_id.to_string(),
-        finished_ms.saturating_add(grace.as_millis() as u64),
-    ));
-    while to_sweep.len() > config.retain_finished.max(1) {
-        to_sweep.pop_front();
-    }
-}
-
 impl Farm {
+    /// Queues the sweep of a job that finished at `finished_ms` (nothing with the collector
+    /// off). The queue is in finishing order, like retention's, so beyond `retain_finished`
+    /// entries the oldest job will have been forgotten before its sweep is due: its entry is
+    /// dropped, which bounds the queue under sustained load.
+    pub(super) fn queue_sweep(&mut self, job_id: &str, finished_ms: u64) {
+        let Some(grace) = self.config.artifact_gc_grace else {
+            return;
+        };
+        self.to_sweep.push_back((
+            job_id.to_string(),
+            finished_ms.saturating_add(grace.as_millis() as u64),
+        ));
+        while self.to_sweep.len() > self.config.retain_finished.max(1) {
+            self.to_sweep.pop_front();
+        }
+    }
+
     /// Up to `max` jobs whose sweep is due at `now_ms`, with what each must keep.
     pub fn due_sweeps(&mut self, now_ms: u64, max: usize) -> Vec<Sweep> {
         let mut due = Vec::new();
