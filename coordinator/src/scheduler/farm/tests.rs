@@ -41,7 +41,12 @@ fn config() -> FarmConfig {
 }
 
 fn farm() -> Farm {
-    Farm::new(TERM, config(), Arc::new(Metrics::new()))
+    farm_with(TERM, config())
+}
+
+/// A farm in `term` with `config` (a new leader is `TERM + 1`).
+fn farm_with(term: u64, config: FarmConfig) -> Farm {
+    Farm::new(term, config, Arc::new(Metrics::new()))
 }
 
 fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
@@ -425,7 +430,7 @@ fn a_new_leader_adopts_the_attempt_a_worker_still_runs_and_accepts_its_result() 
     assert_eq!(plan.token.term, TERM);
 
     // A new leader (term 8) loads the same job; w1 reconnects offering the running plan.
-    let mut new = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    let mut new = farm_with(TERM + 1, config());
     new.insert_job(job_record(JOB), &[]);
     let mut w2 = worker(&mut new, "w2", 1);
     new.hold_dispatch(
@@ -487,13 +492,12 @@ fn an_offered_attempt_whose_task_went_to_another_worker_is_cancelled() {
 #[test]
 fn attempt_numbers_stay_unique_after_adopting_an_older_attempt() {
     const JOB: &str = "000000000000000a";
-    let mut f = Farm::new(
+    let mut f = farm_with(
         TERM,
         FarmConfig {
             max_attempts: 5,
             ..config()
         },
-        Arc::new(Metrics::new()),
     );
     f.insert_job(job_record(JOB), &[]);
     let mut w1 = worker(&mut f, "w1", 1);
@@ -533,7 +537,7 @@ fn an_operator_drain_holds_across_reconnects_and_failovers_until_lifted() {
     assert_eq!(f.job_view(JOB, false).expect("job").state, JobState::Queued);
 
     // A new leader restores the stored cordons before the worker reconnects.
-    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    let mut next = farm_with(TERM + 1, config());
     next.insert_job(job_record(JOB), &[]);
     next.restore_cordons(["w1".to_string()]);
     let mut again = worker(&mut next, "w1", 2);
@@ -643,13 +647,12 @@ fn a_job_with_no_live_worker_says_so() {
 
 #[test]
 fn retention_forgets_the_oldest_finished_jobs_beyond_the_limit() {
-    let mut f = Farm::new(
+    let mut f = farm_with(
         TERM,
         FarmConfig {
             retain_finished: 2,
             ..config()
         },
-        Arc::new(Metrics::new()),
     );
     let ids = ["0000000000000001", "0000000000000002", "0000000000000003"];
     for id in ids {
@@ -719,12 +722,12 @@ fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
     assert!(f.due_sweeps(u64::MAX, 10).is_empty(), "swept once");
 
     // A new leader does not sweep a job whose record says it was swept.
-    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    let mut next = farm_with(TERM + 1, config());
     next.insert_job(*record.clone(), &[]);
     assert!(next.due_sweeps(u64::MAX, 10).is_empty());
     let mut unswept = *record;
     unswept.artifacts_swept = false;
-    let mut next = Farm::new(TERM + 1, config(), Arc::new(Metrics::new()));
+    let mut next = farm_with(TERM + 1, config());
     next.insert_job(unswept, &[]);
     assert_eq!(
         next.due_sweeps(u64::MAX, 10).len(),
@@ -762,13 +765,12 @@ fn content_keys_cover_what_reaches_the_pipeline_and_the_tenant() {
 #[test]
 fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
     const JOB: &str = "0000000000000001";
-    let mut f = Farm::new(
+    let mut f = farm_with(
         TERM,
         FarmConfig {
             retain_finished: 1,
             ..config()
         },
-        Arc::new(Metrics::new()),
     );
     let key = spec(Priority::Normal).content_key();
     f.insert_job(job_record(JOB), &[]);
@@ -811,13 +813,12 @@ fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
 
 #[test]
 fn the_sweep_queue_is_bounded_by_retention() {
-    let mut f = Farm::new(
+    let mut f = farm_with(
         TERM,
         FarmConfig {
             retain_finished: 2,
             ..config()
         },
-        Arc::new(Metrics::new()),
     );
     for i in 1..=5u64 {
         let mut record = job_record(&format!("{i:016x}"));
