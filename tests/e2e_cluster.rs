@@ -892,23 +892,27 @@ async fn an_operator_drain_holds_across_a_coordinator_restart_until_uncordoned()
 
     // Gone (kill -9, lease expired), the drained worker is still listed as drained.
     cluster.worker("worker-0").kill9();
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let listed = cluster
-            .admin()
-            .list_workers(v1::ListWorkersRequest {})
-            .await
-            .expect("ListWorkers")
-            .into_inner();
-        if listed.workers.is_empty() && listed.cordoned_not_connected == ["worker-0"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "worker-0 was expected listed as drained and not connected: {listed:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let admin = cluster.admin();
+    wait_until(
+        "worker-0 was expected listed as drained and not connected",
+        std::time::Duration::from_secs(30),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let listed = admin
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .expect("ListWorkers")
+                    .into_inner();
+                if listed.workers.is_empty() && listed.cordoned_not_connected == ["worker-0"] {
+                    Ok(())
+                } else {
+                    Err(format!("{listed:?}"))
+                }
+            }
+        },
+    )
+    .await;
     let (ok, stdout, _) = cli(&cluster, &["workers"]).await;
     assert!(
         ok && stdout.contains("cordoned (not connected)"),
@@ -949,14 +953,18 @@ async fn files_of_uncommitted_attempts_are_collected_after_the_grace() {
     std::fs::write(&stray, b"an uncommitted attempt's output").expect("write the stray file");
 
     let job = cluster.wait_succeeded(&submitted.id).await;
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    while stray.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the stray file was expected to be deleted within 30 s of the job finishing"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "the stray file was expected to be deleted after the job finished",
+        std::time::Duration::from_secs(30),
+        || async {
+            if !stray.exists() {
+                Ok(())
+            } else {
+                Err(format!("{} still exists", stray.display()))
+            }
+        },
+    )
+    .await;
     assert_outputs_intact(&job);
     let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
         .expect("GET the coordinator's /metrics");
@@ -965,21 +973,21 @@ async fn files_of_uncommitted_attempts_are_collected_after_the_grace() {
         Some(1.0),
         "exactly the stray file was collected:\n{metrics}"
     );
-    let stored = cluster
-        .etcd_json(&format!("jobs/{}", submitted.id))
-        .await
-        .expect("the job is stored");
     // The note is written after the deletes; give it a moment.
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    let mut swept = stored["artifacts_swept"] == serde_json::Value::Bool(true);
-    while !swept && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        swept = cluster
-            .etcd_json(&format!("jobs/{}", submitted.id))
-            .await
-            .is_some_and(|j| j["artifacts_swept"] == serde_json::Value::Bool(true));
-    }
-    assert!(swept, "the sweep was expected to be recorded in etcd");
+    let key = format!("jobs/{}", submitted.id);
+    wait_until(
+        "the sweep was expected to be recorded in etcd",
+        std::time::Duration::from_secs(10),
+        || async {
+            let stored = cluster.etcd_json(&key).await.expect("the job is stored");
+            if stored["artifacts_swept"] == serde_json::Value::Bool(true) {
+                Ok(())
+            } else {
+                Err(stored.to_string())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

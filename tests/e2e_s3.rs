@@ -306,18 +306,19 @@ async fn uncommitted_attempt_objects_are_collected_from_the_bucket() {
     moto.put_object(bucket, &neighbour, "another job's file");
 
     let job = cluster.wait_succeeded(&submitted.id).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let stored = loop {
-        let stored = moto.objects(bucket, &job_prefix);
-        if !stored.iter().any(|(k, _, _)| *k == stray) {
-            break stored;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stray object {stray} was expected to be deleted within 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let stored = wait_until(
+        &format!("the stray object {stray} was expected to be deleted"),
+        Duration::from_secs(30),
+        || async {
+            let stored = moto.objects(bucket, &job_prefix);
+            if !stored.iter().any(|(k, _, _)| *k == stray) {
+                Ok(stored)
+            } else {
+                Err(format!("{stored:?}"))
+            }
+        },
+    )
+    .await;
     for output in &job.outputs {
         let key = output.uri.trim_start_matches(&format!("s3://{bucket}/"));
         assert!(

@@ -631,6 +631,25 @@ impl Drop for Cluster {
     }
 }
 
+/// Polls `probe` every [`POLL`] until it returns `Ok`, and returns that. Fails when `timeout`
+/// passes first, with `what` and the probe's last `Err` (what it saw instead).
+pub async fn wait_until<T, Fut>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what} within {timeout:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A small job: 48 frames of 160x96, i.e. 4 video segments with the coordinator's default
 /// `--segment-frames 12`, plus PLAN, AUDIO and ASSEMBLE. Renders in well under a second.
 pub fn spec(prompt: &str) -> v1::JobSpec {
