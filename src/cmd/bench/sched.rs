@@ -420,6 +420,16 @@ pub(super) struct SimWorker {
     pub work_waiting: WorkWaiting,
 }
 
+/// Notes that a slot is freed now (its result is about to be sent) and whether ready work
+/// was waiting then; the worker's next assignment closes the oldest such note.
+fn note_freed(freed: &Mutex<VecDeque<(Instant, bool)>>, work_waiting: &WorkWaiting) {
+    let had_work = work_waiting();
+    freed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push_back((Instant::now(), had_work));
+}
+
 /// A worker that answers every assignment with success, without rendering.
 pub(super) async fn sim_worker(
     worker: SimWorker,
@@ -491,11 +501,7 @@ pub(super) async fn sim_worker(
                 })),
             };
             if engine.task_time.is_zero() {
-                let had_work = work_waiting();
-                freed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back((Instant::now(), had_work));
+                note_freed(&freed, &work_waiting);
                 if out.send(result).await.is_err() {
                     break;
                 }
@@ -504,11 +510,7 @@ pub(super) async fn sim_worker(
                 let task_time = engine.task_duration();
                 tokio::spawn(async move {
                     tokio::time::sleep(task_time).await;
-                    let had_work = work_waiting();
-                    freed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back((Instant::now(), had_work));
+                    note_freed(&freed, &work_waiting);
                     let _ = out.send(result).await;
                 });
             }
