@@ -133,6 +133,11 @@ enum Bench {
         /// queue's cost with many tenants backlogged at once.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         tenants: u32,
+        /// Skip the transport floor: after each saturated run the same workers run against
+        /// a server that only echoes an assignment per result, the most any scheduler could
+        /// do over one stream per worker on this machine.
+        #[arg(long)]
+        no_floor: bool,
     },
     /// Sustained load: SubmitJob at a fixed rate against a coordinator process with
     /// simulated workers; accepted, refused and the coordinator's memory.
@@ -246,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
             task_ms,
             latency_load,
             tenants,
+            no_floor,
         }) => {
             anyhow::ensure!(
                 (0.0..1.0).contains(&latency_load),
@@ -260,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
                 task_ms,
                 latency_load,
                 tenants,
+                floor: !no_floor,
             })
             .await
         }

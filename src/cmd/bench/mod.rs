@@ -1,10 +1,12 @@
 //! `reelfarm bench ...`: benchmarks that print JSON. Figures go to BENCHMARKS.md with the
 //! date and machine; compare only against baselines measured in the same run.
 //!
-//! - [`sched`]: the scheduler alone, with simulated workers over the real gRPC stream.
+//! - [`sched`]: the scheduler alone, with simulated workers over the real gRPC stream,
+//!   against [`floor`]: the same workers and server stack with no scheduler behind it.
 //! - [`pipeline`]: per-stage timings of the reference pipeline on the CPU engine.
 //! - [`load`]: sustained submission at a fixed rate; accepted, refused, coordinator memory.
 
+pub mod floor;
 pub mod load;
 pub mod pipeline;
 pub mod sched;

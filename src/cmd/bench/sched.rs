@@ -50,6 +50,8 @@ pub struct SchedArgs {
     pub latency_load: f64,
     /// Tenants the jobs are spread over, round-robin.
     pub tenants: u32,
+    /// Also run the transport floor (see [`super::floor`]) after each saturated run.
+    pub floor: bool,
 }
 
 /// Task duration jitter of the `at_load` run: each task takes (1 ± this) × the mean.
@@ -107,13 +109,29 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
             };
             let saturated = run_one(&args, &bench, engine).await?;
             eprintln!("{saturated}");
+            let measured = saturated["tasks_per_second"].as_f64().unwrap_or(0.0);
             let mut result = serde_json::json!({
                 "backend": backend,
                 "workers": workers,
                 "slots_per_worker": slots,
                 "saturated": saturated,
             });
-            let measured = saturated["tasks_per_second"].as_f64().unwrap_or(0.0);
+            if args.floor {
+                let floor = super::floor::run(super::floor::FloorRun {
+                    runtime: &bench.coordinator_runtime,
+                    threads: COORDINATOR_THREADS,
+                    workers,
+                    slots,
+                    tasks: saturated["tasks"].as_u64().unwrap_or(u64::from(args.tasks)),
+                })
+                .await?;
+                eprintln!("{floor}");
+                let ceiling = floor["tasks_per_second"].as_f64().unwrap_or(0.0);
+                if ceiling > 0.0 {
+                    result["saturated_share_of_floor"] = (measured / ceiling).into();
+                }
+                result["transport_floor"] = floor;
+            }
             if args.latency_load > 0.0 && measured > 0.0 {
                 // Closed loop: throughput ≈ slots / mean task time.
                 let offered = measured * args.latency_load;
@@ -150,7 +168,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
 pub(super) struct Samples {
     /// Slot freed → next assignment received, when ready tasks were queued at the moment
     /// the slot was freed: the scheduler's dispatch latency as a worker sees it.
-    latencies_s: Vec<f64>,
+    pub latencies_s: Vec<f64>,
     /// The same interval when no task was ready (waiting for dependencies, the end of the
     /// run): idle time, not dispatch latency; reported apart.
     starved_s: Vec<f64>,
@@ -179,6 +197,17 @@ impl SimEngine {
         }
         let u: f64 = rand::random();
         self.task_time.mul_f64(1.0 + self.jitter * (2.0 * u - 1.0))
+    }
+}
+
+/// The spec of every bench job: the largest plan the coordinator makes (see
+/// [`TASKS_PER_JOB`]).
+pub(super) fn bench_spec() -> v1::JobSpec {
+    v1::JobSpec {
+        prompt: "bench".into(),
+        duration_seconds: 20.0,
+        fps: 60,
+        ..Default::default()
     }
 }
 
@@ -233,12 +262,7 @@ async fn run_one(
     // Load the queue.
     let jobs = args.tasks.div_ceil(TASKS_PER_JOB) as usize;
     let mut client = crate::client::jobs(std::slice::from_ref(&address)).await?;
-    let spec = v1::JobSpec {
-        prompt: "bench".into(),
-        duration_seconds: 20.0,
-        fps: 60,
-        ..Default::default()
-    };
+    let spec = bench_spec();
     let mut job_ids = Vec::with_capacity(jobs);
     let mut left = jobs;
     while left > 0 {
@@ -344,14 +368,14 @@ async fn run_one(
 }
 
 /// CPU time of this process's threads with one name, from /proc/self/task (Linux).
-struct ThreadsCpu {
+pub(super) struct ThreadsCpu {
     name: &'static str,
     /// Thread id → CPU seconds at the start.
     start: std::collections::HashMap<String, f64>,
 }
 
 impl ThreadsCpu {
-    fn named(name: &'static str) -> Self {
+    pub fn named(name: &'static str) -> Self {
         Self {
             name,
             start: Self::sample(name),
@@ -360,7 +384,7 @@ impl ThreadsCpu {
 
     /// CPU seconds the named threads used since [`ThreadsCpu::named`]; a thread that
     /// started since counts from zero.
-    fn used_since(&self) -> f64 {
+    pub fn used_since(&self) -> f64 {
         Self::sample(self.name)
             .into_iter()
             .map(|(tid, now)| now - self.start.get(&tid).copied().unwrap_or(0.0))
