@@ -29,7 +29,7 @@ fn bench_sched_reports_finished_runs_and_the_transport_floor() {
         "memory,etcd",
     ];
     let out = Command::new(common::CLI_BIN)
-        .args(&args)
+        .args(args)
         .output()
         .expect("run reelfarm bench sched");
     let stderr = String::from_utf8_lossy(&out.stderr);
