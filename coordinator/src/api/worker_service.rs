@@ -13,7 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::stream::FuturesUnordered;
+use futures::{Future, Stream, StreamExt};
 use reelfarm_proto::v1;
 use reelfarm_worker::artifacts::{ArtifactError, ArtifactStore};
 use tokio::sync::mpsc;
@@ -146,9 +147,14 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let store_checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store = self.store.clone();
         tokio::spawn(async move {
+            // Results being applied and committed. They run concurrently, so many results
+            // share one durable write, but inside this task: a spawned task per result cost
+            // a wake-up and an allocation per task, a large share of the transport's.
+            let mut in_flight = FuturesUnordered::new();
             loop {
                 let msg = tokio::select! {
                     m = inbound.message() => m,
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
                     _ = shutdown.cancelled() => break,
                 };
                 let body = match msg {
@@ -159,7 +165,14 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                         break;
                     }
                 };
-                handle(&scheduler, &store, &store_checked, &worker_id, body);
+                if let Some(result) = handle(&scheduler, &store, &store_checked, &worker_id, body) {
+                    in_flight.push(result);
+                }
+            }
+            // Results already received still count (a worker's last result before it
+            // disconnects); they finish in their own task, as before the session ended.
+            if !in_flight.is_empty() {
+                tokio::spawn(async move { while in_flight.next().await.is_some() {} });
             }
             scheduler
                 .worker_gone(&worker_id, Some(session), "stream_closed")
@@ -176,13 +189,18 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     }
 }
 
+/// A result being applied: checked against the store (a session's first), then committed.
+type ResultFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Acts on one message from a worker; a result comes back as a future for the session to
+/// drive (see `in_flight` above).
 fn handle(
     scheduler: &Arc<Scheduler>,
     store: &Arc<ArtifactStore>,
     store_checked: &Arc<std::sync::atomic::AtomicBool>,
     worker_id: &str,
     body: Option<v1::worker_message::Body>,
-) {
+) -> Option<ResultFuture> {
     use v1::worker_message::Body;
     match body {
         Some(Body::Progress(p)) => {
@@ -197,7 +215,7 @@ fn handle(
         Some(Body::Result(r)) => {
             let Some(token) = convert::token_from(r.token.as_ref()) else {
                 tracing::warn!(worker_id, "result without a token ignored");
-                return;
+                return None;
             };
             let outputs: Vec<Output> = r
                 .outputs
@@ -210,12 +228,11 @@ fn handle(
                 })
                 .collect();
             let scene = (!r.scene.is_empty()).then(|| r.scene.clone());
-            // Commits run concurrently so many results share one durable write.
             let scheduler = scheduler.clone();
             let store = store.clone();
             let store_checked = store_checked.clone();
             let worker_id = worker_id.to_string();
-            tokio::spawn(async move {
+            return Some(Box::pin(async move {
                 let (mut ok, mut error) = (r.ok, r.error);
                 // A worker that writes to another store is caught by its first result; later
                 // results of the same session skip the lookup (it costs a stat or a HEAD
@@ -241,7 +258,7 @@ fn handle(
                     tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
                         attempt = token.attempt, error = %e, "result rejected");
                 }
-            });
+            }));
         }
         Some(Body::Register(_)) => {
             tracing::warn!(worker_id, "second register on one session ignored");
@@ -266,6 +283,7 @@ fn handle(
         }
         None => {}
     }
+    None
 }
 
 /// Each output exists in the coordinator's artifact store with its reported size.
