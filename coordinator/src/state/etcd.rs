@@ -408,11 +408,9 @@ async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceive
             continue;
         }
         let term = batch[0].term;
-        let all: Vec<Write> = batch
-            .iter()
-            .flat_map(|r| r.writes.iter().cloned())
-            .collect();
-        match commit_once(&client, &keys, term, &all).await {
+        // Borrowed, not cloned: a job record can be large, and a batch holds a hundred.
+        let all = batch.iter().flat_map(|r| r.writes.iter());
+        match commit_once(&client, &keys, term, all).await {
             Ok(()) => {
                 for req in batch {
                     let _ = req.done.send(Ok(()));
@@ -444,9 +442,14 @@ fn ops(writes: &[Write]) -> usize {
         .sum()
 }
 
-async fn commit_once(client: &Client, keys: &Keys, term: u64, writes: &[Write]) -> StoreResult<()> {
+async fn commit_once<'a>(
+    client: &Client,
+    keys: &Keys,
+    term: u64,
+    writes: impl IntoIterator<Item = &'a Write>,
+) -> StoreResult<()> {
     let mut compares = vec![term_is(keys, term)];
-    let mut puts = Vec::with_capacity(writes.len());
+    let mut puts = Vec::new();
     for w in writes {
         match w {
             Write::TaskDone(c) => {
