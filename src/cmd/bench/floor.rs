@@ -121,11 +121,13 @@ pub(super) struct FloorRun<'a> {
     pub threads: &'static str,
     pub workers: u32,
     pub slots: u32,
+    /// How the simulated workers answer: at once (saturated) or after a task time.
+    pub engine: SimEngine,
     pub tasks: u64,
 }
 
 /// Runs `tasks` results through the echo server and reports its throughput, its CPU per
-/// task and the hand-off latency the workers saw.
+/// task and the hand-off latency the workers saw (every hand-off: work is always waiting).
 pub(super) async fn run(f: FloorRun<'_>) -> anyhow::Result<serde_json::Value> {
     // Nothing reads it: a path as long as a real artifact's, for realistic message sizes.
     let output_uri = format!(
@@ -165,10 +167,7 @@ pub(super) async fn run(f: FloorRun<'_>) -> anyhow::Result<serde_json::Value> {
                     id: format!("floor-{i}"),
                     output_uri: output_uri.clone(),
                     slots: f.slots,
-                    engine: SimEngine {
-                        task_time: Duration::ZERO,
-                        jitter: 0.0,
-                    },
+                    engine: f.engine,
                     // Work is always waiting: every hand-off counts as dispatch latency.
                     work_waiting: Arc::new(|| true),
                 },

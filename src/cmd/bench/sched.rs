@@ -117,15 +117,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
                 "saturated": saturated,
             });
             if args.floor {
-                let floor = super::floor::run(super::floor::FloorRun {
-                    runtime: &bench.coordinator_runtime,
-                    threads: COORDINATOR_THREADS,
-                    workers,
-                    slots,
-                    tasks: saturated["tasks"].as_u64().unwrap_or(u64::from(args.tasks)),
-                })
-                .await?;
-                eprintln!("{floor}");
+                let floor = floor_run(&bench, engine, &saturated).await?;
                 let ceiling = floor["tasks_per_second"].as_f64().unwrap_or(0.0);
                 if ceiling > 0.0 {
                     result["saturated_share_of_floor"] = (measured / ceiling).into();
@@ -145,6 +137,10 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
                 at_load["task_ms_mean"] = (engine.task_time.as_secs_f64() * 1000.0).into();
                 at_load["task_ms_jitter"] = AT_LOAD_JITTER.into();
                 eprintln!("{at_load}");
+                if args.floor {
+                    // The transport's own hand-off latency at the same offered load.
+                    at_load["transport_floor"] = floor_run(&bench, engine, &at_load).await?;
+                }
                 result["at_load"] = at_load;
             }
             results.push(result);
@@ -198,6 +194,26 @@ impl SimEngine {
         let u: f64 = rand::random();
         self.task_time.mul_f64(1.0 + self.jitter * (2.0 * u - 1.0))
     }
+}
+
+/// The transport floor (see [`super::floor`]) with the same workers, engine and task count
+/// as the scheduler's run `measured`.
+async fn floor_run(
+    setup: &RunSetup,
+    engine: SimEngine,
+    measured: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let floor = super::floor::run(super::floor::FloorRun {
+        runtime: &setup.coordinator_runtime,
+        threads: COORDINATOR_THREADS,
+        workers: setup.workers,
+        slots: setup.slots,
+        engine,
+        tasks: measured["tasks"].as_u64().unwrap_or(0),
+    })
+    .await?;
+    eprintln!("{floor}");
+    Ok(floor)
 }
 
 /// The spec of every bench job: the largest plan the coordinator makes (see
