@@ -41,6 +41,7 @@ impl Farm {
                 continue;
             }
             let job = self.jobs.remove(&id).expect("checked above");
+            self.job_order.remove(&id);
             if job.record.state == JobState::Succeeded {
                 // Only SUCCEEDED jobs are in the index (see `note_finished`).
                 let content_key = job.record.spec.content_key();

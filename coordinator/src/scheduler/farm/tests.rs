@@ -681,6 +681,53 @@ fn retention_forgets_the_oldest_finished_jobs_beyond_the_limit() {
 }
 
 #[test]
+fn jobs_list_newest_first_in_pages_that_resume_after_the_token() {
+    let mut f = farm_with(
+        TERM,
+        FarmConfig {
+            retain_finished: 1,
+            ..config()
+        },
+    );
+    // Inserted out of order: the listing follows the ids (creation time), not insertion.
+    for id in ["0000000000000003", "0000000000000001", "0000000000000005"] {
+        let mut record = job_record(id);
+        record.state = JobState::Succeeded;
+        f.insert_job(record, &[]);
+    }
+    for id in ["0000000000000004", "0000000000000002"] {
+        f.insert_job(job_record(id), &[]);
+    }
+    let ids = |views: Vec<JobView>| views.into_iter().map(|v| v.id).collect::<Vec<_>>();
+    let (page, next) = f.list_jobs(|_| true, None, 2, false);
+    assert_eq!(ids(page), ["0000000000000005", "0000000000000004"]);
+    assert_eq!(next.as_deref(), Some("0000000000000004"));
+    let (page, next) = f.list_jobs(|_| true, next.as_deref(), 2, false);
+    assert_eq!(ids(page), ["0000000000000003", "0000000000000002"]);
+    let (page, next) = f.list_jobs(|_| true, next.as_deref(), 2, false);
+    assert_eq!(ids(page), ["0000000000000001"]);
+    assert_eq!(next, None, "the last page has no token");
+
+    // A filter applies before the page is cut; forgotten jobs leave the listing.
+    let (page, _) = f.list_jobs(|v| v.state == JobState::Succeeded, None, 10, false);
+    assert_eq!(
+        ids(page),
+        ["0000000000000005", "0000000000000003", "0000000000000001"]
+    );
+    assert_eq!(
+        f.evict_finished(10).len(),
+        2,
+        "two finished jobs beyond the limit of 1"
+    );
+    let (page, _) = f.list_jobs(|_| true, None, 10, false);
+    assert_eq!(
+        ids(page),
+        ["0000000000000005", "0000000000000004", "0000000000000002"],
+        "the newest finished job is kept, the unfinished ones always"
+    );
+}
+
+#[test]
 fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
     const JOB: &str = "000000000000000a";
     let mut f = farm();
