@@ -36,6 +36,8 @@ pub use view::{JobView, TaskRunView, WorkerView};
 
 /// Finished jobs deleted per store transaction (3 operations each; etcd allows 128).
 const FORGET_PER_COMMIT: usize = 30;
+/// Running attempts the watchdog checks per hold of the farm lock (see `Scheduler::tick`).
+const STUCK_SCAN_SLICE: usize = 256;
 /// How long a submission that lost an idempotency race waits for the winner to appear.
 const IDEMPOTENCY_WAIT: Duration = Duration::from_secs(5);
 
@@ -603,12 +605,19 @@ impl Scheduler {
     /// The watchdog's tick: reassigns stuck attempts and dispatches (which also ends an
     /// expired dispatch hold).
     pub async fn tick(&self) {
-        let (commits, forget) = {
+        let now = Instant::now();
+        // In slices, so results and dispatch never wait long behind the scan (about 1 ms per
+        // thousand running attempts, every tick).
+        let slices = self.lock().stuck_scan_slices(STUCK_SCAN_SLICE);
+        let mut commits = Vec::new();
+        for slice in slices {
+            commits.extend(self.lock().reassign_stuck_among(&slice, now));
+        }
+        let forget = {
             let mut farm = self.lock();
-            let c = farm.reassign_stuck(Instant::now());
             farm.dispatch();
             farm.refresh_gauges();
-            (c, farm.evict_finished(usize::MAX))
+            farm.evict_finished(usize::MAX)
         };
         self.run_commits(commits).await;
         let term = self.term();

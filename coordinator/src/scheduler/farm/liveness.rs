@@ -138,9 +138,35 @@ impl Farm {
     /// Running attempts that are stuck at `now`: each is cancelled on its worker and its
     /// task retried. Returns the job failures to persist (tasks out of attempts).
     pub fn reassign_stuck(&mut self, now: Instant) -> Vec<Commit> {
+        let all: Vec<String> = self.workers.keys().cloned().collect();
+        self.reassign_stuck_among(&all, now)
+    }
+
+    /// Connected workers with their running attempts, in slices of about `attempts`
+    /// attempts: the stuck scan costs about a microsecond per attempt (it touches each
+    /// one's job and task), so a large farm is scanned a slice per hold of the lock.
+    pub fn stuck_scan_slices(&self, attempts: usize) -> Vec<Vec<String>> {
+        let mut slices = vec![Vec::new()];
+        let mut in_slice = 0;
+        for (id, w) in self.workers.iter().filter(|(_, w)| !w.running.is_empty()) {
+            if in_slice >= attempts.max(1) {
+                slices.push(Vec::new());
+                in_slice = 0;
+            }
+            slices.last_mut().expect("never empty").push(id.clone());
+            in_slice += w.running.len();
+        }
+        slices
+    }
+
+    /// [`Farm::reassign_stuck`] over the running attempts of `workers` only.
+    pub fn reassign_stuck_among(&mut self, workers: &[String], now: Instant) -> Vec<Commit> {
         let (factor, min) = (self.config.stuck_factor, self.config.stuck_min);
         let mut stuck = Vec::new();
-        for (worker_id, w) in &self.workers {
+        for (worker_id, w) in workers
+            .iter()
+            .filter_map(|id| self.workers.get_key_value(id))
+        {
             for (job_id, index) in &w.running {
                 let Some(job) = self.jobs.get(job_id) else {
                     continue;

@@ -633,6 +633,58 @@ fn a_task_without_progress_is_stuck_but_a_slow_one_is_not() {
 }
 
 #[test]
+fn the_stuck_scan_in_slices_covers_every_running_attempt_once() {
+    let mut f = farm();
+    for i in 1..=5 {
+        f.insert_job(job_record(&format!("00000000000000a{i}")), &[]);
+    }
+    let mut rxs: Vec<_> = [("w1", 1), ("w2", 1), ("w3", 1), ("w4", 2)]
+        .into_iter()
+        .map(|(id, slots)| worker(&mut f, id, slots))
+        .collect();
+    f.dispatch();
+    // Five PLAN tasks (one per job) fill the five slots; a worker that connects now has
+    // nothing to run and stays out of the scan.
+    let running: Vec<Assignment> = rxs.iter_mut().flat_map(assignments).collect();
+    assert_eq!(running.len(), 5);
+    let _idle = worker(&mut f, "idle", 1);
+
+    let slices = f.stuck_scan_slices(2);
+    let mut seen: Vec<&String> = slices.iter().flatten().collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["w1", "w2", "w3", "w4"]
+            .map(String::from)
+            .iter()
+            .collect::<Vec<_>>(),
+        "each worker with running attempts in exactly one slice: {slices:?}"
+    );
+    assert!(
+        slices.len() >= 2,
+        "about two attempts per slice: {slices:?}"
+    );
+
+    let late = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    for slice in &slices {
+        f.reassign_stuck_among(slice, late);
+    }
+    for a in &running {
+        let t = task(&f, &a.token.job_id, &a.token.task_id);
+        assert_eq!(
+            (t.state, t.failures),
+            (TaskState::Ready, 1),
+            "{}",
+            a.token.job_id
+        );
+    }
+    assert_eq!(
+        f.metrics.tasks_retried.with_label_values(&["stuck"]).get(),
+        5
+    );
+}
+
+#[test]
 fn a_job_with_no_live_worker_says_so() {
     const JOB: &str = "000000000000000a";
     let mut f = farm();
