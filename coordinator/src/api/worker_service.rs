@@ -151,11 +151,17 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             // share one durable write, but inside this task: a spawned task per result cost
             // a wake-up and an allocation per task, a large share of the transport's.
             let mut in_flight = FuturesUnordered::new();
+            // Pinned once: a cancellation future made per message cost a Notify
+            // registration and removal each time.
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(cancelled);
             loop {
                 let msg = tokio::select! {
-                    m = inbound.message() => m,
+                    biased;
+                    _ = &mut cancelled => break,
+                    // Results read earlier go first: bounded work in flight per session.
                     Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
-                    _ = shutdown.cancelled() => break,
+                    m = inbound.message() => m,
                 };
                 let body = match msg {
                     Ok(Some(m)) => m.body,
