@@ -223,23 +223,30 @@ fn handle(
                 tracing::warn!(worker_id, "result without a token ignored");
                 return None;
             };
-            let outputs: Vec<Output> = r
-                .outputs
-                .iter()
+            // Moved, not copied: the message is ours.
+            let v1::TaskResult {
+                ok,
+                error,
+                outputs,
+                scene,
+                ..
+            } = r;
+            let outputs: Vec<Output> = outputs
+                .into_iter()
                 .map(|o| Output {
-                    kind: o.kind.clone(),
-                    uri: o.uri.clone(),
-                    sha256: o.sha256.clone(),
+                    kind: o.kind,
+                    uri: o.uri,
+                    sha256: o.sha256,
                     bytes: o.bytes,
                 })
                 .collect();
-            let scene = (!r.scene.is_empty()).then(|| r.scene.clone());
+            let scene = (!scene.is_empty()).then_some(scene);
             let scheduler = scheduler.clone();
             let store = store.clone();
             let store_checked = store_checked.clone();
             let worker_id = worker_id.to_string();
             return Some(Box::pin(async move {
-                let (mut ok, mut error) = (r.ok, r.error);
+                let (mut ok, mut error) = (ok, error);
                 // A worker that writes to another store is caught by its first result; later
                 // results of the same session skip the lookup (it costs a stat or a HEAD
                 // request per output, a large share of the scheduler's work per task).

@@ -15,11 +15,10 @@ impl Farm {
             .jobs
             .get(&token.job_id)
             .ok_or_else(|| Rejection::UnknownJob(token.job_id.clone()))?;
-        let index = job
-            .record
-            .tasks
-            .iter()
-            .position(|t| t.id == token.task_id)
+        let tasks = &job.record.tasks;
+        let index = crate::planner::index_hint(&token.task_id, tasks.len())
+            .filter(|&i| tasks.get(i).is_some_and(|t| t.id == token.task_id))
+            .or_else(|| tasks.iter().position(|t| t.id == token.task_id))
             .ok_or_else(|| Rejection::UnknownTask(token.task_id.clone()))?;
         let task = &job.tasks[index];
         let current = token.term == task.term
