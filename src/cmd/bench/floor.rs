@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
@@ -21,7 +21,7 @@ use reelfarm_proto::v1::{
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::sched::{sim_worker, Samples, SimEngine, SimWorker, ThreadsCpu};
+use super::sched::{poll_until, SimEngine, SimFleet, SimWorker, ThreadsCpu};
 
 /// A floor run that has not finished by then is reported as timed out.
 const FLOOR_TIMEOUT: Duration = Duration::from_secs(300);
@@ -156,56 +156,35 @@ pub(super) async fn run(f: FloorRun<'_>) -> anyhow::Result<serde_json::Value> {
         )
     };
 
-    let samples = Arc::new(Mutex::new(Samples::default()));
     let cpu = ThreadsCpu::named(f.threads);
     let started = Instant::now();
-    let handles: Vec<_> = (0..f.workers)
-        .map(|i| {
-            tokio::spawn(sim_worker(
-                SimWorker {
-                    address: address.clone(),
-                    id: format!("floor-{i}"),
-                    output_uri: output_uri.clone(),
-                    slots: f.slots,
-                    engine: f.engine,
-                    // Work is always waiting: every hand-off counts as dispatch latency.
-                    work_waiting: Arc::new(|| true),
-                },
-                samples.clone(),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
-    let deadline = started + FLOOR_TIMEOUT;
-    let timed_out = loop {
-        if results.load(Ordering::Relaxed) >= f.tasks {
-            break false;
-        }
-        if Instant::now() > deadline {
-            break true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let fleet = SimFleet::start(
+        f.workers,
+        &SimWorker {
+            address,
+            id: "floor".into(),
+            output_uri,
+            slots: f.slots,
+            engine: f.engine,
+            // Work is always waiting: every hand-off counts as dispatch latency.
+            work_waiting: Arc::new(|| true),
+        },
+    );
+    let timed_out = poll_until(FLOOR_TIMEOUT, || results.load(Ordering::Relaxed) >= f.tasks).await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_s = cpu.used_since();
     let done = results.load(Ordering::Relaxed);
+    let s = fleet.stop().await;
     shutdown.cancel();
-    for h in handles {
-        let _ = h.await;
-    }
     server.await??;
 
-    let mut s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-    s.latencies_s.sort_by(f64::total_cmp);
-    let ms = |p| super::percentile(&s.latencies_s, p) * 1000.0;
     Ok(serde_json::json!({
         "tasks": done,
         "seconds": seconds,
         "tasks_per_second": done as f64 / seconds,
         "server_cpu_seconds": cpu_s,
         "server_tasks_per_cpu_second": done as f64 / cpu_s.max(1e-9),
-        "dispatch_latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0),
-                                "samples": s.latencies_s.len()},
+        "dispatch_latency_ms": s.latency_ms(),
         "timed_out": timed_out,
     }))
 }

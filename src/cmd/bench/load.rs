@@ -17,7 +17,7 @@ use reelfarm_proto::v1::{self, admin_service_client::AdminServiceClient};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::sched::{sim_worker, Samples, SimEngine, SimWorker};
+use super::sched::{SimEngine, SimFleet, SimWorker};
 use crate::local_etcd::free_port;
 
 pub struct LoadArgs {
@@ -142,25 +142,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let rss_start = memory(pid).map(|m| m.0).unwrap_or(0);
 
     let shutdown = CancellationToken::new();
-    let samples = Arc::new(Mutex::new(Samples::default()));
-    let mut workers = Vec::new();
-    for i in 0..args.workers {
-        workers.push(tokio::spawn(sim_worker(
-            SimWorker {
-                address: address.clone(),
-                id: format!("load-{i}"),
-                output_uri: sim_output.clone(),
-                slots: args.slots,
-                engine: SimEngine {
-                    task_time: Duration::from_millis(args.task_ms),
-                    jitter: 0.0,
-                },
-                work_waiting: Arc::new(|| true),
+    let fleet = SimFleet::start(
+        args.workers,
+        &SimWorker {
+            address: address.clone(),
+            id: "load".into(),
+            output_uri: sim_output.clone(),
+            slots: args.slots,
+            engine: SimEngine {
+                task_time: Duration::from_millis(args.task_ms),
+                jitter: 0.0,
             },
-            samples.clone(),
-            shutdown.clone(),
-        )));
-    }
+            work_waiting: Arc::new(|| true),
+        },
+    );
 
     // Memory over time.
     let memory_series = Arc::new(Mutex::new(Vec::<(f64, u64)>::new()));
@@ -260,9 +255,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     let _ = sampler.await;
-    for w in workers {
-        let _ = w.await;
-    }
+    fleet.stop().await;
     let (rss_end, rss_peak) = memory(pid).unwrap_or((0, 0));
     let metrics = scrape_metrics(http);
     drop(child);

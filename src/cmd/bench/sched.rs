@@ -164,7 +164,7 @@ pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
 pub(super) struct Samples {
     /// Slot freed → next assignment received, when ready tasks were queued at the moment
     /// the slot was freed: the scheduler's dispatch latency as a worker sees it.
-    pub latencies_s: Vec<f64>,
+    latencies_s: Vec<f64>,
     /// The same interval when no task was ready (waiting for dependencies, the end of the
     /// run): idle time, not dispatch latency; reported apart.
     starved_s: Vec<f64>,
@@ -306,41 +306,24 @@ async fn run_one(
         .sum::<u64>();
 
     // Release the workers.
-    let samples = Arc::new(Mutex::new(Samples::default()));
     let coordinator_cpu = ThreadsCpu::named(COORDINATOR_THREADS);
     let etcd_cpu_before = etcd_pid.and_then(process_cpu_seconds);
     let started = Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..workers {
-        handles.push(tokio::spawn(sim_worker(
-            SimWorker {
-                address: address.clone(),
-                id: format!("sim-{i}"),
-                output_uri: sim_output.clone(),
-                slots,
-                engine,
-                work_waiting: {
-                    let metrics = coordinator.metrics.clone();
-                    Arc::new(move || ready_tasks(&metrics) > 0)
-                },
+    let fleet = SimFleet::start(
+        workers,
+        &SimWorker {
+            address: address.clone(),
+            id: "sim".into(),
+            output_uri: sim_output.clone(),
+            slots,
+            engine,
+            work_waiting: {
+                let metrics = coordinator.metrics.clone();
+                Arc::new(move || ready_tasks(&metrics) > 0)
             },
-            samples.clone(),
-            shutdown.clone(),
-        )));
-    }
-    let deadline = started + RUN_TIMEOUT;
-    let mut timed_out = false;
-    loop {
-        let counts = scheduler.counts();
-        if counts.jobs_active == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        },
+    );
+    let timed_out = poll_until(RUN_TIMEOUT, || scheduler.counts().jobs_active == 0).await;
     let seconds = started.elapsed().as_secs_f64();
     let coordinator_cpu_s = coordinator_cpu.used_since();
     let etcd_cpu_s = etcd_cpu_before
@@ -354,16 +337,10 @@ async fn run_one(
                 .is_some_and(|j| j.state == reelfarm_coordinator::model::JobState::Succeeded)
         })
         .count();
+    let s = fleet.stop().await;
     shutdown.cancel();
-    for h in handles {
-        let _ = h.await;
-    }
     coordinator_runtime.spawn(coordinator.stop()).await?;
 
-    let mut s = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-    s.latencies_s.sort_by(f64::total_cmp);
-    s.starved_s.sort_by(f64::total_cmp);
-    let ms = |p| super::percentile(&s.latencies_s, p) * 1000.0;
     let idle_ms = |p| super::percentile(&s.starved_s, p) * 1000.0;
     Ok(serde_json::json!({
         "jobs": jobs,
@@ -375,8 +352,7 @@ async fn run_one(
         "coordinator_cpu_seconds": coordinator_cpu_s,
         "coordinator_tasks_per_cpu_second": total_tasks as f64 / coordinator_cpu_s.max(1e-9),
         "etcd_cpu_seconds": etcd_cpu_s,
-        "dispatch_latency_ms": {"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0),
-                                "samples": s.latencies_s.len()},
+        "dispatch_latency_ms": s.latency_ms(),
         "idle_without_ready_work_ms": {"p50": idle_ms(50.0), "p99": idle_ms(99.0),
                                        "samples": s.starved_s.len()},
         "timed_out": timed_out,
@@ -450,6 +426,7 @@ fn rand_suffix() -> String {
 pub(super) type WorkWaiting = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// One simulated worker.
+#[derive(Clone)]
 pub(super) struct SimWorker {
     pub address: String,
     pub id: String,
@@ -458,6 +435,70 @@ pub(super) struct SimWorker {
     pub slots: u32,
     pub engine: SimEngine,
     pub work_waiting: WorkWaiting,
+}
+
+/// Simulated workers connected to one server, and what they measure.
+pub(super) struct SimFleet {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    samples: Arc<Mutex<Samples>>,
+    shutdown: CancellationToken,
+}
+
+impl SimFleet {
+    /// Starts `count` copies of `template`, named `<template.id>-<i>`.
+    pub fn start(count: u32, template: &SimWorker) -> Self {
+        let samples = Arc::new(Mutex::new(Samples::default()));
+        let shutdown = CancellationToken::new();
+        let handles = (0..count)
+            .map(|i| {
+                let worker = SimWorker {
+                    id: format!("{}-{i}", template.id),
+                    ..template.clone()
+                };
+                tokio::spawn(sim_worker(worker, samples.clone(), shutdown.clone()))
+            })
+            .collect();
+        Self {
+            handles,
+            samples,
+            shutdown,
+        }
+    }
+
+    /// Stops the workers and returns what they measured, each series sorted.
+    pub async fn stop(self) -> Samples {
+        self.shutdown.cancel();
+        for h in self.handles {
+            let _ = h.await;
+        }
+        let mut s = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+        s.latencies_s.sort_by(f64::total_cmp);
+        s.starved_s.sort_by(f64::total_cmp);
+        s
+    }
+}
+
+impl Samples {
+    /// Dispatch latency percentiles in ms (see [`Samples::latencies_s`]).
+    pub fn latency_ms(&self) -> serde_json::Value {
+        let ms = |p| super::percentile(&self.latencies_s, p) * 1000.0;
+        serde_json::json!({"p50": ms(50.0), "p90": ms(90.0), "p99": ms(99.0), "max": ms(100.0),
+                           "samples": self.latencies_s.len()})
+    }
+}
+
+/// Checks `done` every 5 ms until it holds or `timeout` passes; true when it timed out.
+pub(super) async fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return false;
+        }
+        if Instant::now() > deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Notes that a slot is freed now (its result is about to be sent) and whether ready work
