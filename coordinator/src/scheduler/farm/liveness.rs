@@ -135,8 +135,9 @@ impl Farm {
         Ok(())
     }
 
-    /// Running attempts that are stuck at `now`: each is cancelled on its worker and its
-    /// task retried. Returns the job failures to persist (tasks out of attempts).
+    /// [`Farm::reassign_stuck_among`] over every connected worker at once (the watchdog
+    /// scans in slices instead: `Scheduler::tick`).
+    #[cfg(test)]
     pub fn reassign_stuck(&mut self, now: Instant) -> Vec<Commit> {
         let all: Vec<String> = self.workers.keys().cloned().collect();
         self.reassign_stuck_among(&all, now)
@@ -159,7 +160,9 @@ impl Farm {
         slices
     }
 
-    /// [`Farm::reassign_stuck`] over the running attempts of `workers` only.
+    /// Running attempts of `workers` that are stuck at `now`: each is cancelled on its
+    /// worker and its task retried. Returns the job failures to persist (tasks out of
+    /// attempts).
     pub fn reassign_stuck_among(&mut self, workers: &[String], now: Instant) -> Vec<Commit> {
         let (factor, min) = (self.config.stuck_factor, self.config.stuck_min);
         let mut stuck = Vec::new();
