@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use reelfarm_worker::artifacts::StoreConfig;
+use reelfarm_artifacts::StoreConfig;
 
 use crate::planner::PlannerConfig;
 use crate::scheduler::{FarmConfig, SchedulerConfig, TenantWeights};
@@ -106,11 +106,6 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_SEGMENTS", default_value_t = 64)]
     pub max_segments: u32,
 
-    /// Secret that keys the watermark and signs provenance manifests (VerifyContent checks
-    /// both); the same on every worker. Default: the development secret (a warning is logged).
-    #[arg(long, env = "REELFARM_FARM_SECRET", hide_env_values = true)]
-    pub farm_secret: Option<String>,
-
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,
@@ -139,7 +134,6 @@ impl Config {
             max_attempts: 3,
             segment_frames: 12,
             max_segments: 64,
-            farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
             advertise_address: None,
             stuck_factor: 10.0,
             stuck_min_seconds: 60.0,
@@ -223,17 +217,6 @@ impl Config {
             format!("http://{host}:{}", bound.port())
         } else {
             format!("http://{bound}")
-        }
-    }
-
-    /// The farm secret, or the development one (with a warning).
-    pub fn farm_secret(&self) -> Vec<u8> {
-        match &self.farm_secret {
-            Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
-            _ => {
-                tracing::warn!("no --farm-secret: using the development secret; set REELFARM_FARM_SECRET in production");
-                reelfarm_worker::config::DEV_FARM_SECRET.as_bytes().to_vec()
-            }
         }
     }
 

@@ -15,7 +15,7 @@ use etcd_client::{Client, EventType, WatchOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::scheduler::Scheduler;
-use crate::state::etcd::Keys;
+use reelfarm_domain::ClusterKeys;
 
 /// Pause before re-establishing a broken watch.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -23,7 +23,7 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// Runs until `shutdown`: removes workers whose registration key is deleted.
 pub async fn watch_workers(
     client: Client,
-    keys: Keys,
+    keys: ClusterKeys,
     scheduler: Arc<Scheduler>,
     shutdown: CancellationToken,
 ) {
@@ -90,7 +90,7 @@ pub async fn watch_workers(
 /// The ids of the workers registered now (live leases), e.g. those a new leader waits for.
 pub async fn registered_workers(
     client: &Client,
-    keys: &Keys,
+    keys: &ClusterKeys,
 ) -> Result<Vec<String>, etcd_client::Error> {
     let prefix = keys.workers_prefix();
     let resp = client

@@ -8,6 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use reelfarm_telemetry::metrics::{Registrar, SHORT_SECONDS, WORK_SECONDS};
 
 use crate::model::Priority;
 
@@ -50,120 +51,105 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definitions are static and valid");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("each metric is registered once");
-                m
-            }};
-        }
+        let r = Registrar::new();
         let metrics = Self {
-            jobs_submitted: reg!(IntCounterVec::new(
+            jobs_submitted: r.add(IntCounterVec::new(
                 Opts::new("reelfarm_jobs_submitted_total", "Jobs accepted, by priority class."),
                 &["priority"]
             )),
-            jobs_finished: reg!(IntCounterVec::new(
+            jobs_finished: r.add(IntCounterVec::new(
                 Opts::new(
                     "reelfarm_jobs_finished_total",
                     "Jobs that reached a terminal state, by state (succeeded, failed, cancelled)."
                 ),
                 &["state"]
             )),
-            jobs_active: reg!(IntGauge::new(
+            jobs_active: r.add(IntGauge::new(
                 "reelfarm_jobs_active",
                 "Jobs not yet in a terminal state."
             )),
-            queue_depth: reg!(IntGaugeVec::new(
+            queue_depth: r.add(IntGaugeVec::new(
                 Opts::new("reelfarm_queue_depth", "READY tasks waiting for a worker, by priority class."),
                 &["priority"]
             )),
-            tasks_dispatched: reg!(IntCounterVec::new(
+            tasks_dispatched: r.add(IntCounterVec::new(
                 Opts::new("reelfarm_tasks_dispatched_total", "Task assignments sent to workers, by task kind."),
                 &["kind"]
             )),
-            tasks_completed: reg!(IntCounterVec::new(
+            tasks_completed: r.add(IntCounterVec::new(
                 Opts::new("reelfarm_tasks_completed_total", "Task results committed, by task kind."),
                 &["kind"]
             )),
-            tasks_retried: reg!(IntCounterVec::new(
+            tasks_retried: r.add(IntCounterVec::new(
                 Opts::new(
                     "reelfarm_tasks_retried_total",
                     "Task attempts that ended without a result and went back to READY (or failed the job), by reason."
                 ),
                 &["reason"]
             )),
-            jobs_forgotten: reg!(IntCounter::new(
+            jobs_forgotten: r.add(IntCounter::new(
                 "reelfarm_jobs_forgotten_total",
                 "Finished jobs deleted by retention (--retain-finished-jobs)."
             )),
-            cache_hits: reg!(IntCounter::new(
+            cache_hits: r.add(IntCounter::new(
                 "reelfarm_cache_hits_total",
                 "Jobs served at submission with the outputs of an earlier job with the same content key."
             )),
-            artifacts_collected: reg!(IntCounter::new(
+            artifacts_collected: r.add(IntCounter::new(
                 "reelfarm_artifacts_collected_total",
                 "Files of uncommitted attempts deleted from the artifact store (--artifact-gc-grace-seconds)."
             )),
-            artifacts_collected_bytes: reg!(IntCounter::new(
+            artifacts_collected_bytes: r.add(IntCounter::new(
                 "reelfarm_artifacts_collected_bytes_total",
                 "Bytes of uncommitted attempts' files deleted from the artifact store."
             )),
-            stale_reports: reg!(IntCounter::new(
+            stale_reports: r.add(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",
                 "Progress reports and results rejected because their attempt token was not current (fencing)."
             )),
-            dispatch_latency: reg!(Histogram::with_opts(
+            dispatch_latency: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "reelfarm_dispatch_latency_seconds",
                     "Time a task waited READY before it was assigned."
                 )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0, 300.0
-                ])
+                .buckets(SHORT_SECONDS.to_vec())
             )),
-            job_duration: reg!(Histogram::with_opts(
+            job_duration: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "reelfarm_job_duration_seconds",
                     "Time from submission to a terminal state."
                 )
-                .buckets(vec![
-                    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-                    3600.0
-                ])
+                .buckets(WORK_SECONDS.to_vec())
             )),
-            workers: reg!(IntGaugeVec::new(
+            workers: r.add(IntGaugeVec::new(
                 Opts::new("reelfarm_workers", "Connected workers, by state (active, draining)."),
                 &["state"]
             )),
-            slots: reg!(IntGaugeVec::new(
+            slots: r.add(IntGaugeVec::new(
                 Opts::new("reelfarm_worker_slots", "Task slots of connected workers (total, free)."),
                 &["state"]
             )),
-            leader: reg!(IntGauge::new(
+            leader: r.add(IntGauge::new(
                 "reelfarm_leader",
                 "1 while this coordinator is the leader and may write state."
             )),
-            term: reg!(IntGauge::new("reelfarm_term", "The coordinator's leadership term.")),
-            grpc_requests: reg!(IntCounterVec::new(
+            term: r.add(IntGauge::new("reelfarm_term", "The coordinator's leadership term.")),
+            grpc_requests: r.add(IntCounterVec::new(
                 Opts::new(
                     "reelfarm_grpc_requests_total",
                     "Client API requests, by method and gRPC status code."
                 ),
                 &["method", "code"]
             )),
-            store_commit_seconds: reg!(HistogramVec::new(
+            store_commit_seconds: r.add(HistogramVec::new(
                 HistogramOpts::new(
                     "reelfarm_state_write_seconds",
                     "Latency of durable state writes, by operation."
                 )
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]),
+                .buckets(SHORT_SECONDS.to_vec()),
                 &["op"]
             )),
-            registry,
+            registry: r.into_registry(),
         };
         for p in Priority::ALL {
             metrics.queue_depth(p).set(0);

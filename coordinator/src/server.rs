@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reelfarm_worker::artifacts::ArtifactStore;
+use reelfarm_artifacts::ArtifactStore;
+use reelfarm_domain::ClusterKeys;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -134,28 +135,21 @@ pub async fn start(
     let role = RoleHandle::new(role_rx.clone());
     let mut tasks = Vec::new();
 
-    let health = reelfarm_telemetry::Health::healthy();
     let (http_addr, http_task) = reelfarm_telemetry::serve_http(
         config.http_listen,
         metrics.registry.clone(),
-        health,
         shutdown.clone(),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", config.http_listen))?;
+    .await?;
     tasks.push(http_task);
 
-    let verify = api::job_service::VerifyConfig {
-        farm_secret: config.farm_secret(),
-        store: artifacts.clone(),
-    };
     let router = api::router(
         role.clone(),
         role_rx,
         metrics.clone(),
         &config.cluster,
         backend,
-        verify,
+        artifacts.clone(),
         shutdown.clone(),
     )
     .await;
@@ -253,7 +247,7 @@ async fn lead(l: Leadership) {
     if let Some(client) = &l.etcd {
         // Workers that ran tasks for the previous leader offer them when they reconnect;
         // hold dispatch briefly so those tasks are adopted instead of started again.
-        let keys = etcd::Keys::new(&l.config.cluster);
+        let keys = ClusterKeys::new(&l.config.cluster);
         match membership::registered_workers(client, &keys).await {
             Ok(ids) if !ids.is_empty() && l.config.failover_grace_seconds > 0.0 => {
                 tracing::info!(
@@ -276,7 +270,7 @@ async fn lead(l: Leadership) {
     let membership = l.etcd.map(|client| {
         tokio::spawn(membership::watch_workers(
             client,
-            etcd::Keys::new(&l.config.cluster),
+            ClusterKeys::new(&l.config.cluster),
             scheduler.clone(),
             l.shutdown.clone(),
         ))

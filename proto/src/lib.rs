@@ -16,25 +16,23 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every reelfarm.v1 file, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reelfarm_descriptor");
 
-/// Names every process of a cluster must agree on: etcd keys shared by the coordinator and
-/// the workers, and the response header that points clients at the leader.
+/// Sizes both ends of a stream must agree on.
+pub mod limits {
+    /// Largest file VerifyContent checks, inline or read from the artifact store.
+    pub const VERIFY_MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Largest gRPC message: a VerifyContent upload, or the same file handed to a worker,
+    /// plus framing. A SubmitBatch of 1,000 jobs with long prompts is far below it.
+    pub const MAX_MESSAGE_BYTES: usize = VERIFY_MAX_BYTES + 1024 * 1024;
+}
+
+/// Names of the protocol every process of a cluster must agree on. (The etcd key layout is
+/// `reelfarm_domain::ClusterKeys`.)
 pub mod cluster {
     /// Response header on a follower's UNAVAILABLE: the leader's gRPC address.
     pub const LEADER_METADATA: &str = "reelfarm-leader";
 
-    /// etcd election name of the coordinator replicas; its leader value is the leader's
-    /// advertised gRPC address.
+    /// etcd election name of the coordinator replicas.
     pub fn election(cluster: &str) -> String {
         format!("/reelfarm/{cluster}/election")
-    }
-
-    /// Prefix of the workers' registrations.
-    pub fn workers_prefix(cluster: &str) -> String {
-        format!("/reelfarm/{cluster}/workers/")
-    }
-
-    /// A worker's registration key (under its lease).
-    pub fn worker(cluster: &str, id: &str) -> String {
-        format!("{}{id}", workers_prefix(cluster))
     }
 }

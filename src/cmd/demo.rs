@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use reelfarm_artifacts::StoreConfig;
 use reelfarm_proto::v1;
-use reelfarm_worker::artifacts::StoreConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::spec_args::SpecArgs;

@@ -4,14 +4,16 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-use crate::artifacts::StoreConfig;
+use reelfarm_artifacts::StoreConfig;
 
 /// Which engine runs the pipeline's math.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EngineChoice {
-    /// CUDA when a driver is present, else CPU (the reason is logged).
+    /// The best engine built into this binary: today always the CPU engine (logged), since
+    /// no CUDA engine is built yet.
     Auto,
     Cpu,
+    /// Refused at start: no CUDA engine is built into this version (README, Status).
     Cuda,
 }
 
@@ -42,7 +44,8 @@ pub struct Config {
     #[arg(long, env = "REELFARM_WORKER_ID")]
     pub id: Option<String>,
 
-    /// Engine: auto (cuda if a driver is present, else cpu), cpu or cuda.
+    /// Engine: auto (the best one built in: cpu in this version), cpu, or cuda (refused at
+    /// start: no CUDA engine is built yet).
     #[arg(long, env = "REELFARM_ENGINE", value_enum, default_value = "auto")]
     pub engine: EngineChoice,
 

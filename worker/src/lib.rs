@@ -5,15 +5,13 @@
 //!
 //! - [`agent`]: the stream to the coordinator, the etcd lease, and the executor that runs
 //!   one assignment.
-//! - [`engine`]: where the heavy math runs — the `Engine` trait and the CPU engine (the
-//!   CUDA engine plugs in behind the same trait).
+//! - [`engine`]: where the heavy math runs — the `Engine` trait and the CPU engine, the
+//!   only one built today (a CUDA engine would plug in behind the same trait).
 //! - [`pipeline`]: the reference generation pipeline, one entry point per task kind
 //!   (plan, video segment, audio, assemble), one module per stage.
-//! - [`artifacts`]: the shared artifact store (files named per attempt, SHA-256 checked).
 //! - [`metrics`] and [`config`]: Prometheus metrics and flags.
 
 pub mod agent;
-pub mod artifacts;
 pub mod config;
 pub mod engine;
 pub mod metrics;

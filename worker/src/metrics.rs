@@ -10,6 +10,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use reelfarm_telemetry::metrics::{Registrar, SHORT_SECONDS, WORK_SECONDS};
 
 /// Every metric of the worker, registered in [`Metrics::registry`].
 pub struct Metrics {
@@ -32,91 +33,79 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(engine: &str) -> Self {
-        let registry = Registry::new();
-        macro_rules! reg {
-            ($m:expr) => {{
-                let m = $m.expect("metric definitions are static and valid");
-                registry
-                    .register(Box::new(m.clone()))
-                    .expect("each metric is registered once");
-                m
-            }};
-        }
+        let r = Registrar::new();
         let m = Self {
-            tasks: reg!(IntCounterVec::new(
+            tasks: r.add(IntCounterVec::new(
                 Opts::new(
                     "reelfarm_worker_tasks_total",
-                    "Task attempts finished, by kind and outcome (ok, error, cancelled)."
+                    "Task attempts finished, by kind and outcome (ok, error, cancelled).",
                 ),
-                &["kind", "outcome"]
+                &["kind", "outcome"],
             )),
-            task_duration: reg!(HistogramVec::new(
+            task_duration: r.add(HistogramVec::new(
                 HistogramOpts::new(
                     "reelfarm_worker_task_duration_seconds",
-                    "Wall time of a task attempt, by kind."
+                    "Wall time of a task attempt, by kind.",
                 )
-                .buckets(vec![
-                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0
-                ]),
-                &["kind"]
+                .buckets(WORK_SECONDS.to_vec()),
+                &["kind"],
             )),
-            frames: reg!(IntCounter::new(
+            frames: r.add(IntCounter::new(
                 "reelfarm_worker_frames_generated_total",
-                "Video frames generated."
+                "Video frames generated.",
             )),
-            audio_seconds: reg!(prometheus::Counter::new(
+            audio_seconds: r.add(prometheus::Counter::new(
                 "reelfarm_worker_audio_seconds_generated_total",
-                "Seconds of audio generated."
+                "Seconds of audio generated.",
             )),
-            diffusion_steps: reg!(IntCounterVec::new(
+            diffusion_steps: r.add(IntCounterVec::new(
                 Opts::new(
                     "reelfarm_worker_diffusion_steps_total",
-                    "Frame-steps of diffusion sampling, by engine."
+                    "Frame-steps of diffusion sampling, by engine.",
                 ),
-                &["engine"]
+                &["engine"],
             )),
-            step_duration: reg!(HistogramVec::new(
+            step_duration: r.add(HistogramVec::new(
                 HistogramOpts::new(
                     "reelfarm_worker_diffusion_step_duration_seconds",
-                    "Wall time of one sampler step over a segment's frames, by engine."
+                    "Wall time of one sampler step over a segment's frames, by engine.",
                 )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0
-                ]),
-                &["engine"]
+                .buckets(SHORT_SECONDS.to_vec()),
+                &["engine"],
             )),
-            slots: reg!(IntGaugeVec::new(
+            slots: r.add(IntGaugeVec::new(
                 Opts::new(
                     "reelfarm_worker_slots",
-                    "Task slots of this worker (total, busy)."
+                    "Task slots of this worker (total, busy).",
                 ),
-                &["state"]
+                &["state"],
             )),
-            connected: reg!(IntGauge::new(
+            connected: r.add(IntGauge::new(
                 "reelfarm_worker_connected",
-                "1 while the worker holds a session with the coordinator."
+                "1 while the worker holds a session with the coordinator.",
             )),
-            stale_cancels: reg!(IntCounter::new(
+            stale_cancels: r.add(IntCounter::new(
                 "reelfarm_worker_cancelled_tasks_total",
-                "Running tasks stopped on the coordinator's request or because the session ended."
+                "Running tasks stopped on the coordinator's request or because the session ended.",
             )),
-            lease_renewal_failures: reg!(IntCounter::new(
+            lease_renewal_failures: r.add(IntCounter::new(
                 "reelfarm_worker_lease_renewal_failures_total",
-                "Failed etcd lease keep-alives or re-registrations."
+                "Failed etcd lease keep-alives or re-registrations.",
             )),
-            artifact_bytes: reg!(IntCounter::new(
+            artifact_bytes: r.add(IntCounter::new(
                 "reelfarm_worker_artifact_bytes_written_total",
-                "Bytes written to the artifact store."
+                "Bytes written to the artifact store.",
             )),
-            session_seconds: reg!(Histogram::with_opts(
+            session_seconds: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "reelfarm_worker_session_duration_seconds",
-                    "Length of sessions with the coordinator."
+                    "Length of sessions with the coordinator.",
                 )
-                .buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0])
+                // Sessions last from a reconnect (seconds) to a node's uptime (a day and more).
+                .buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0]),
             )),
-            engine_busy: reg!(engine_busy::EngineBusy::new(engine)),
-            registry,
+            engine_busy: r.add(engine_busy::EngineBusy::new(engine)),
+            registry: r.into_registry(),
         };
         m.diffusion_steps.with_label_values(&[engine]);
         m

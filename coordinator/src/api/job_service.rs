@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use reelfarm_artifacts::ArtifactStore;
+use reelfarm_proto::limits::VERIFY_MAX_BYTES;
 use reelfarm_proto::v1;
-use reelfarm_worker::artifacts::ArtifactStore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -19,29 +20,20 @@ use crate::role::RoleHandle;
 /// diffusion step does not flood slow clients. 50 ms keeps progress bars smooth.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What VerifyContent needs: the farm secret and the artifact store `uri` requests read.
-#[derive(Clone)]
-pub struct VerifyConfig {
-    pub farm_secret: Vec<u8>,
-    pub store: Arc<ArtifactStore>,
-}
-
-/// Largest file VerifyContent reads from the artifact store (the same bound as `data`).
-pub const VERIFY_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
 /// See the module docs.
 pub struct JobApi {
     role: RoleHandle,
     metrics: Arc<Metrics>,
-    verify: VerifyConfig,
+    /// Where VerifyContent reads files named by `uri`.
+    store: Arc<ArtifactStore>,
 }
 
 impl JobApi {
-    pub fn new(role: RoleHandle, metrics: Arc<Metrics>, verify: VerifyConfig) -> Self {
+    pub fn new(role: RoleHandle, metrics: Arc<Metrics>, store: Arc<ArtifactStore>) -> Self {
         Self {
             role,
             metrics,
-            verify,
+            store,
         }
     }
 
@@ -53,11 +45,16 @@ impl JobApi {
             Some(Source::Data(d)) if d.is_empty() => {
                 Err(Status::invalid_argument("data must not be empty"))
             }
+            Some(Source::Data(d)) if d.len() > VERIFY_MAX_BYTES => {
+                Err(Status::invalid_argument(format!(
+                    "data must be at most {VERIFY_MAX_BYTES} bytes, got {}",
+                    d.len()
+                )))
+            }
             Some(Source::Data(d)) => Ok(d),
             Some(Source::Uri(uri)) => self
-                .verify
                 .store
-                .read_uri(&uri, VERIFY_MAX_BYTES)
+                .read_uri(&uri, VERIFY_MAX_BYTES as u64)
                 .await
                 .map_err(status::artifact),
         }
@@ -238,19 +235,20 @@ impl v1::job_service_server::JobService for JobApi {
         request: Request<v1::VerifyContentRequest>,
     ) -> Result<Response<v1::VerifyContentResponse>, Status> {
         let r = async {
+            let scheduler = self.role.scheduler()?;
             let data = self.content(request.into_inner()).await?;
-            let secret = self.verify.farm_secret.clone();
-            // Decoding and watermark detection are CPU-heavy: off the reactor.
-            let v = tokio::task::spawn_blocking(move || {
-                reelfarm_worker::pipeline::provenance::verify(&data, &secret)
-            })
-            .await
-            .map_err(|e| Status::internal(format!("verification panicked: {e}")))?;
+            // Decoding and watermark detection run on a worker (see `scheduler::verify`).
+            let v = scheduler
+                .verify_content(data)
+                .await
+                .map_err(status::verify)?;
+            tracing::debug!(worker_id = %v.worker_id, ours = v.ours, "content checked");
             Ok(Response::new(v1::VerifyContentResponse {
                 ours: v.ours,
                 job_id: v.job_id.unwrap_or_default(),
                 watermark_confidence: v.watermark_confidence,
                 manifest_valid: v.manifest_valid,
+                video_error: v.video_error.unwrap_or_default(),
             }))
         }
         .await;

@@ -29,9 +29,7 @@ use tonic::transport::Server;
 use crate::metrics::Metrics;
 use crate::role::{Role, RoleHandle};
 
-/// Largest gRPC message accepted: a VerifyContent upload (64 MiB) plus framing; a
-/// SubmitBatch of 1000 jobs with long prompts is far below it.
-const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
+use reelfarm_proto::limits::MAX_MESSAGE_BYTES;
 
 /// Builds the gRPC router with every service, reflection and health.
 ///
@@ -44,7 +42,7 @@ pub async fn router(
     metrics: Arc<Metrics>,
     cluster: &str,
     backend: &'static str,
-    verify: job_service::VerifyConfig,
+    store: Arc<reelfarm_artifacts::ArtifactStore>,
     shutdown: CancellationToken,
 ) -> Router {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -82,10 +80,13 @@ pub async fn router(
         }
     });
 
-    let store = verify.store.clone();
-    let jobs = JobServiceServer::new(job_service::JobApi::new(role.clone(), metrics, verify))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let jobs = JobServiceServer::new(job_service::JobApi::new(
+        role.clone(),
+        metrics,
+        store.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(
         role.clone(),
         cluster.to_string(),

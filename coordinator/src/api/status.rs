@@ -3,12 +3,14 @@
 //! INVALID_ARGUMENT names the field and its bound; RESOURCE_EXHAUSTED carries a retry hint;
 //! NOT_FOUND names the id; FAILED_PRECONDITION explains the refusal; UNAVAILABLE means the
 //! state backend could not make the request durable (nothing was acknowledged), or the
-//! artifact store could not be read.
+//! artifact store could not be read, or no worker could run a content check;
+//! DEADLINE_EXCEEDED that a worker took too long to answer one.
 
-use reelfarm_worker::artifacts::ArtifactError;
+use reelfarm_artifacts::ArtifactError;
 use tonic::Status;
 
 use super::validate::FieldError;
+use crate::scheduler::verify::VerifyError;
 use crate::scheduler::{CancelError, SubmitError};
 use crate::state::StoreError;
 
@@ -26,6 +28,14 @@ pub fn artifact(e: ArtifactError) -> Status {
             Status::invalid_argument(format!("uri: {e}"))
         }
         e => Status::unavailable(format!("uri: {e}")),
+    }
+}
+
+/// A VerifyContent check that no worker answered.
+pub fn verify(e: VerifyError) -> Status {
+    match e {
+        VerifyError::Timeout => Status::deadline_exceeded(e.to_string()),
+        VerifyError::NoWorker | VerifyError::WorkersLost => Status::unavailable(e.to_string()),
     }
 }
 

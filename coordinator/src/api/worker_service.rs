@@ -5,18 +5,23 @@
 //! `TaskProgress` and `TaskResult` messages, each carrying its attempt token. When the
 //! stream ends, for whatever reason, the worker's unfinished tasks go back to READY.
 //!
+//! A VerifyContent check handed to the worker goes out as `VerifyContent` with a request id
+//! of this session and comes back as `ContentVerified`; the session keeps the pending
+//! replies, so a session that ends drops them and the check moves to another worker.
+//!
 //! A successful result is committed only if each of its outputs is in this coordinator's
 //! artifact store with the reported size; otherwise it counts as a failed attempt (a worker
 //! writing to another bucket or to a pod-local directory is caught at its first task).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Future, Stream, StreamExt};
+use reelfarm_artifacts::{ArtifactError, ArtifactStore};
 use reelfarm_proto::v1;
-use reelfarm_worker::artifacts::{ArtifactError, ArtifactStore};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use crate::model::Output;
 use crate::role::RoleHandle;
+use crate::scheduler::verify::VerifyOutcome;
 use crate::scheduler::{Scheduler, ToWorker, WorkerInfo};
 
 /// A connecting worker must register within this time (it sends the message right away).
@@ -96,8 +102,26 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
 /// Offered running attempts read from one registration, at most.
 const MAX_OFFERED: usize = 4 * MAX_SLOTS as usize;
 
-fn to_proto(msg: ToWorker) -> v1::CoordinatorMessage {
+/// The content checks a session has sent and not had answered, by request id.
+#[derive(Default)]
+struct PendingChecks {
+    next_id: u64,
+    replies: HashMap<u64, tokio::sync::oneshot::Sender<VerifyOutcome>>,
+}
+
+type SharedChecks = Arc<parking_lot::Mutex<PendingChecks>>;
+
+fn to_proto(msg: ToWorker, checks: &SharedChecks) -> v1::CoordinatorMessage {
     let body = match msg {
+        ToWorker::Verify(work) => {
+            let mut checks = checks.lock();
+            checks.next_id += 1;
+            let request_id = checks.next_id;
+            checks.replies.insert(request_id, work.reply);
+            // The last holder (no retry pending) hands its buffer over instead of a copy.
+            let data = Arc::try_unwrap(work.data).unwrap_or_else(|shared| (*shared).clone());
+            v1::coordinator_message::Body::Verify(v1::VerifyContent { request_id, data })
+        }
         ToWorker::Assign(items) => v1::coordinator_message::Body::Assignments(v1::Assignments {
             items: items.iter().map(convert::assignment).collect(),
         }),
@@ -140,6 +164,8 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             })),
         };
         let session = scheduler.register_worker(info, to_worker).await;
+        let checks = SharedChecks::default();
+        let outbound_checks = checks.clone();
 
         // Worker → scheduler.
         let shutdown = self.shutdown.clone();
@@ -171,10 +197,19 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                         break;
                     }
                 };
-                if let Some(result) = handle(&scheduler, &store, &store_checked, &worker_id, body) {
+                if let Some(result) = handle(
+                    &scheduler,
+                    &store,
+                    &store_checked,
+                    &checks,
+                    &worker_id,
+                    body,
+                ) {
                     in_flight.push(result);
                 }
             }
+            // Unanswered checks move to another worker now, not when the stream is dropped.
+            checks.lock().replies.clear();
             // Results already received still count (a worker's last result before it
             // disconnects); they finish in their own task, as before the session ended.
             if !in_flight.is_empty() {
@@ -189,8 +224,10 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         // the stream is polled (no task in between). It ends when the scheduler drops the
         // worker (replaced, lease lost), which tells the worker to reconnect. Unbounded is
         // safe: assignments are bounded by the worker's free slots.
-        let stream = futures::stream::once(async move { Ok(registered) })
-            .chain(UnboundedReceiverStream::new(from_scheduler).map(|m| Ok(to_proto(m))));
+        let stream = futures::stream::once(async move { Ok(registered) }).chain(
+            UnboundedReceiverStream::new(from_scheduler)
+                .map(move |m| Ok(to_proto(m, &outbound_checks))),
+        );
         Ok(Response::new(Box::pin(stream) as SessionStream))
     }
 }
@@ -204,6 +241,7 @@ fn handle(
     scheduler: &Arc<Scheduler>,
     store: &Arc<ArtifactStore>,
     store_checked: &Arc<std::sync::atomic::AtomicBool>,
+    checks: &SharedChecks,
     worker_id: &str,
     body: Option<v1::worker_message::Body>,
 ) -> Option<ResultFuture> {
@@ -294,9 +332,31 @@ fn handle(
                 }
             }
         }
+        Some(Body::Verified(v)) => answer_check(checks, worker_id, v),
         None => {}
     }
     None
+}
+
+/// Hands a worker's answer to the VerifyContent call waiting for it.
+fn answer_check(checks: &SharedChecks, worker_id: &str, v: v1::ContentVerified) {
+    let Some(reply) = checks.lock().replies.remove(&v.request_id) else {
+        tracing::debug!(
+            worker_id,
+            request_id = v.request_id,
+            "answer to no pending content check ignored"
+        );
+        return;
+    };
+    // The caller may have given up (timeout, client gone): nothing to do then.
+    let _ = reply.send(VerifyOutcome {
+        ours: v.ours,
+        job_id: (!v.job_id.is_empty()).then_some(v.job_id),
+        watermark_confidence: v.watermark_confidence,
+        manifest_valid: v.manifest_valid,
+        video_error: (!v.video_error.is_empty()).then_some(v.video_error),
+        worker_id: worker_id.to_string(),
+    });
 }
 
 /// Each output exists in the coordinator's artifact store with its reported size.

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use reelfarm_domain::Sampler;
+
 use super::task::{Output, TaskDef};
 
 /// A job id: 16 lowercase hex characters (64 bits). The first 11 are the creation time in
@@ -47,14 +49,6 @@ impl Priority {
     }
 }
 
-/// Diffusion sampler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sampler {
-    Ddim,
-    Euler,
-    DpmSolverPp2m,
-}
-
 /// What to generate, validated, with every default filled in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -96,13 +90,13 @@ impl JobSpec {
             "sampler": self.sampler,
             "audio": self.audio,
         });
-        reelfarm_worker::artifacts::sha256_hex(canonical.to_string().as_bytes())
+        reelfarm_artifacts::sha256_hex(canonical.to_string().as_bytes())
     }
 
-    /// Frames in the clip: `round(duration_seconds * fps)`, at least 1. The worker computes
-    /// the same number from the same fields.
+    /// Frames in the clip ([`reelfarm_domain::frame_count`]: the worker renders exactly
+    /// these, by the same rule).
     pub fn frame_count(&self) -> u32 {
-        ((self.duration_seconds * self.fps as f64).round() as u32).max(1)
+        reelfarm_domain::frame_count(self.duration_seconds, self.fps)
     }
 }
 

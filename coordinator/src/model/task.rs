@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use reelfarm_artifacts::Output;
+
 use super::job::JobId;
 
 /// What a task does (see DESIGN.md, "Data flow of one job").
@@ -52,15 +54,6 @@ pub struct TaskDef {
     pub deps: Vec<u32>,
     /// Relative cost, for the job's progress figure.
     pub weight: f64,
-}
-
-/// One file in the artifact store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
-    pub kind: String,
-    pub uri: String,
-    pub sha256: String,
-    pub bytes: u64,
 }
 
 /// Identifies one assignment of one task (fencing): a report is accepted only while its

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use reelfarm_worker::artifacts::{ArtifactError, ArtifactStore};
+use reelfarm_artifacts::{ArtifactError, ArtifactStore};
 
 use super::farm::Sweep;
 use super::Scheduler;
@@ -91,7 +91,7 @@ pub async fn sweep_job(store: &ArtifactStore, sweep: &Sweep) -> Result<Collected
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reelfarm_worker::artifacts::StoreConfig;
+    use reelfarm_artifacts::StoreConfig;
 
     #[tokio::test]
     async fn a_sweep_deletes_only_what_no_committed_output_names() {

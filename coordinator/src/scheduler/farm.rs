@@ -59,10 +59,12 @@ pub struct FarmConfig {
 }
 
 /// A message for one worker's stream.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum ToWorker {
     Assign(Vec<Assignment>),
     Cancel(AttemptToken),
+    /// A content check (VerifyContent), answered on the session (see `super::verify`).
+    Verify(super::verify::VerifyWork),
 }
 
 /// One task handed to a worker.
@@ -634,6 +636,17 @@ impl Farm {
             connected_ms: w.connected_ms,
             tasks_done: w.tasks_done,
         })
+    }
+
+    /// Connected workers that take new work (not draining, not cordoned): id, free slots,
+    /// stream.
+    pub(crate) fn workers_taking_work(
+        &self,
+    ) -> impl Iterator<Item = (&str, u32, &mpsc::UnboundedSender<ToWorker>)> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !w.draining)
+            .map(|(id, w)| (id.as_str(), w.free, &w.tx))
     }
 
     pub fn worker_views(&self) -> Vec<WorkerView> {

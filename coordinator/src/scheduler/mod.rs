@@ -5,6 +5,7 @@
 //! - [`queue`]: the ready queue (priority class, then tenant fair share, then age).
 //! - [`view`]: read-only views handed to the API layer.
 //! - [`collector`]: deletes the files of attempts that were never committed.
+//! - [`verify`]: VerifyContent's check, handed to a worker.
 //!
 //! Every transition that must be durable is split in two: the farm's `begin_*` half runs
 //! under the lock and returns the writes; the writes go to the store with no lock held;
@@ -15,6 +16,7 @@
 pub mod collector;
 pub mod farm;
 pub mod queue;
+pub mod verify;
 pub mod view;
 
 use std::sync::{Arc, Mutex};

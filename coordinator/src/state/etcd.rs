@@ -1,15 +1,7 @@
 //! [`StateStore`] on etcd, for clusters.
 //!
-//! Keys (values are JSON, readable with `etcdctl get --prefix /reelfarm/`):
-//!
-//! ```text
-//! /reelfarm/<cluster>/term                          current coordinator term (decimal)
-//! /reelfarm/<cluster>/jobs/<job_id>                 JobRecord
-//! /reelfarm/<cluster>/results/<job_id>/<index>      TaskCompletion (one per task, never rewritten)
-//! /reelfarm/<cluster>/idempotency/<tenant>/<key>    job id
-//! /reelfarm/<cluster>/workers/<worker_id>           worker registration, under the worker's lease
-//! /reelfarm/<cluster>/cordons/<worker_id>           CordonRecord: drained by an operator
-//! ```
+//! Keys are laid out by [`ClusterKeys`] (`reelfarm-domain`, shared with the workers, which
+//! register under them); values are JSON, readable with `etcdctl get --prefix /reelfarm/`.
 //!
 //! Every transaction compares the term key with the caller's term, so a deposed coordinator
 //! cannot write. Commits arriving together are packed into one transaction (group commit):
@@ -22,6 +14,7 @@ use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
 };
+use reelfarm_domain::ClusterKeys;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -44,57 +37,6 @@ const MAX_WRITES_PER_TXN: usize = 100;
 struct CordonRecord {
     worker_id: String,
     since_ms: u64,
-}
-
-/// The key layout of one cluster.
-#[derive(Clone, Debug)]
-pub struct Keys {
-    cluster: String,
-    root: String,
-}
-
-impl Keys {
-    pub fn new(cluster: &str) -> Self {
-        Self {
-            cluster: cluster.to_string(),
-            root: format!("/reelfarm/{cluster}/"),
-        }
-    }
-    pub fn term(&self) -> String {
-        format!("{}term", self.root)
-    }
-    pub fn jobs_prefix(&self) -> String {
-        format!("{}jobs/", self.root)
-    }
-    pub fn job(&self, id: &str) -> String {
-        format!("{}jobs/{id}", self.root)
-    }
-    pub fn results_prefix(&self) -> String {
-        format!("{}results/", self.root)
-    }
-    /// Every committed result of one job.
-    pub fn job_results_prefix(&self, job_id: &str) -> String {
-        format!("{}{job_id}/", self.results_prefix())
-    }
-    pub fn result(&self, job_id: &str, task_index: u32) -> String {
-        format!("{}results/{job_id}/{task_index:04}", self.root)
-    }
-    pub fn idempotency(&self, tenant: &str, key: &str) -> String {
-        format!("{}idempotency/{tenant}/{key}", self.root)
-    }
-    pub fn cordons_prefix(&self) -> String {
-        format!("{}cordons/", self.root)
-    }
-    pub fn cordon(&self, worker_id: &str) -> String {
-        format!("{}{worker_id}", self.cordons_prefix())
-    }
-    /// Prefix under which workers register with their leases.
-    pub fn workers_prefix(&self) -> String {
-        reelfarm_proto::cluster::workers_prefix(&self.cluster)
-    }
-    pub fn worker(&self, id: &str) -> String {
-        reelfarm_proto::cluster::worker(&self.cluster, id)
-    }
 }
 
 /// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`).
@@ -144,7 +86,7 @@ struct CommitRequest {
 /// See the module docs.
 pub struct EtcdStore {
     client: Client,
-    keys: Keys,
+    keys: ClusterKeys,
     commits: mpsc::UnboundedSender<CommitRequest>,
 }
 
@@ -199,7 +141,7 @@ impl EtcdStore {
 
     /// A store for `cluster` on an open client; starts the group-commit task.
     pub fn new(client: Client, cluster: &str) -> Self {
-        let keys = Keys::new(cluster);
+        let keys = ClusterKeys::new(cluster);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(group_commit(client.clone(), keys.clone(), rx));
         Self {
@@ -209,7 +151,7 @@ impl EtcdStore {
         }
     }
 
-    pub fn keys(&self) -> &Keys {
+    pub fn keys(&self) -> &ClusterKeys {
         &self.keys
     }
 
@@ -218,7 +160,7 @@ impl EtcdStore {
     }
 }
 
-async fn current_term(client: &Client, keys: &Keys) -> StoreResult<u64> {
+async fn current_term(client: &Client, keys: &ClusterKeys) -> StoreResult<u64> {
     let resp = timed(client.kv_client().get(keys.term(), None)).await?;
     match resp.kvs().first() {
         None => Ok(0),
@@ -233,7 +175,7 @@ async fn current_term(client: &Client, keys: &Keys) -> StoreResult<u64> {
     }
 }
 
-fn term_is(keys: &Keys, term: u64) -> Compare {
+fn term_is(keys: &ClusterKeys, term: u64) -> Compare {
     Compare::value(keys.term(), CompareOp::Equal, term.to_string())
 }
 
@@ -367,7 +309,11 @@ impl StateStore for EtcdStore {
 /// The group-commit loop: takes every request waiting, packs as many as fit into one
 /// transaction, and answers each. If a packed transaction fails on a per-write condition
 /// (a duplicate result), the requests are retried one by one so only the culprit fails.
-async fn group_commit(client: Client, keys: Keys, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
+async fn group_commit(
+    client: Client,
+    keys: ClusterKeys,
+    mut rx: mpsc::UnboundedReceiver<CommitRequest>,
+) {
     let mut carried: Option<CommitRequest> = None;
     loop {
         let first = match carried.take() {
@@ -444,7 +390,7 @@ fn ops(writes: &[Write]) -> usize {
 
 async fn commit_once<'a>(
     client: &Client,
-    keys: &Keys,
+    keys: &ClusterKeys,
     term: u64,
     writes: impl IntoIterator<Item = &'a Write>,
 ) -> StoreResult<()> {

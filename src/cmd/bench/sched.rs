@@ -258,7 +258,7 @@ async fn run_one(
             reelfarm_coordinator::Config::in_process(
                 cluster,
                 etcd.iter().cloned().collect(),
-                reelfarm_worker::artifacts::StoreConfig::local(artifacts.path()),
+                reelfarm_artifacts::StoreConfig::local(artifacts.path()),
                 1_000_000,
             ),
             shutdown.clone(),

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use reelfarm_proto::v1;
 
-use crate::artifacts::{ArtifactStore, Output};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, ClipSpec, Sampler, TaskContext};
+use reelfarm_artifacts::{ArtifactStore, Output};
 
 /// A decoded assignment: everything the pipeline needs, validated.
 #[derive(Clone, Debug)]
@@ -135,6 +135,8 @@ pub struct Executor {
     pub engine: Arc<dyn Engine>,
     pub farm_secret: Vec<u8>,
     pub metrics: Arc<Metrics>,
+    /// VerifyContent checks the coordinator hands this worker (not tasks: no slot, no token).
+    pub checks: Arc<super::content_check::ContentChecks>,
 }
 
 impl Executor {

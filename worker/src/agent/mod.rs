@@ -5,9 +5,12 @@
 //!   progress, results), reconnecting with backoff.
 //! - [`executor`]: decodes an assignment and runs its pipeline stage on a blocking thread,
 //!   reading inputs from and writing outputs to the artifact store.
+//! - [`content_check`]: VerifyContent's provenance check, which the coordinator hands to a
+//!   worker because only workers link the decoders and hold the farm secret.
 //!
 //! [`start`] wires them up under one shutdown token.
 
+pub mod content_check;
 pub mod executor;
 pub mod lease;
 pub mod session;
@@ -20,10 +23,11 @@ use reelfarm_proto::v1;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifacts::ArtifactStore;
 use crate::config::{Config, EngineChoice};
 use crate::engine::{cpu::CpuEngine, Engine};
 use crate::metrics::Metrics;
+use reelfarm_artifacts::ArtifactStore;
+use reelfarm_domain::ClusterKeys;
 
 /// A worker running in this process.
 pub struct RunningWorker {
@@ -118,15 +122,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("--artifacts {}: {e}", config.artifacts.location))?;
     tracing::info!(artifacts = %store.location(), "artifact store open");
-    let health = reelfarm_telemetry::Health::healthy();
     let (http_addr, http_task) = reelfarm_telemetry::serve_http(
         config.http_listen,
         metrics.registry.clone(),
-        health,
         shutdown.clone(),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", config.http_listen))?;
+    .await?;
     let mut tasks = vec![http_task];
 
     let register = v1::RegisterWorker {
@@ -147,7 +148,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .await
             .map_err(|e| anyhow::anyhow!("--etcd {:?}: {e}", config.etcd))?;
         let reg = lease::Registration {
-            key: reelfarm_proto::cluster::worker(&config.cluster, &id),
+            key: ClusterKeys::new(&config.cluster).worker(&id),
             value: serde_json::to_vec(&serde_json::json!({
                 "id": id,
                 "engine": engine.name(),
@@ -164,7 +165,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::info!(key = %reg.key, lease = lease_id, ttl = config.lease_ttl, "registered in etcd");
         leader_lookup = Some(session::LeaderLookup {
             client: client.clone(),
-            election: reelfarm_proto::cluster::election(&config.cluster),
+            election: ClusterKeys::new(&config.cluster).election(),
         });
         tasks.push(tokio::spawn(lease::keep_alive(
             client,
@@ -175,10 +176,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )));
     }
 
+    let farm_secret = config.farm_secret();
     let executor = Arc::new(executor::Executor {
         store,
         engine,
-        farm_secret: config.farm_secret(),
+        checks: Arc::new(content_check::ContentChecks::new(farm_secret.clone())),
+        farm_secret,
         metrics: metrics.clone(),
     });
     let running = session::Tasks::new(config.slots);

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::executor::{decode, Executor};
-use crate::artifacts::Output;
+use reelfarm_artifacts::Output;
 
 /// Progress messages per task at most this often (the latest step wins).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -343,8 +343,9 @@ async fn serve(
         Err(e) => return failed(format!("connect: {e}"), None),
     };
     let mut client = WorkerServiceClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024);
+        // A content check carries the file (up to 64 MiB) in one message.
+        .max_decoding_message_size(reelfarm_proto::limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(reelfarm_proto::limits::MAX_MESSAGE_BYTES);
     let (out, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
     let mut register = config.register.clone();
     register.running = tasks.offered();
@@ -399,6 +400,9 @@ async fn serve(
                             "task cancelled by coordinator");
                     }
                 }
+            }
+            Some(v1::coordinator_message::Body::Verify(v)) => {
+                executor.checks.start(v, out.clone());
             }
             None => {}
         }

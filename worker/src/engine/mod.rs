@@ -11,10 +11,11 @@
 //! 4. convert to RGB8 with clamping ([`DiffusionBatch::read_rgb8`]).
 //!
 //! The per-element math of each operation is written once, in [`kernels`], as plain scalar
-//! Rust functions: [`cpu::CpuEngine`] maps them over the batch with rayon, and a CUDA engine
-//! implements the same formulas as NVRTC kernels (`.cu` files beside it), compared against
-//! these functions in its tests. Batch state stays inside the engine between calls so that a
-//! device engine never copies frames back to the host until [`DiffusionBatch::read_rgb8`].
+//! Rust functions, and [`cpu::CpuEngine`] maps them over the batch with rayon. It is the only
+//! engine in this version: there is no CUDA engine yet (README, Status). The trait is shaped
+//! for one — batch state stays inside the engine between calls, so a device engine would
+//! copy frames back to the host only in [`DiffusionBatch::read_rgb8`], and its kernels would
+//! be tested against the functions in [`kernels`].
 //!
 //! Data layout (shared by every engine): a batch of `n` frames of `P = width·height` pixels is
 //! stored frame-major, pixels row-major, channels interleaved (`x[f·3P + 3p + c]`), in the
@@ -104,7 +105,7 @@ pub trait DiffusionBatch {
 
 /// A compute engine for the pipeline's heavy math. Object-safe: the agent holds `&dyn Engine`.
 pub trait Engine: Send + Sync {
-    /// "cpu" or "cuda".
+    /// The engine's name in metrics and registration ("cpu" is the only one built today).
     fn name(&self) -> &'static str;
     /// Uploads the conditioning of `frames` and draws their initial noise
     /// ([`kernels::initial_noise`] per element). Every frame's noise depends only on

@@ -1,15 +1,8 @@
 //! [`ClipSpec`]: the worker's view of a job spec, converted once from the protobuf at the
 //! agent's edge, with every default already filled in by the coordinator.
 
+pub use reelfarm_domain::Sampler;
 use serde::{Deserialize, Serialize};
-
-/// Diffusion sampler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sampler {
-    Ddim,
-    Euler,
-    DpmSolverPp2m,
-}
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,8 +19,9 @@ pub struct ClipSpec {
 }
 
 impl ClipSpec {
-    /// Number of frames in the clip: `round(duration_seconds * fps)`, at least 1.
+    /// Number of frames in the clip ([`reelfarm_domain::frame_count`], the rule the
+    /// coordinator plans segments by).
     pub fn frame_count(&self) -> u32 {
-        ((self.duration_seconds * self.fps as f64).round() as u32).max(1)
+        reelfarm_domain::frame_count(self.duration_seconds, self.fps)
     }
 }

@@ -936,3 +936,30 @@ fn the_sweep_queue_is_bounded_by_retention() {
         "only the jobs retention keeps are queued"
     );
 }
+
+#[test]
+fn verifier_prefers_free_workers_and_skips_tried_and_draining_ones() {
+    let mut farm = farm();
+    let _a = worker(&mut farm, "a", 2);
+    let _b = worker(&mut farm, "b", 4);
+    let _c = worker(&mut farm, "c", 4);
+    let none = HashSet::new();
+    let picks: HashSet<String> = (0..4)
+        .map(|turn| farm.verifier(&none, turn).expect("workers are connected").0)
+        .collect();
+    assert_eq!(
+        picks,
+        HashSet::from(["b".to_string(), "c".to_string()]),
+        "the two workers with the most free slots share the checks"
+    );
+    let tried = HashSet::from(["b".to_string()]);
+    assert_eq!(farm.verifier(&tried, 0).map(|w| w.0).as_deref(), Some("c"));
+    farm.set_cordon("c", true);
+    assert_eq!(
+        farm.verifier(&tried, 0).map(|w| w.0).as_deref(),
+        Some("a"),
+        "a cordoned worker takes no checks"
+    );
+    let all = HashSet::from(["a".to_string(), "b".to_string()]);
+    assert!(farm.verifier(&all, 0).is_none(), "no worker left to try");
+}

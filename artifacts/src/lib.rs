@@ -1,4 +1,7 @@
-//! The artifact store: where task outputs live, shared by the coordinator and every worker.
+//! # reelfarm artifact store
+//!
+//! Where task outputs live, shared by the coordinator and every worker: a crate below both
+//! wings, so the coordinator reads and checks outputs without linking the worker's pipeline.
 //!
 //! One interface over two backends of the `object_store` crate, chosen by `--artifacts`:
 //! a directory (`LocalFileSystem`; local, or a shared volume mounted on every pod) or an
@@ -28,8 +31,9 @@ use sha2::{Digest, Sha256};
 pub use config::StoreConfig;
 pub use location::Location;
 
-/// One stored file, as reported to the coordinator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One stored file, as a worker reports it and the coordinator records it (the same JSON
+/// in the durable job records as before the type moved here).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     pub kind: String,
     pub uri: String,

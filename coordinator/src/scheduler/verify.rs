@@ -1,0 +1,119 @@
+//! VerifyContent on a worker: the provenance check decodes the video (OpenH264) and looks
+//! for the farm's keyed watermark, so it runs where the decoders and the farm secret are —
+//! on a worker — and the coordinator, which links neither, only chooses the worker, hands
+//! it the file over its session stream and waits for the answer.
+//!
+//! The choice is the connected worker that takes work (not draining or cordoned) with the
+//! most free slots, rotating among equals, so checks go to idle workers first. A worker
+//! whose session ends before it answers drops the reply (the session's table of pending
+//! checks goes with it), and the check moves to another worker, at most
+//! [`MAX_VERIFY_TRIES`] in all, within [`VERIFY_TIMEOUT`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::farm::{Farm, ToWorker};
+use super::Scheduler;
+
+/// A check decodes up to 64 MiB of H.264 on the worker's CPU: seconds, not minutes (OpenH264
+/// decodes hundreds of 1080p frames a second). Two minutes leaves room for a busy worker.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Workers tried for one check when sessions end under it (a worker restart, a rollout).
+pub const MAX_VERIFY_TRIES: usize = 3;
+
+/// One check handed to a worker's session (see `api::worker_service`).
+#[derive(Debug)]
+pub struct VerifyWork {
+    /// The file; shared, since a retry on another worker sends it again.
+    pub data: Arc<Vec<u8>>,
+    /// The worker's answer; dropped unanswered when its session ends.
+    pub reply: oneshot::Sender<VerifyOutcome>,
+}
+
+/// What a worker found (`reelfarm_worker::pipeline::provenance::Verification`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyOutcome {
+    pub ours: bool,
+    pub job_id: Option<String>,
+    pub watermark_confidence: f64,
+    pub manifest_valid: bool,
+    pub video_error: Option<String>,
+    /// The worker that checked.
+    pub worker_id: String,
+}
+
+/// Why no answer came.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no connected worker takes work; VerifyContent runs on a worker (the coordinator does not decode video): start or uncordon one")]
+    NoWorker,
+    #[error("no worker answered the check within {} s", VERIFY_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("{MAX_VERIFY_TRIES} workers disconnected before answering the check")]
+    WorkersLost,
+}
+
+/// Rotates the choice among equally free workers.
+static NEXT_TURN: AtomicU64 = AtomicU64::new(0);
+
+impl Scheduler {
+    /// Checks `data` (an MP4) on a worker; see the module docs.
+    pub async fn verify_content(&self, data: Vec<u8>) -> Result<VerifyOutcome, VerifyError> {
+        let data = Arc::new(data);
+        let attempt = async {
+            let mut tried = HashSet::new();
+            for _ in 0..MAX_VERIFY_TRIES {
+                let turn = NEXT_TURN.fetch_add(1, Ordering::Relaxed);
+                let (worker_id, tx) = self
+                    .lock()
+                    .verifier(&tried, turn)
+                    .ok_or(VerifyError::NoWorker)?;
+                let (reply, answer) = oneshot::channel();
+                let work = VerifyWork {
+                    data: data.clone(),
+                    reply,
+                };
+                if tx.send(ToWorker::Verify(work)).is_ok() {
+                    if let Ok(mut outcome) = answer.await {
+                        outcome.worker_id = worker_id;
+                        return Ok(outcome);
+                    }
+                }
+                tracing::info!(
+                    worker_id,
+                    "worker left before answering a content check; trying another"
+                );
+                tried.insert(worker_id);
+            }
+            Err(VerifyError::WorkersLost)
+        };
+        tokio::time::timeout(VERIFY_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(VerifyError::Timeout))
+    }
+}
+
+impl Farm {
+    /// The worker to run a content check: takes work, not in `skip`, most free slots; `turn`
+    /// picks among equals.
+    pub(crate) fn verifier(
+        &self,
+        skip: &HashSet<String>,
+        turn: u64,
+    ) -> Option<(String, mpsc::UnboundedSender<ToWorker>)> {
+        let mut candidates: Vec<(&str, u32, &mpsc::UnboundedSender<ToWorker>)> = self
+            .workers_taking_work()
+            .filter(|(id, _, _)| !skip.contains(*id))
+            .collect();
+        let most_free = candidates.iter().map(|c| c.1).max()?;
+        candidates.retain(|c| c.1 == most_free);
+        // Stable order before the rotation: HashMap iteration order is arbitrary.
+        candidates.sort_by_key(|c| c.0);
+        let (id, _, tx) = candidates[(turn % candidates.len() as u64) as usize];
+        Some((id.to_string(), tx.clone()))
+    }
+}
