@@ -153,7 +153,7 @@ fn chart_lints_strict_and_renders_with_every_values_file() {
         [
             "default",
             "cpu-trial-values",
-            "gpu-external-etcd-s3-values",
+            "external-etcd-s3-values",
             "minio-s3-values"
         ],
         "expected renders of the default values and the three ci/ scenarios"
@@ -330,7 +330,7 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
             "{name}: --no-result-cache from coordinator.resultCache"
         );
         // A tenantWeights map becomes one --tenant-weights flag (sorted by tenant).
-        let expected_weights = (name == "gpu-external-etcd-s3-values").then_some("ads=3,crm=1");
+        let expected_weights = (name == "external-etcd-s3-values").then_some("ads=3,crm=1");
         assert_eq!(
             arg(c, "tenant-weights"),
             expected_weights,

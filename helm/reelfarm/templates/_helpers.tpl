@@ -160,17 +160,13 @@ The --artifacts value: the PVC's mount path, or s3://bucket[/prefix].
 {{- end }}
 
 {{/*
-Environment shared by the coordinator and the workers: log settings, the farm secret and, for
-S3 artifacts, the bucket settings (only those set) and credentials.
+Environment shared by the coordinator and the workers: log settings and, for S3 artifacts,
+the bucket settings (only those set) and credentials. The farm secret is the workers' alone
+(they sign and they run VerifyContent's check): see the worker pod below.
 */}}
 {{- define "reelfarm.commonEnv" -}}
 - name: RUST_LOG
   value: {{ .Values.rustLog | quote }}
-- name: REELFARM_FARM_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "reelfarm.farmSecretName" . }}
-      key: {{ .Values.farmSecret.key }}
 {{- if eq .Values.artifacts.type "s3" }}
 {{- /* The bucket and prefix are in --artifacts (reelfarm.artifactsLocation). */}}
 {{- with .Values.artifacts.s3.region }}
@@ -281,6 +277,12 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        # Keys the watermark and signs manifests; only workers hold it.
+        - name: REELFARM_FARM_SECRET
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "reelfarm.farmSecretName" . }}
+              key: {{ .Values.farmSecret.key }}
         {{- include "reelfarm.commonEnv" . | nindent 8 }}
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
