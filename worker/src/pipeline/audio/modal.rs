@@ -113,6 +113,79 @@ pub fn add_impact(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::scene::vocabulary::{Material, MATERIALS};
+
+    /// The sound each material has always had, written out: a change to the table, or a
+    /// material that starts sounding like another, fails here before it reaches a clip.
+    fn pinned(material: Material) -> MaterialSound {
+        let m = |freq, t60, gain| Mode { freq, t60, gain };
+        let dull = MaterialSound {
+            modes: vec![m(300.0, 0.1, 1.0), m(700.0, 0.07, 0.4)],
+            click: 0.2,
+            click_tau: 0.0015,
+        };
+        match material {
+            Material::Rubber => MaterialSound {
+                modes: vec![
+                    m(180.0, 0.06, 1.0),
+                    m(410.0, 0.04, 0.4),
+                    m(760.0, 0.025, 0.15),
+                ],
+                click: 0.15,
+                click_tau: 0.002,
+            },
+            Material::Wood => MaterialSound {
+                modes: vec![
+                    m(520.0, 0.18, 1.0),
+                    m(1_240.0, 0.12, 0.5),
+                    m(2_300.0, 0.07, 0.25),
+                ],
+                click: 0.35,
+                click_tau: 0.001,
+            },
+            Material::Metal => MaterialSound {
+                modes: vec![
+                    m(880.0, 1.6, 1.0),
+                    m(2_429.0, 1.1, 0.6),
+                    m(4_752.0, 0.7, 0.35),
+                    m(7_850.0, 0.4, 0.15),
+                ],
+                click: 0.3,
+                click_tau: 0.0005,
+            },
+            Material::Glass => MaterialSound {
+                modes: vec![
+                    m(1_900.0, 0.9, 1.0),
+                    m(4_300.0, 0.6, 0.5),
+                    m(7_100.0, 0.35, 0.25),
+                ],
+                click: 0.25,
+                click_tau: 0.0004,
+            },
+            Material::Plastic
+            | Material::Stone
+            | Material::Foam
+            | Material::Ice
+            | Material::Concrete
+            | Material::Grass
+            | Material::Sand
+            | Material::Carpet
+            | Material::Clay => dull,
+        }
+    }
+
+    #[test]
+    fn every_material_sounds_as_pinned() {
+        // MATERIALS has one row per Material (Material::props relies on it).
+        for props in MATERIALS {
+            assert_eq!(
+                material_sound(props.material.props().name),
+                pinned(props.material),
+                "{:?} must keep its sound",
+                props.material
+            );
+        }
+    }
 
     #[test]
     fn metal_rings_longer_and_glass_higher_than_rubber() {
