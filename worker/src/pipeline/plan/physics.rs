@@ -21,8 +21,7 @@ use std::collections::BTreeMap;
 use rapier3d::prelude::*;
 
 use super::placement::BodyStart;
-use super::{Body, ContactEvent, Pose};
-use crate::pipeline::guide::geometry::BodyShape;
+use super::{Body, BodyShape, ContactEvent, Pose};
 use crate::pipeline::scene::{Material, SceneSpec};
 use crate::pipeline::PipelineError;
 
@@ -159,7 +158,7 @@ pub fn simulate(
             .angvel(Vector::from_array(start.angvel))
             .can_sleep(false)
             .user_data(i as u128);
-        let density = body.mass / super::volume(&body.shape);
+        let density = body.mass / body.shape.volume();
         let collider = with_material(collider_of(&body.shape), body.material)
             .density(density)
             .user_data(i as u128);
