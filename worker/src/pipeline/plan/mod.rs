@@ -5,7 +5,7 @@
 //! simulates them ([`physics`], rapier3d) and samples their poses at the clip's frame times.
 //! The serialized plan is the input of every other task: the VIDEO_SEGMENT tasks render
 //! frames from the poses, the shapes and the camera, the AUDIO task synthesizes the contact
-//! events.
+//! events from their materials.
 
 pub(crate) mod physics;
 pub(crate) mod placement;
@@ -29,10 +29,10 @@ pub struct ContactEvent {
     pub body_b: Option<u32>,
     /// Magnitude of the contact impulse, N·s.
     pub impulse: f64,
-    /// Material name of body_a ("rubber", "wood", "metal", "glass", ...).
-    pub material: String,
-    /// Material name of what it hit.
-    pub other_material: String,
+    /// Material of body_a (serialized as its name: "rubber", "wood", "metal", ...).
+    pub material: Material,
+    /// Material of what it hit: the other body's, or the floor's or the walls'.
+    pub other_material: Material,
 }
 
 /// One simulated body (index = index in `scene.objects`).

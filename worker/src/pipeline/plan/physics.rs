@@ -292,8 +292,8 @@ fn event(bodies: &[Body], floor: Material, a: u128, b: u128, impact: Impact) -> 
         body_a: a as u32,
         body_b: (b < WALL_TAG).then_some(b as u32),
         impulse: to_micro(impact.impulse),
-        material: material_of(a).props().name.to_string(),
-        other_material: material_of(b).props().name.to_string(),
+        material: material_of(a),
+        other_material: material_of(b),
     }
 }
 
@@ -502,7 +502,7 @@ mod tests {
         assert!(
             sim.contacts
                 .iter()
-                .all(|c| c.body_b.is_none() && c.other_material == "concrete"),
+                .all(|c| c.body_b.is_none() && c.other_material == Material::Concrete),
             "a lone ball only hits the concrete floor: {:?}",
             sim.contacts
         );
