@@ -2,18 +2,26 @@
 //!
 //! - [`lease`]: the etcd registration and its lease, kept alive in the background.
 //! - [`session`]: the bidirectional stream to the coordinator (register, assignments,
-//!   progress, results), reconnecting with backoff.
+//!   progress, results) and the loop that opens a new one when it ends.
+//! - [`connect`]: which coordinator to dial next (a follower's leader hint, etcd's leader,
+//!   the `--coordinator` list) and the backoff between tries.
+//! - [`tasks`]: the registry of running attempts and unconfirmed results, which outlives
+//!   each session: what is offered at re-registration, cancelled, or handed back at
+//!   shutdown.
 //! - [`executor`]: decodes an assignment and runs its pipeline stage on a blocking thread,
 //!   reading inputs from and writing outputs to the artifact store.
 //! - [`content_check`]: VerifyContent's provenance check, which the coordinator hands to a
 //!   worker because only workers link the decoders and hold the farm secret.
 //!
-//! [`start`] wires them up under one shutdown token.
+//! [`start`] wires them up under one shutdown token; [`RunningWorker::drain`] is the
+//! graceful shutdown.
 
-pub mod content_check;
+pub(crate) mod connect;
+pub(crate) mod content_check;
 pub mod executor;
-pub mod lease;
-pub mod session;
+pub(crate) mod lease;
+pub(crate) mod session;
+pub(crate) mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,18 +31,20 @@ use reelfarm_proto::v1;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use reelfarm_artifacts::ArtifactStore;
+use reelfarm_domain::ClusterKeys;
+
+use self::tasks::TaskRegistry;
 use crate::config::{Config, EngineChoice};
 use crate::engine::{cpu::CpuEngine, Engine};
 use crate::metrics::Metrics;
-use reelfarm_artifacts::ArtifactStore;
-use reelfarm_domain::ClusterKeys;
 
 /// A worker running in this process.
 pub struct RunningWorker {
     pub id: String,
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
-    running: Arc<session::Tasks>,
+    running: Arc<TaskRegistry>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -89,7 +99,7 @@ impl RunningWorker {
 }
 
 /// Picks the engine for `choice`, logging why.
-pub fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engine>> {
+pub(crate) fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engine>> {
     match choice {
         EngineChoice::Cpu => {
             tracing::info!(engine = "cpu", "engine chosen by --engine cpu");
@@ -163,7 +173,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .await
             .map_err(|e| anyhow::anyhow!("registering in etcd: {e}"))?;
         tracing::info!(key = %reg.key, lease = lease_id, ttl = config.lease_ttl, "registered in etcd");
-        leader_lookup = Some(session::LeaderLookup {
+        leader_lookup = Some(connect::LeaderLookup {
             client: client.clone(),
             election: ClusterKeys::new(&config.cluster).election(),
         });
@@ -184,7 +194,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         farm_secret,
         metrics: metrics.clone(),
     });
-    let running = session::Tasks::new(config.slots);
+    let running = TaskRegistry::new(config.slots);
     tasks.push(tokio::spawn(session::run(
         session::SessionConfig {
             coordinators: config.coordinator.clone(),

@@ -1,245 +1,45 @@
-//! The worker's session with the coordinator: one bidirectional gRPC stream.
+//! The worker's session with the coordinator: one bidirectional gRPC stream, and the loop
+//! that opens a new one whenever it ends.
 //!
 //! The worker registers, then runs every assignment it receives (at most `slots` at once),
 //! streaming step progress and finally the result with the assignment's attempt token.
 //!
-//! Tasks belong to the worker, not to one session ([`Tasks`]): when the stream breaks
-//! (the coordinator restarted, or another replica took over) running tasks go on, and the
-//! worker connects again — to the leader a follower named, the leader etcd names, or the
-//! next `--coordinator` address — and offers what it runs and the results it is not sure
-//! were received (`RegisterWorker.running`). The coordinator adopts those it has not given
-//! to anyone else and cancels the rest; results are sent again and accepted only under a
-//! current token, so nothing is lost and nothing is committed twice. Tasks still orphaned
-//! after `orphan_timeout` without a session are stopped.
+//! A session is short-lived next to the tasks: the running attempts and unconfirmed results
+//! live in the [`TaskRegistry`], which each new session offers the coordinator at
+//! registration, and [`Connector`] picks the coordinator to dial next (a follower's leader
+//! hint, etcd's leader, the `--coordinator` list) with backoff. Tasks still orphaned after
+//! `orphan_timeout` without a session are stopped.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reelfarm_proto::v1::{self, worker_service_client::WorkerServiceClient};
-use tokio::sync::{mpsc, Semaphore};
+use reelfarm_proto::v1;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
-use super::executor::{decode, Executor};
 use reelfarm_artifacts::Output;
+
+use super::connect::{dial, leader_hint, Connector, LeaderLookup};
+use super::executor::{decode, Executor, Produced};
+use super::tasks::{hand_back_message, TaskRegistry};
 
 /// Progress messages per task at most this often (the latest step wins).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Connect timeout for one coordinator address.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Outbound messages buffered before the sender waits.
 const OUTBOUND_BUFFER: usize = 1024;
-/// A result sent on a session that stayed up this long afterwards was received.
-const RESEND_WINDOW: Duration = Duration::from_secs(10);
 
 /// What a session needs to know about its worker.
-pub struct SessionConfig {
-    pub coordinators: Vec<String>,
-    pub register: v1::RegisterWorker,
+pub(crate) struct SessionConfig {
+    /// The `--coordinator` addresses, tried in turn.
+    pub(crate) coordinators: Vec<String>,
+    /// Sent first on every session; `running` is filled in with what the worker offers.
+    pub(crate) register: v1::RegisterWorker,
     /// With `--etcd`: the election whose leader value is the leader's address.
-    pub leader_lookup: Option<LeaderLookup>,
+    pub(crate) leader_lookup: Option<LeaderLookup>,
     /// Running tasks are stopped after this long without a session.
-    pub orphan_timeout: Duration,
-}
-
-/// Finds the leader's address in etcd.
-pub struct LeaderLookup {
-    pub client: etcd_client::Client,
-    pub election: String,
-}
-
-impl LeaderLookup {
-    async fn leader(&self) -> Option<String> {
-        let mut elections = self.client.election_client();
-        let resp = elections.leader(self.election.clone()).await.ok()?;
-        resp.kv()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-            .filter(|a| !a.is_empty())
-    }
-}
-
-type Key = (String, String);
-
-struct RunningTask {
-    token: v1::AttemptToken,
-    cancel: Arc<AtomicBool>,
-}
-
-/// A result not yet known to have reached a coordinator.
-struct Unconfirmed {
-    token: v1::AttemptToken,
-    message: v1::WorkerMessage,
-    /// When it was written to a live session; None while no session was up.
-    sent: Option<Instant>,
-}
-
-/// The worker's tasks, across sessions (see the module docs).
-pub struct Tasks {
-    running: Mutex<HashMap<Key, RunningTask>>,
-    unconfirmed: Mutex<Vec<Unconfirmed>>,
-    /// The current session's outbound stream.
-    outbox: Mutex<Option<mpsc::Sender<v1::WorkerMessage>>>,
-    slots: Arc<Semaphore>,
-    draining: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn key(t: &v1::AttemptToken) -> Key {
-    (t.job_id.clone(), t.task_id.clone())
-}
-
-impl Tasks {
-    pub fn new(slots: u32) -> Arc<Self> {
-        Arc::new(Self {
-            running: Mutex::default(),
-            unconfirmed: Mutex::default(),
-            outbox: Mutex::default(),
-            slots: Arc::new(Semaphore::new(slots as usize)),
-            draining: AtomicBool::new(false),
-        })
-    }
-
-    /// Tasks running now.
-    pub fn running_count(&self) -> usize {
-        lock(&self.running).len()
-    }
-
-    /// The attempts to offer a coordinator at registration.
-    fn offered(&self) -> Vec<v1::AttemptToken> {
-        let mut tokens: Vec<_> = lock(&self.running)
-            .values()
-            .map(|r| r.token.clone())
-            .collect();
-        tokens.extend(lock(&self.unconfirmed).iter().map(|u| u.token.clone()));
-        tokens
-    }
-
-    /// A session registered: it carries everything from now on, starting with the results
-    /// not known to have arrived.
-    fn attach(&self, out: mpsc::Sender<v1::WorkerMessage>) {
-        let now = Instant::now();
-        let mut unconfirmed = lock(&self.unconfirmed);
-        for u in unconfirmed.iter_mut() {
-            if out.try_send(u.message.clone()).is_ok() {
-                u.sent = Some(now);
-            }
-        }
-        if self.draining.load(Ordering::SeqCst) {
-            let _ = out.try_send(drain_message());
-        }
-        *lock(&self.outbox) = Some(out);
-    }
-
-    /// The session ended: what it carried may not have arrived.
-    fn detach(&self) {
-        *lock(&self.outbox) = None;
-        for u in lock(&self.unconfirmed).iter_mut() {
-            u.sent = None;
-        }
-    }
-
-    /// Sends on the current session, if any; progress is dropped when there is none.
-    fn send(&self, msg: v1::WorkerMessage) -> bool {
-        let out = lock(&self.outbox).clone();
-        out.is_some_and(|o| o.try_send(msg).is_ok())
-    }
-
-    /// A task ended with `message` (its result): kept until known to have arrived. Listed
-    /// before it is sent, so a session that registers meanwhile sends it too (a duplicate
-    /// is rejected as stale by the coordinator; a result lost would be work lost).
-    async fn finish(&self, token: v1::AttemptToken, message: v1::WorkerMessage) {
-        {
-            let now = Instant::now();
-            let mut unconfirmed = lock(&self.unconfirmed);
-            unconfirmed.retain(|u| u.sent.is_none_or(|s| now.duration_since(s) < RESEND_WINDOW));
-            unconfirmed.push(Unconfirmed {
-                token: token.clone(),
-                message: message.clone(),
-                sent: None,
-            });
-        }
-        let out = lock(&self.outbox).clone();
-        if let Some(out) = out {
-            if out.send(message).await.is_ok() {
-                let now = Instant::now();
-                for u in lock(&self.unconfirmed).iter_mut() {
-                    if u.token == token {
-                        u.sent.get_or_insert(now);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The coordinator no longer wants this attempt.
-    fn cancel(&self, token: &v1::AttemptToken) -> bool {
-        let k = key(token);
-        lock(&self.unconfirmed).retain(|u| key(&u.token) != k || u.token.attempt != token.attempt);
-        match lock(&self.running).get(&k) {
-            Some(r) if r.token.attempt == token.attempt && r.token.term == token.term => {
-                r.cancel.store(true, Ordering::Relaxed);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Stops every running task and forgets unsent results (no coordinator for too long:
-    /// they were requeued long ago).
-    fn abandon_all(&self) -> usize {
-        let running = lock(&self.running);
-        for r in running.values() {
-            r.cancel.store(true, Ordering::Relaxed);
-        }
-        lock(&self.unconfirmed).clear();
-        running.len()
-    }
-
-    /// Graceful shutdown, first half: take no new tasks and tell the coordinator.
-    pub fn start_draining(&self) {
-        if !self.draining.swap(true, Ordering::SeqCst) {
-            self.send(drain_message());
-        }
-    }
-
-    /// Graceful shutdown, second half: hands every still-running task back to the
-    /// coordinator (READY at once elsewhere) and stops it here. Returns how many.
-    pub fn hand_back_all(&self, reason: &str) -> usize {
-        let running: Vec<(Key, RunningTask)> = lock(&self.running).drain().collect();
-        for (_, r) in &running {
-            r.cancel.store(true, Ordering::Relaxed);
-            self.send(v1::WorkerMessage {
-                body: Some(v1::worker_message::Body::HandBack(v1::HandBack {
-                    token: Some(r.token.clone()),
-                    reason: reason.to_string(),
-                })),
-            });
-        }
-        running.len()
-    }
-
-    /// Results written to a session that may still be in flight.
-    pub fn unsent_results(&self) -> usize {
-        lock(&self.unconfirmed)
-            .iter()
-            .filter(|u| u.sent.is_none())
-            .count()
-    }
-}
-
-fn drain_message() -> v1::WorkerMessage {
-    v1::WorkerMessage {
-        body: Some(v1::worker_message::Body::Drain(v1::Drain {})),
-    }
+    pub(crate) orphan_timeout: Duration,
 }
 
 /// Why a session ended, and where the leader is if a follower said so.
@@ -250,41 +50,23 @@ struct SessionEnd {
 }
 
 /// Connects, serves and reconnects until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     config: SessionConfig,
     executor: Arc<Executor>,
-    tasks: Arc<Tasks>,
+    tasks: Arc<TaskRegistry>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut next = 0usize;
-    let mut hint: Option<String> = None;
-    let mut asked_etcd = false;
+    let mut connector = Connector::new(&config.coordinators, config.leader_lookup.as_ref());
     let mut last_session = Instant::now();
     while !shutdown.is_cancelled() {
-        let addr = match hint.take() {
-            Some(a) => a,
-            None => {
-                // Alternate between etcd's answer and the configured list, so a leader
-                // address this worker cannot reach does not stop it from trying the others.
-                let from_etcd = match (&config.leader_lookup, asked_etcd) {
-                    (Some(l), false) => l.leader().await,
-                    _ => None,
-                };
-                asked_etcd = from_etcd.is_some();
-                from_etcd.unwrap_or_else(|| {
-                    next += 1;
-                    config.coordinators[(next - 1) % config.coordinators.len()].clone()
-                })
-            }
-        };
+        let addr = connector.next_address().await;
         let started = Instant::now();
         let end = serve(&addr, &config, &executor, &tasks, &shutdown).await;
         tasks.detach();
         executor.metrics.connected.set(0);
         if end.registered {
             last_session = Instant::now();
-            asked_etcd = false;
+            connector.registered();
             executor
                 .metrics
                 .session_seconds
@@ -301,27 +83,20 @@ pub async fn run(
                 tracing::warn!(tasks = n, "no coordinator session for too long; stopping the running tasks (they were requeued)");
             }
         }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = BACKOFF_MIN;
+        connector.ended(&addr, started, end.leader);
+        if !connector.wait(&shutdown).await {
+            break;
         }
-        if let Some(leader) = end.leader.filter(|l| *l != addr) {
-            tracing::info!(leader = %leader, "following the leader");
-            hint = Some(leader);
-            backoff = BACKOFF_MIN;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => break,
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
+/// One session with the coordinator at `addr`: dial, register, then handle its messages
+/// until the stream ends or `shutdown`.
 async fn serve(
     addr: &str,
     config: &SessionConfig,
     executor: &Arc<Executor>,
-    tasks: &Arc<Tasks>,
+    tasks: &Arc<TaskRegistry>,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
     let failed = |error: String, leader: Option<String>| SessionEnd {
@@ -329,23 +104,10 @@ async fn serve(
         leader,
         registered: false,
     };
-    let endpoint = match Endpoint::from_shared(addr.to_string()) {
-        Ok(e) => e,
-        Err(e) => return failed(format!("bad coordinator address {addr}: {e}"), None),
-    };
-    let channel = match endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-    {
+    let mut client = match dial(addr).await {
         Ok(c) => c,
-        Err(e) => return failed(format!("connect: {e}"), None),
+        Err(e) => return failed(e, None),
     };
-    let mut client = WorkerServiceClient::new(channel)
-        // A content check carries the file (up to 64 MiB) in one message.
-        .max_decoding_message_size(reelfarm_proto::limits::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(reelfarm_proto::limits::MAX_MESSAGE_BYTES);
     let (out, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
     let mut register = config.register.clone();
     register.running = tasks.offered();
@@ -359,11 +121,7 @@ async fn serve(
     let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            let leader = status
-                .metadata()
-                .get(reelfarm_proto::cluster::LEADER_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let leader = leader_hint(&status);
             return failed(format!("session refused: {status}"), leader);
         }
     };
@@ -414,7 +172,9 @@ async fn serve(
     }
 }
 
-fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<Tasks>) {
+/// Starts running `assignment` in the background (it waits for a free slot there), or
+/// answers at once: an error for an undecodable one, a hand-back while draining.
+fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<TaskRegistry>) {
     let task = match decode(&assignment) {
         Ok(t) => t,
         Err(e) => {
@@ -425,30 +185,21 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
             return;
         }
     };
-    if tasks.draining.load(Ordering::SeqCst) {
+    if tasks.is_draining() {
         // Assigned before the coordinator saw the drain: give it straight back.
-        tasks.send(v1::WorkerMessage {
-            body: Some(v1::worker_message::Body::HandBack(v1::HandBack {
-                token: Some(task.token.clone()),
-                reason: "worker shutting down".into(),
-            })),
-        });
+        tasks.send(hand_back_message(
+            task.token.clone(),
+            "worker shutting down",
+        ));
         return;
     }
     let cancel = Arc::new(AtomicBool::new(false));
-    let k = key(&task.token);
-    lock(&tasks.running).insert(
-        k.clone(),
-        RunningTask {
-            token: task.token.clone(),
-            cancel: cancel.clone(),
-        },
-    );
+    tasks.track(task.token.clone(), cancel.clone());
     let (executor, tasks) = (executor.clone(), tasks.clone());
     tokio::spawn(async move {
         let span = tracing::info_span!("task", job_id = %task.token.job_id, task_id = %task.token.task_id,
             attempt = task.token.attempt);
-        let _permit = tasks.slots.clone().acquire_owned().await;
+        let _permit = tasks.slot().await;
         let token = task.token.clone();
         let kind = task.kind;
         let (progress_tx, progress_rx) = tokio::sync::watch::channel((0u64, 0u64));
@@ -457,16 +208,7 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         let result = executor.run(task, progress_tx, cancel.clone()).await;
         forward.abort();
         // Still ours unless handed back or replaced by a newer attempt of the same task.
-        let ours = {
-            let mut running = lock(&tasks.running);
-            match running.get(&k) {
-                Some(r) if r.token.attempt == token.attempt && r.token.term == token.term => {
-                    running.remove(&k);
-                    true
-                }
-                _ => false,
-            }
-        };
+        let ours = tasks.release(&token);
         let label = kind
             .as_str_name()
             .trim_start_matches("TASK_KIND_")
@@ -509,7 +251,7 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
 async fn forward_progress(
     mut progress: tokio::sync::watch::Receiver<(u64, u64)>,
     token: v1::AttemptToken,
-    tasks: Arc<Tasks>,
+    tasks: Arc<TaskRegistry>,
 ) {
     let mut last: Option<(Instant, u64)> = None;
     let mut speed = 0.0f64;
@@ -541,10 +283,8 @@ async fn forward_progress(
     }
 }
 
-fn result_message(
-    token: v1::AttemptToken,
-    result: Result<super::executor::Produced, String>,
-) -> v1::WorkerMessage {
+/// The TaskResult message of the attempt `token`: its outputs, or the error it ended with.
+fn result_message(token: v1::AttemptToken, result: Result<Produced, String>) -> v1::WorkerMessage {
     let output = |o: &Output| v1::Output {
         kind: o.kind.clone(),
         uri: o.uri.clone(),

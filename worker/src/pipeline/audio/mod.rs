@@ -7,8 +7,8 @@
 //! deterministic from the seed. The mix is then peak-limited so no sample exceeds
 //! [`PEAK_LIMIT`].
 
-pub mod ambience;
-pub mod modal;
+pub(crate) mod ambience;
+pub(crate) mod modal;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -17,9 +17,9 @@ use super::plan::{ContactEvent, Plan};
 use super::{ClipSpec, PipelineError, Progress};
 
 /// Output rate: Opus's native rate.
-pub const SAMPLE_RATE: u32 = 48_000;
+pub(crate) const SAMPLE_RATE: u32 = 48_000;
 /// Highest allowed |sample|: 1 dB below full scale, headroom for the codec's overshoot.
-pub const PEAK_LIMIT: f32 = 0.89;
+pub(crate) const PEAK_LIMIT: f32 = 0.89;
 /// Impulse (N·s) that plays at unit gain: a 60 g ball dropped from about 1 m
 /// (m·Δv ≈ 0.06 kg × 2 × 4.4 m/s ≈ 0.5 N·s).
 const REFERENCE_IMPULSE: f64 = 0.5;
@@ -46,7 +46,7 @@ pub struct AudioTrack {
 }
 
 /// The sample at which an event starting at `time_s` begins.
-pub fn onset_sample(time_s: f64) -> usize {
+pub(crate) fn onset_sample(time_s: f64) -> usize {
     (time_s * f64::from(SAMPLE_RATE)).round() as usize
 }
 
@@ -57,7 +57,7 @@ fn impulse_gain(impulse: f64) -> f32 {
 
 /// Synthesizes the clip's soundtrack (mono, 48 kHz, `round(duration * 48000)` samples).
 /// Progress is reported in events.
-pub fn synthesize(
+pub(crate) fn synthesize(
     spec: &ClipSpec,
     plan: &Plan,
     progress: Progress<'_>,
@@ -114,7 +114,7 @@ fn render_event(
     modal::add_impact(
         out,
         onset,
-        &modal::material_sound(&event.material),
+        &modal::material_sound(event.material),
         gain,
         rate,
         noise,
@@ -122,7 +122,7 @@ fn render_event(
     modal::add_impact(
         out,
         onset,
-        &modal::material_sound(&event.other_material),
+        &modal::material_sound(event.other_material),
         gain * OTHER_BODY_GAIN,
         rate,
         noise,
@@ -143,6 +143,7 @@ fn limit_peak(samples: &mut [f32]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::pipeline::scene::Material;
     use crate::pipeline::Sampler;
 
     pub(crate) fn spec(duration: f64, audio: bool) -> ClipSpec {
@@ -159,14 +160,14 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn contact(time_s: f64, impulse: f64, material: &str) -> ContactEvent {
+    pub(crate) fn contact(time_s: f64, impulse: f64, material: Material) -> ContactEvent {
         ContactEvent {
             time_s,
             body_a: 0,
             body_b: None,
             impulse,
-            material: material.into(),
-            other_material: "wood".into(),
+            material,
+            other_material: Material::Wood,
         }
     }
 
@@ -182,7 +183,10 @@ pub(crate) mod tests {
         let s = spec(1.0, true);
         let p = plan(
             &s,
-            vec![contact(0.25, 0.5, "rubber"), contact(0.6104, 0.2, "metal")],
+            vec![
+                contact(0.25, 0.5, Material::Rubber),
+                contact(0.6104, 0.2, Material::Metal),
+            ],
         );
         let track = synthesize(&s, &p, &mut |_, _| {}).expect("synthesize");
         assert_eq!(
@@ -209,7 +213,7 @@ pub(crate) mod tests {
         let p = plan(
             &s,
             (0..5)
-                .map(|i| contact(0.1 + 0.01 * f64::from(i), 50.0, "metal"))
+                .map(|i| contact(0.1 + 0.01 * f64::from(i), 50.0, Material::Metal))
                 .collect(),
         );
         let track = synthesize(&s, &p, &mut |_, _| {}).expect("synthesize");
@@ -233,9 +237,9 @@ pub(crate) mod tests {
         let p = plan(
             &s,
             vec![
-                contact(0.1, 0.4, "glass"),
-                contact(0.3, 0.4, "wood"),
-                contact(9.0, 1.0, "wood"),
+                contact(0.1, 0.4, Material::Glass),
+                contact(0.3, 0.4, Material::Wood),
+                contact(9.0, 1.0, Material::Wood),
             ],
         );
         let mut calls = Vec::new();
@@ -249,7 +253,7 @@ pub(crate) mod tests {
     #[test]
     fn non_finite_contact_is_rejected() {
         let s = spec(0.5, true);
-        let p = plan(&s, vec![contact(f64::NAN, 0.4, "glass")]);
+        let p = plan(&s, vec![contact(f64::NAN, 0.4, Material::Glass)]);
         assert!(matches!(
             synthesize(&s, &p, &mut |_, _| {}),
             Err(PipelineError::InvalidInput(_))

@@ -2,35 +2,37 @@
 //! (its vibration modes). Frequencies and decay times depend on the material, amplitude on
 //! the contact impulse (van den Doel & Pai, "The sounds of physical shapes", 1998).
 
+use crate::pipeline::scene::Material;
+
 /// One vibration mode.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Mode {
+pub(crate) struct Mode {
     /// Frequency, Hz.
-    pub freq: f32,
+    pub(crate) freq: f32,
     /// Time for the mode to decay by 60 dB, seconds.
-    pub t60: f32,
+    pub(crate) t60: f32,
     /// Relative amplitude.
-    pub gain: f32,
+    pub(crate) gain: f32,
 }
 
 /// How a material sounds when struck.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MaterialSound {
-    pub modes: Vec<Mode>,
+pub(crate) struct MaterialSound {
+    pub(crate) modes: Vec<Mode>,
     /// Amplitude of the broadband contact click (harder materials click more).
-    pub click: f32,
+    pub(crate) click: f32,
     /// Decay time constant of the click, seconds.
-    pub click_tau: f32,
+    pub(crate) click_tau: f32,
 }
 
 /// The modes of a material. Values are typical of small struck objects: rubber is low and
 /// heavily damped (tens of ms), wood mid and short (~0.1-0.2 s), metal rings for a second or
 /// more with inharmonic partials (free bar ratios 1 : 2.76 : 5.40), glass is high and clear.
-/// Unknown materials sound like a dull generic solid.
-pub fn material_sound(material: &str) -> MaterialSound {
+/// The other materials have no modes of their own: they sound like a dull generic solid.
+pub(crate) fn material_sound(material: Material) -> MaterialSound {
     let m = |freq, t60, gain| Mode { freq, t60, gain };
-    match material.to_ascii_lowercase().as_str() {
-        "rubber" => MaterialSound {
+    match material {
+        Material::Rubber => MaterialSound {
             modes: vec![
                 m(180.0, 0.06, 1.0),
                 m(410.0, 0.04, 0.4),
@@ -39,7 +41,7 @@ pub fn material_sound(material: &str) -> MaterialSound {
             click: 0.15,
             click_tau: 0.002,
         },
-        "wood" => MaterialSound {
+        Material::Wood => MaterialSound {
             modes: vec![
                 m(520.0, 0.18, 1.0),
                 m(1_240.0, 0.12, 0.5),
@@ -48,7 +50,7 @@ pub fn material_sound(material: &str) -> MaterialSound {
             click: 0.35,
             click_tau: 0.001,
         },
-        "metal" | "steel" | "iron" | "aluminium" | "aluminum" => MaterialSound {
+        Material::Metal => MaterialSound {
             modes: vec![
                 m(880.0, 1.6, 1.0),
                 m(2_429.0, 1.1, 0.6),
@@ -58,7 +60,7 @@ pub fn material_sound(material: &str) -> MaterialSound {
             click: 0.3,
             click_tau: 0.0005,
         },
-        "glass" => MaterialSound {
+        Material::Glass => MaterialSound {
             modes: vec![
                 m(1_900.0, 0.9, 1.0),
                 m(4_300.0, 0.6, 0.5),
@@ -67,7 +69,15 @@ pub fn material_sound(material: &str) -> MaterialSound {
             click: 0.25,
             click_tau: 0.0004,
         },
-        _ => MaterialSound {
+        Material::Plastic
+        | Material::Stone
+        | Material::Foam
+        | Material::Ice
+        | Material::Concrete
+        | Material::Grass
+        | Material::Sand
+        | Material::Carpet
+        | Material::Clay => MaterialSound {
             modes: vec![m(300.0, 0.1, 1.0), m(700.0, 0.07, 0.4)],
             click: 0.2,
             click_tau: 0.0015,
@@ -80,7 +90,7 @@ const LN_1000: f32 = 6.907_755;
 
 /// Adds one impact, starting exactly at sample `onset`, to `out` (mono). `gain` scales the
 /// whole impact; `noise` gives the click's samples (deterministic, from the caller's RNG).
-pub fn add_impact(
+pub(crate) fn add_impact(
     out: &mut [f32],
     onset: usize,
     sound: &MaterialSound,
@@ -113,12 +123,85 @@ pub fn add_impact(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::scene::vocabulary::MATERIALS;
+
+    /// The sound each material has always had, written out: a change to the table, or a
+    /// material that starts sounding like another, fails here before it reaches a clip.
+    fn pinned(material: Material) -> MaterialSound {
+        let m = |freq, t60, gain| Mode { freq, t60, gain };
+        let dull = MaterialSound {
+            modes: vec![m(300.0, 0.1, 1.0), m(700.0, 0.07, 0.4)],
+            click: 0.2,
+            click_tau: 0.0015,
+        };
+        match material {
+            Material::Rubber => MaterialSound {
+                modes: vec![
+                    m(180.0, 0.06, 1.0),
+                    m(410.0, 0.04, 0.4),
+                    m(760.0, 0.025, 0.15),
+                ],
+                click: 0.15,
+                click_tau: 0.002,
+            },
+            Material::Wood => MaterialSound {
+                modes: vec![
+                    m(520.0, 0.18, 1.0),
+                    m(1_240.0, 0.12, 0.5),
+                    m(2_300.0, 0.07, 0.25),
+                ],
+                click: 0.35,
+                click_tau: 0.001,
+            },
+            Material::Metal => MaterialSound {
+                modes: vec![
+                    m(880.0, 1.6, 1.0),
+                    m(2_429.0, 1.1, 0.6),
+                    m(4_752.0, 0.7, 0.35),
+                    m(7_850.0, 0.4, 0.15),
+                ],
+                click: 0.3,
+                click_tau: 0.0005,
+            },
+            Material::Glass => MaterialSound {
+                modes: vec![
+                    m(1_900.0, 0.9, 1.0),
+                    m(4_300.0, 0.6, 0.5),
+                    m(7_100.0, 0.35, 0.25),
+                ],
+                click: 0.25,
+                click_tau: 0.0004,
+            },
+            Material::Plastic
+            | Material::Stone
+            | Material::Foam
+            | Material::Ice
+            | Material::Concrete
+            | Material::Grass
+            | Material::Sand
+            | Material::Carpet
+            | Material::Clay => dull,
+        }
+    }
+
+    #[test]
+    fn every_material_sounds_as_pinned() {
+        // MATERIALS has one row per Material (Material::props relies on it).
+        for props in MATERIALS {
+            assert_eq!(
+                material_sound(props.material),
+                pinned(props.material),
+                "{:?} must keep its sound",
+                props.material
+            );
+        }
+    }
 
     #[test]
     fn metal_rings_longer_and_glass_higher_than_rubber() {
-        let rubber = material_sound("rubber");
-        let metal = material_sound("metal");
-        let glass = material_sound("glass");
+        let rubber = material_sound(Material::Rubber);
+        let metal = material_sound(Material::Metal);
+        let glass = material_sound(Material::Glass);
         assert!(
             metal.modes[0].t60 > 10.0 * rubber.modes[0].t60,
             "metal must ring far longer than rubber"
@@ -128,9 +211,9 @@ mod tests {
             "glass must sound far higher than rubber"
         );
         assert_eq!(
-            material_sound("Unobtainium"),
-            material_sound("whatever"),
-            "unknown materials share a default"
+            material_sound(Material::Plastic),
+            material_sound(Material::Clay),
+            "materials without modes of their own share a default"
         );
     }
 
@@ -140,7 +223,7 @@ mod tests {
         add_impact(
             &mut out,
             1_000,
-            &material_sound("wood"),
+            &material_sound(Material::Wood),
             0.5,
             48_000.0,
             &mut || 1.0,

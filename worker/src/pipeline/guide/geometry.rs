@@ -1,11 +1,12 @@
 //! Small 3-D vector math and exact ray–shape intersections for the guide render.
 //!
+//! The shapes are the plan's ([`BodyShape`]); this module only casts rays against them.
 //! `f32` throughout: the render needs sub-pixel accuracy only (a pixel at 6.5 m is ~1 cm),
 //! which `f32` gives with margin.
 
 use std::ops::{Add, Mul, Neg, Sub};
 
-use serde::{Deserialize, Serialize};
+use crate::pipeline::plan::BodyShape;
 
 /// A 3-D vector (metres or directions, world frame unless said).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -90,37 +91,15 @@ pub fn rotate_inv(q: [f32; 4], v: V3) -> V3 {
     rotate([-q[0], -q[1], -q[2], q[3]], v)
 }
 
-/// Shape of a body, in its local frame (centre at the origin, cylinder axis along y).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyShape {
-    /// A sphere of the given radius, metres.
-    Ball { radius: f32 },
-    /// A box of the given half extents, metres.
-    Cuboid { half: [f32; 3] },
-    /// A capped cylinder, axis along local y.
-    Cylinder { radius: f32, half_height: f32 },
-}
-
-impl BodyShape {
-    /// Radius of the bounding sphere, for culling.
-    pub fn bounding_radius(&self) -> f32 {
-        match *self {
-            BodyShape::Ball { radius } => radius,
-            BodyShape::Cuboid { half } => V3::from_array(half).length(),
-            BodyShape::Cylinder {
-                radius,
-                half_height,
-            } => (radius * radius + half_height * half_height).sqrt(),
-        }
-    }
-    /// Half of the body's height when upright (its rest height above the floor).
-    pub fn half_height(&self) -> f32 {
-        match *self {
-            BodyShape::Ball { radius } => radius,
-            BodyShape::Cuboid { half } => half[1],
-            BodyShape::Cylinder { half_height, .. } => half_height,
-        }
+/// Radius of the sphere around the shape's centre that contains it, for culling.
+fn bounding_radius(shape: &BodyShape) -> f32 {
+    match *shape {
+        BodyShape::Ball { radius } => radius,
+        BodyShape::Cuboid { half } => V3::from_array(half).length(),
+        BodyShape::Cylinder {
+            radius,
+            half_height,
+        } => (radius * radius + half_height * half_height).sqrt(),
     }
 }
 
@@ -136,7 +115,7 @@ pub struct Hit {
 pub fn intersect(shape: &BodyShape, centre: V3, q: [f32; 4], o: V3, d: V3) -> Option<Hit> {
     // Cheap reject with the bounding sphere first: most rays miss most bodies.
     let oc = o - centre;
-    let r = shape.bounding_radius();
+    let r = bounding_radius(shape);
     let b = oc.dot(d);
     let c = oc.dot(oc) - r * r;
     if c > 0.0 && (b > 0.0 || b * b < c) {

@@ -21,9 +21,9 @@ pub(crate) mod tracking;
 
 use rayon::prelude::*;
 
-use self::geometry::{intersect, BodyShape, V3};
+use self::geometry::{intersect, V3};
 use super::plan::physics::{ARENA_HALF_WIDTH, BACK_WALL_Z};
-use super::plan::{Plan, Pose};
+use super::plan::{BodyShape, Plan, Pose};
 use super::scene::{Lighting, Material};
 use super::PipelineError;
 use crate::engine::kernels::hash_words;

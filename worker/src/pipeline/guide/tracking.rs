@@ -2,9 +2,8 @@
 //! of the guide render. Shared by the diffusion tests (frames as rendered) and the
 //! end-to-end tests (frames decoded from the assembled MP4), so both measure the same way.
 
-use crate::pipeline::guide::geometry::BodyShape;
 use crate::pipeline::plan::physics::{arc_apexes, fit_parabola};
-use crate::pipeline::plan::Plan;
+use crate::pipeline::plan::{BodyShape, Plan};
 use crate::pipeline::Frame;
 
 /// Gravity the simulation uses, m/s².

@@ -9,6 +9,7 @@ use crate::pipeline::media::h264::tests::moving_disc;
 use crate::pipeline::media::{assemble, demux, encode_audio, encode_segment, h264};
 use crate::pipeline::plan::{ContactEvent, Plan};
 use crate::pipeline::provenance::{self, watermark};
+use crate::pipeline::scene::Material;
 use crate::pipeline::{audio, Artifact, ClipSpec, Frame, TaskContext};
 
 pub(crate) const SECRET: &[u8] = b"ffmpeg-test-farm-secret";
@@ -124,7 +125,7 @@ fn ffprobe_reports_h264_and_opus_with_requested_duration_size_and_rate_for_three
         "00112233aabbccdd",
         1.5,
         true,
-        vec![contact(0.5, 0.5, "rubber")],
+        vec![contact(0.5, 0.5, Material::Rubber)],
         0,
     );
     let dir = tempfile::tempdir().expect("tempdir");
@@ -231,7 +232,12 @@ fn segments_are_joined_without_reencoding_their_nal_units_appear_verbatim_in_the
 #[test]
 fn audio_onsets_decoded_by_ffmpeg_are_within_10_ms_of_the_contacts_and_never_clip() {
     let times = [0.20, 0.55, 0.93, 1.31];
-    let materials = ["rubber", "wood", "metal", "glass"];
+    let materials = [
+        Material::Rubber,
+        Material::Wood,
+        Material::Metal,
+        Material::Glass,
+    ];
     let contacts = times
         .iter()
         .zip(materials)
@@ -384,7 +390,7 @@ fn watermark_survives_crf28_reencoding_in_every_clip_and_is_absent_from_unmarked
 #[test]
 fn manifest_is_valid_on_the_original_invalid_after_tampering_and_absent_after_stripping() {
     let job = "89abcdef01234567";
-    let clip = make_clip(job, 1.0, true, vec![contact(0.3, 0.5, "wood")], 0);
+    let clip = make_clip(job, 1.0, true, vec![contact(0.3, 0.5, Material::Wood)], 0);
     let original = clip.bytes("video").to_vec();
     let v = provenance::verify(&original, SECRET);
     assert!(v.ours && v.manifest_valid, "original: {v:?}");

@@ -228,7 +228,7 @@ mod tests {
             for w in bounds.windows(2) {
                 let owned = owned_frames(w[0]..w[1], clip_frames);
                 prop_assert_eq!(owned.start, next, "segment {:?} starts where the last ended", w);
-                prop_assert!(owned.start % GOP_FRAMES == 0 || owned.is_empty(), "{:?} starts on a GOP", owned);
+                prop_assert!(owned.start.is_multiple_of(GOP_FRAMES) || owned.is_empty(), "{:?} starts on a GOP", owned);
                 next = owned.end;
             }
             prop_assert_eq!(next, clip_frames, "the last segment ends the clip");

@@ -1,19 +1,21 @@
 //! The plan of a clip: scene spec, camera, per-frame body transforms and contact events.
 //!
 //! PLAN task: [`make_plan`] parses the prompt ([`super::scene`]), turns each object into a
-//! [`Body`] with a shape and a mass, places the bodies ([`placement`], seeded), simulates them
-//! ([`physics`], rapier3d) and samples their poses at the clip's frame times. The serialized
-//! plan is the input of every other task: the VIDEO_SEGMENT tasks render frames from the poses
-//! and the camera, the AUDIO task synthesizes the contact events.
+//! [`Body`] with a shape ([`shape`]) and a mass, places the bodies ([`placement`], seeded),
+//! simulates them ([`physics`], rapier3d) and samples their poses at the clip's frame times.
+//! The serialized plan is the input of every other task: the VIDEO_SEGMENT tasks render
+//! frames from the poses, the shapes and the camera, the AUDIO task synthesizes the contact
+//! events from their materials.
 
-pub mod physics;
-pub mod placement;
+pub(crate) mod physics;
+pub(crate) mod placement;
+pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::shape::BodyShape;
 use super::guide::camera::Camera;
-use super::guide::geometry::BodyShape;
-use super::scene::{self, Material, SceneSpec, Shape};
+use super::scene::{self, Material, SceneSpec};
 use super::{ClipSpec, PipelineError};
 
 /// A collision that should be heard: the audio stage synthesizes one impact per event.
@@ -27,10 +29,10 @@ pub struct ContactEvent {
     pub body_b: Option<u32>,
     /// Magnitude of the contact impulse, N·s.
     pub impulse: f64,
-    /// Material name of body_a ("rubber", "wood", "metal", "glass", ...).
-    pub material: String,
-    /// Material name of what it hit.
-    pub other_material: String,
+    /// Material of body_a (serialized as its name: "rubber", "wood", "metal", ...).
+    pub material: Material,
+    /// Material of what it hit: the other body's, or the floor's or the walls'.
+    pub other_material: Material,
 }
 
 /// One simulated body (index = index in `scene.objects`).
@@ -69,46 +71,15 @@ pub struct Plan {
     pub contacts: Vec<ContactEvent>,
 }
 
-/// Base dimensions of each shape at size 1, metres: a ball the size of a handball
-/// (r = 15 cm), a 26 cm cube, a 40 × 20 × 24 cm box, a cylinder of r = 10 cm, h = 30 cm.
-fn base_shape(shape: Shape, size: f32) -> BodyShape {
-    match shape {
-        Shape::Ball => BodyShape::Ball {
-            radius: 0.15 * size,
-        },
-        Shape::Cube => BodyShape::Cuboid {
-            half: [0.13 * size; 3],
-        },
-        Shape::Box => BodyShape::Cuboid {
-            half: [0.2 * size, 0.1 * size, 0.12 * size],
-        },
-        Shape::Cylinder => BodyShape::Cylinder {
-            radius: 0.1 * size,
-            half_height: 0.15 * size,
-        },
-    }
-}
-
-pub(crate) fn volume(shape: &BodyShape) -> f32 {
-    match *shape {
-        BodyShape::Ball { radius } => 4.0 / 3.0 * std::f32::consts::PI * radius.powi(3),
-        BodyShape::Cuboid { half } => 8.0 * half[0] * half[1] * half[2],
-        BodyShape::Cylinder {
-            radius,
-            half_height,
-        } => std::f32::consts::PI * radius * radius * 2.0 * half_height,
-    }
-}
-
 /// The bodies of a scene.
-pub fn bodies_of(scene: &SceneSpec) -> Vec<Body> {
+pub(crate) fn bodies_of(scene: &SceneSpec) -> Vec<Body> {
     scene
         .objects
         .iter()
         .map(|o| {
-            let shape = base_shape(o.shape, o.size);
+            let shape = BodyShape::of(o.shape, o.size);
             Body {
-                mass: volume(&shape) * o.material.props().density,
+                mass: shape.volume() * o.material.props().density,
                 shape,
                 material: o.material,
                 colour: o.colour.rgb,

@@ -21,8 +21,7 @@ use std::collections::BTreeMap;
 use rapier3d::prelude::*;
 
 use super::placement::BodyStart;
-use super::{Body, ContactEvent, Pose};
-use crate::pipeline::guide::geometry::BodyShape;
+use super::{Body, BodyShape, ContactEvent, Pose};
 use crate::pipeline::scene::{Material, SceneSpec};
 use crate::pipeline::PipelineError;
 
@@ -159,7 +158,7 @@ pub fn simulate(
             .angvel(Vector::from_array(start.angvel))
             .can_sleep(false)
             .user_data(i as u128);
-        let density = body.mass / super::volume(&body.shape);
+        let density = body.mass / body.shape.volume();
         let collider = with_material(collider_of(&body.shape), body.material)
             .density(density)
             .user_data(i as u128);
@@ -293,8 +292,8 @@ fn event(bodies: &[Body], floor: Material, a: u128, b: u128, impact: Impact) -> 
         body_a: a as u32,
         body_b: (b < WALL_TAG).then_some(b as u32),
         impulse: to_micro(impact.impulse),
-        material: material_of(a).props().name.to_string(),
-        other_material: material_of(b).props().name.to_string(),
+        material: material_of(a),
+        other_material: material_of(b),
     }
 }
 
@@ -503,7 +502,7 @@ mod tests {
         assert!(
             sim.contacts
                 .iter()
-                .all(|c| c.body_b.is_none() && c.other_material == "concrete"),
+                .all(|c| c.body_b.is_none() && c.other_material == Material::Concrete),
             "a lone ball only hits the concrete floor: {:?}",
             sim.contacts
         );
