@@ -1153,3 +1153,106 @@ async fn cli_submits_watches_lists_and_shows_workers() {
         "`reelfarm submit --fps 61` was expected to fail naming spec.fps; stderr:\n{stderr}"
     );
 }
+
+/// VerifyContent of `data` through the coordinator.
+async fn verify_data(
+    cluster: &Cluster,
+    data: Vec<u8>,
+) -> Result<v1::VerifyContentResponse, tonic::Status> {
+    cluster
+        .jobs()
+        .verify_content(v1::VerifyContentRequest {
+            source: Some(v1::verify_content_request::Source::Data(data)),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        coordinator_args: vec![],
+    })
+    .await;
+    let submitted = cluster
+        .submit(spec("a green glass ball on a stone floor"))
+        .await;
+    let job = cluster.wait_succeeded(&submitted.id).await;
+    let video = video_output(&job).clone();
+    let data = std::fs::read(output_path(&video.uri)).expect("the committed video is readable");
+
+    // The coordinator links no decoder: the answer comes from the worker, inline and by URI.
+    let inline = verify_data(&cluster, data.clone())
+        .await
+        .expect("VerifyContent with a worker connected was expected to succeed");
+    let by_uri = cluster
+        .jobs()
+        .verify_content(v1::VerifyContentRequest {
+            source: Some(v1::verify_content_request::Source::Uri(video.uri.clone())),
+        })
+        .await
+        .expect("VerifyContent by uri was expected to succeed")
+        .into_inner();
+    for (how, v) in [("inline", &inline), ("by uri", &by_uri)] {
+        assert!(
+            v.ours && v.manifest_valid && v.watermark_confidence > 0.0,
+            "{how}: the farm's own video was expected to verify as ours with a valid manifest: {v:?}"
+        );
+        assert_eq!(v.job_id, job.id, "{how}: the watermark names the job");
+        assert!(
+            v.video_error.is_empty(),
+            "{how}: the pictures were read: {v:?}"
+        );
+    }
+
+    let garbage = verify_data(&cluster, b"this is not an mp4".to_vec())
+        .await
+        .expect("a file that is no video is an answer, not an error");
+    assert!(
+        !garbage.ours && !garbage.manifest_valid && !garbage.video_error.is_empty(),
+        "a file that is no video is not ours, and the answer says why no picture was read: {garbage:?}"
+    );
+
+    let too_large = verify_data(&cluster, vec![0u8; 64 * 1024 * 1024 + 1])
+        .await
+        .expect_err("a file over 64 MiB was expected to be refused");
+    assert_eq!(too_large.code(), Code::InvalidArgument, "{too_large:?}");
+    assert!(
+        too_large.message().contains("data must be at most"),
+        "the refusal names the field and its bound: {too_large:?}"
+    );
+
+    // Without a worker there is nothing to run the check on: a clear UNAVAILABLE.
+    cluster.workers[0].kill9();
+    let admin = cluster.admin();
+    wait_until(
+        "the killed worker to leave the worker list",
+        READY_TIMEOUT,
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let workers = admin
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .map_err(|s| s.to_string())?
+                    .into_inner()
+                    .workers;
+                if workers.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} workers listed", workers.len()))
+                }
+            }
+        },
+    )
+    .await;
+    let refused = verify_data(&cluster, data)
+        .await
+        .expect_err("VerifyContent with no worker was expected to be refused");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("no connected worker"),
+        "the refusal says a worker is needed: {refused:?}"
+    );
+}
