@@ -28,9 +28,8 @@ use crate::model::{job::new_job_id, now_ms, AttemptToken, JobRecord, JobSpec, Jo
 use crate::planner::{self, PlannerConfig};
 use crate::state::{CreateOutcome, StateStore, StoreError};
 use farm::Farm;
-pub use farm::{
-    Assignment, CancelRefusal, Commit, FarmConfig, Rejection, TaskInput, ToWorker, WorkerInfo,
-};
+pub use farm::{Assignment, FarmConfig, TaskInput, WorkerInfo};
+pub(crate) use farm::{CancelRefusal, Commit, Rejection, ToWorker};
 pub use queue::{TenantWeights, MAX_TENANT_WEIGHT};
 pub use view::{JobView, TaskRunView, WorkerView};
 
@@ -470,7 +469,7 @@ impl Scheduler {
 
     /// Registers a worker stream; tasks flow to it through `tx`. Returns the session number
     /// to pass to [`Scheduler::worker_gone`].
-    pub async fn register_worker(
+    pub(crate) async fn register_worker(
         &self,
         info: WorkerInfo,
         tx: mpsc::UnboundedSender<ToWorker>,
@@ -572,7 +571,7 @@ impl Scheduler {
     }
 
     /// Step progress from a worker, with the speed it measured.
-    pub fn progress(
+    pub(crate) fn progress(
         &self,
         worker_id: &str,
         token: &AttemptToken,
@@ -585,7 +584,7 @@ impl Scheduler {
     }
 
     /// A worker shutting down gives an unfinished attempt back: READY at once.
-    pub fn hand_back(
+    pub(crate) fn hand_back(
         &self,
         worker_id: &str,
         token: &AttemptToken,
@@ -631,7 +630,7 @@ impl Scheduler {
 
     /// A worker's result: committed (success) or retried (failure). Rejected when the token
     /// is not the task's current one.
-    pub async fn result(
+    pub(crate) async fn result(
         &self,
         worker_id: &str,
         token: &AttemptToken,
