@@ -30,9 +30,4 @@ pub mod limits {
 pub mod cluster {
     /// Response header on a follower's UNAVAILABLE: the leader's gRPC address.
     pub const LEADER_METADATA: &str = "reelfarm-leader";
-
-    /// etcd election name of the coordinator replicas.
-    pub fn election(cluster: &str) -> String {
-        format!("/reelfarm/{cluster}/election")
-    }
 }

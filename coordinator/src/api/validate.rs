@@ -27,8 +27,8 @@ pub const HEIGHT_DEFAULT: u32 = 180;
 /// Diffusion steps bounds and default.
 pub const STEPS_MAX: u32 = 200;
 pub const STEPS_DEFAULT: u32 = 20;
-/// Tenant names: DNS-label-like.
-pub const TENANT_MAX_CHARS: usize = 63;
+/// Tenant names: DNS-label-like (the rule is the domain's, see [`crate::model::tenant`]).
+pub const TENANT_MAX_CHARS: usize = crate::model::tenant::MAX_CHARS;
 pub const TENANT_DEFAULT: &str = "default";
 /// Labels per job, key and value lengths.
 pub const LABELS_MAX: usize = 16;
@@ -184,22 +184,10 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
     })
 }
 
-/// A tenant name: `[a-z0-9-]`, 1..=63 characters, not starting or ending with '-'.
-pub fn tenant(field: &str, t: &str) -> Result<String> {
-    let ok = !t.is_empty()
-        && t.len() <= TENANT_MAX_CHARS
-        && t.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !t.starts_with('-')
-        && !t.ends_with('-');
-    if ok {
-        Ok(t.to_string())
-    } else {
-        Err(FieldError::new(
-            field,
-            format!("must be 1..={TENANT_MAX_CHARS} characters of [a-z0-9-], not starting or ending with '-', got {t:?}"),
-        ))
-    }
+/// A tenant name at `field`, checked by the domain's rule ([`crate::model::tenant`]).
+pub(crate) fn tenant(field: &str, t: &str) -> Result<String> {
+    crate::model::tenant::validate(t).map_err(|e| FieldError::new(field, e.to_string()))?;
+    Ok(t.to_string())
 }
 
 fn label_key_ok(k: &str) -> bool {

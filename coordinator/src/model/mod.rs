@@ -5,9 +5,11 @@
 //! - [`job`]: [`JobId`], [`JobSpec`] (validated, defaults filled in), [`JobState`], [`JobRecord`].
 //! - [`task`]: [`TaskKind`], [`TaskState`], [`TaskDef`] (the plan of one task), [`Output`],
 //!   [`AttemptToken`] and [`TaskCompletion`] (a committed result).
+//! - [`tenant`]: the rule of a tenant name, one for requests and flags alike.
 
 pub mod job;
 pub mod task;
+pub mod tenant;
 
 pub use job::{JobId, JobRecord, JobSpec, JobState, Priority, Sampler};
 pub use task::{AttemptToken, Output, TaskCompletion, TaskDef, TaskKind, TaskState};

@@ -36,8 +36,8 @@ impl TenantWeights {
             let (tenant, weight) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("--tenant-weights: {pair:?} must be TENANT=WEIGHT"))?;
-            crate::api::validate::tenant("--tenant-weights: tenant", tenant)
-                .map_err(|e| e.to_string())?;
+            crate::model::tenant::validate(tenant)
+                .map_err(|e| format!("--tenant-weights: tenant {e}"))?;
             let weight: u32 = weight
                 .parse()
                 .ok()

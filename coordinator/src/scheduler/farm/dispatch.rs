@@ -5,12 +5,34 @@ use std::time::Instant;
 
 use super::*;
 
+/// One task handed to a worker.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    pub token: AttemptToken,
+    pub kind: TaskKind,
+    /// Shared by every assignment of the job (no copy of the prompt and labels per task).
+    pub spec: Arc<JobSpec>,
+    pub frame_start: u32,
+    pub frame_end: u32,
+    pub segment_index: u32,
+    pub segment_count: u32,
+    pub inputs: Vec<TaskInput>,
+}
+
+/// A dependency's output that a task reads.
+#[derive(Clone, Debug)]
+pub struct TaskInput {
+    pub kind: TaskKind,
+    pub segment_index: u32,
+    pub output: Output,
+}
+
 impl Farm {
     // ----- dispatch ---------------------------------------------------------------------
 
     /// Hands ready tasks to workers with free slots: best task first, workers in
     /// round-robin order; one message per worker carries all its new assignments.
-    pub fn dispatch(&mut self) {
+    pub(crate) fn dispatch(&mut self) {
         if self.holding_dispatch() {
             return;
         }

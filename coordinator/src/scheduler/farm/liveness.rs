@@ -90,7 +90,7 @@ impl Farm {
 
     /// After a failover: hold dispatch until every worker in `expected` has reconnected, or
     /// for `grace` at most.
-    pub fn hold_dispatch(&mut self, expected: HashSet<String>, grace: Duration) {
+    pub(crate) fn hold_dispatch(&mut self, expected: HashSet<String>, grace: Duration) {
         let expected: HashSet<String> = expected
             .into_iter()
             .filter(|id| !self.workers.contains_key(id))
@@ -116,7 +116,7 @@ impl Farm {
     }
 
     /// A worker gives an unfinished attempt back: READY at once, not a failure.
-    pub fn hand_back(
+    pub(crate) fn hand_back(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
@@ -138,7 +138,7 @@ impl Farm {
     /// [`Farm::reassign_stuck_among`] over every connected worker at once (the watchdog
     /// scans in slices instead: `Scheduler::tick`).
     #[cfg(test)]
-    pub fn reassign_stuck(&mut self, now: Instant) -> Vec<Commit> {
+    pub(crate) fn reassign_stuck(&mut self, now: Instant) -> Vec<Commit> {
         let all: Vec<String> = self.workers.keys().cloned().collect();
         self.reassign_stuck_among(&all, now)
     }
@@ -146,7 +146,7 @@ impl Farm {
     /// Connected workers with their running attempts, in slices of about `attempts`
     /// attempts: the stuck scan costs about a microsecond per attempt (it touches each
     /// one's job and task), so a large farm is scanned a slice per hold of the lock.
-    pub fn stuck_scan_slices(&self, attempts: usize) -> Vec<Vec<String>> {
+    pub(crate) fn stuck_scan_slices(&self, attempts: usize) -> Vec<Vec<String>> {
         let mut slices = vec![Vec::new()];
         let mut in_slice = 0;
         for (id, w) in self.workers.iter().filter(|(_, w)| !w.running.is_empty()) {
@@ -163,7 +163,7 @@ impl Farm {
     /// Running attempts of `workers` that are stuck at `now`: each is cancelled on its
     /// worker and its task retried. Returns the job failures to persist (tasks out of
     /// attempts).
-    pub fn reassign_stuck_among(&mut self, workers: &[String], now: Instant) -> Vec<Commit> {
+    pub(crate) fn reassign_stuck_among(&mut self, workers: &[String], now: Instant) -> Vec<Commit> {
         let (factor, min) = (self.config.stuck_factor, self.config.stuck_min);
         let mut stuck = Vec::new();
         for (worker_id, w) in workers
@@ -221,11 +221,6 @@ impl Farm {
             }
         }
         commits
-    }
-
-    /// The watchdog's refresh of the worker-slot gauges.
-    pub fn refresh_gauges(&mut self) {
-        self.update_worker_gauges();
     }
 
     /// Why an unfinished job is not moving, when it is for want of workers.

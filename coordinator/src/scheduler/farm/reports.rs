@@ -5,6 +5,23 @@ use std::time::Instant;
 
 use super::*;
 
+/// Why a worker report was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    #[error("unknown task {0}")]
+    UnknownTask(String),
+    #[error("stale attempt token: the task is no longer assigned to this attempt")]
+    Stale,
+    #[error("worker {0} is not registered")]
+    #[expect(
+        dead_code,
+        reason = "never constructed since the first commit; kept, not deleted, by a pure restructuring"
+    )]
+    UnknownWorker(String),
+}
+
 impl Farm {
     pub(super) fn check_token(
         &self,
@@ -35,7 +52,7 @@ impl Farm {
     }
 
     /// Step progress of a running task, with the speed its worker measured.
-    pub fn progress(
+    pub(crate) fn progress(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
@@ -67,7 +84,7 @@ impl Farm {
 
     /// A worker's result. A success returns the commit to make durable; a failure is
     /// handled at once (requeue), or returns the job failure to persist when out of attempts.
-    pub fn begin_result(
+    pub(crate) fn begin_result(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
@@ -207,7 +224,7 @@ impl Farm {
 
     /// Applies a transition once its writes are durable (`Ok`), or undoes its first half
     /// when they could not be written (`Err`, with the reason for the log and the task).
-    pub fn finish_commit(&mut self, after: AfterCommit, result: Result<(), String>) {
+    pub(crate) fn finish_commit(&mut self, after: AfterCommit, result: Result<(), String>) {
         match (after, result) {
             (AfterCommit::TaskDone { completion }, Ok(())) => self.apply_done(completion),
             (AfterCommit::TaskDone { completion }, Err(e)) => {

@@ -1,19 +1,7 @@
-//! Leader election among coordinator replicas.
-//!
-//! Several `reelfarm-coordinator` replicas run on one etcd; exactly one leads. The leader
-//! owns all job and task state; the others answer every request with UNAVAILABLE and the
-//! leader's address so clients and workers follow it.
-//!
-//! [`Election`] has five verbs (as in GreptimeDB's meta-srv): [`Election::is_leader`],
-//! [`Election::campaign`], [`Election::leader`], [`Election::resign`] and
-//! [`Election::subscribe_leader_change`]. [`EtcdElection`] implements them with etcd's
-//! election API under `/reelfarm/<cluster>/election`, holding a lease of
-//! [`ELECTION_TTL_SECONDS`]: if the leader dies or hangs, its lease expires and the next
-//! campaigner wins within that TTL. [`SoloElection`] is the single-replica case (no etcd).
-//!
-//! Leadership alone does not protect state: a leader that was paused may still believe it
-//! leads. Every state write is therefore conditioned on the term that the leader started
-//! after winning (see `state`), so a deposed leader's writes fail and it steps down.
+//! [`Election`] on etcd, for clusters: a campaign under `/reelfarm/<cluster>/election`
+//! holds a lease of [`ELECTION_TTL_SECONDS`], kept alive while campaigning and while
+//! leading; a lease that lapses (the leader died, hung or lost etcd for a whole TTL) makes
+//! this replica step down and lets the next campaigner win.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +12,8 @@ use etcd_client::{Client, LeaderKey, ResignOptions};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::{Election, ElectionError, LeaderChange};
+
 /// Lease TTL of a campaign, seconds: a dead leader is replaced within about this long.
 /// 5 s keeps failover fast while tolerating a few missed keep-alives (every TTL/3).
 pub const ELECTION_TTL_SECONDS: i64 = 5;
@@ -31,80 +21,14 @@ pub const ELECTION_TTL_SECONDS: i64 = 5;
 /// Pause before re-opening a broken lease keep-alive stream.
 const KEEPALIVE_RETRY: Duration = Duration::from_millis(200);
 
-/// A change of this replica's role.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LeaderChange {
-    /// This replica won the election.
-    Elected,
-    /// This replica is no longer the leader (lease lost, resigned), with the reason.
-    SteppedDown(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ElectionError {
-    #[error("election backend: {0}")]
-    Backend(String),
-}
-
 impl From<etcd_client::Error> for ElectionError {
     fn from(e: etcd_client::Error) -> Self {
         ElectionError::Backend(e.to_string())
     }
 }
 
-/// See the module docs.
-#[async_trait]
-pub trait Election: Send + Sync + 'static {
-    /// True while this replica holds leadership.
-    fn is_leader(&self) -> bool;
-    /// Waits until this replica is the leader. Returns early with an error if the backend
-    /// fails; the caller retries.
-    async fn campaign(&self) -> Result<(), ElectionError>;
-    /// The current leader's advertised address, if there is a leader.
-    async fn leader(&self) -> Result<Option<String>, ElectionError>;
-    /// Gives leadership up so another replica takes over at once (graceful shutdown).
-    async fn resign(&self) -> Result<(), ElectionError>;
-    /// Role changes of this replica.
-    fn subscribe_leader_change(&self) -> broadcast::Receiver<LeaderChange>;
-}
-
-/// The only replica: always the leader.
-pub struct SoloElection {
-    address: String,
-    changes: broadcast::Sender<LeaderChange>,
-}
-
-impl SoloElection {
-    pub fn new(address: String) -> Self {
-        Self {
-            address,
-            changes: broadcast::channel(4).0,
-        }
-    }
-}
-
-#[async_trait]
-impl Election for SoloElection {
-    fn is_leader(&self) -> bool {
-        true
-    }
-    async fn campaign(&self) -> Result<(), ElectionError> {
-        let _ = self.changes.send(LeaderChange::Elected);
-        Ok(())
-    }
-    async fn leader(&self) -> Result<Option<String>, ElectionError> {
-        Ok(Some(self.address.clone()))
-    }
-    async fn resign(&self) -> Result<(), ElectionError> {
-        Ok(())
-    }
-    fn subscribe_leader_change(&self) -> broadcast::Receiver<LeaderChange> {
-        self.changes.subscribe()
-    }
-}
-
 /// Election on etcd (see the module docs).
-pub struct EtcdElection {
+pub(crate) struct EtcdElection {
     client: Client,
     name: String,
     address: String,
@@ -119,7 +43,7 @@ pub struct EtcdElection {
 impl EtcdElection {
     /// An election for `cluster`, campaigning with `address` (this replica's gRPC address
     /// as clients and workers reach it).
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         cluster: &str,
         address: String,
@@ -127,7 +51,7 @@ impl EtcdElection {
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
-            name: reelfarm_proto::cluster::election(cluster),
+            name: reelfarm_domain::ClusterKeys::new(cluster).election(),
             address,
             leader_key: Mutex::new(None),
             leading: AtomicBool::new(false),

@@ -1,0 +1,60 @@
+//! Reports from a worker's stream: step progress, attempts handed back on shutdown, and
+//! results, each checked against the task's current attempt token (fencing) by the farm.
+
+use super::{Rejection, Scheduler};
+use crate::model::{AttemptToken, Output};
+
+impl Scheduler {
+    /// Step progress from a worker, with the speed it measured.
+    pub(crate) fn progress(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        step: u32,
+        total: u32,
+        steps_per_second: f64,
+    ) -> Result<(), Rejection> {
+        self.lock()
+            .progress(worker_id, token, step, total, steps_per_second)
+    }
+
+    /// A worker shutting down gives an unfinished attempt back: READY at once.
+    pub(crate) fn hand_back(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        reason: &str,
+    ) -> Result<(), Rejection> {
+        let mut farm = self.lock();
+        farm.hand_back(worker_id, token, reason)?;
+        farm.dispatch();
+        Ok(())
+    }
+
+    /// A worker's result: committed (success) or retried (failure). Rejected when the token
+    /// is not the task's current one.
+    pub(crate) async fn result(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        ok: bool,
+        error: &str,
+        outputs: Vec<Output>,
+        scene: Option<String>,
+    ) -> Result<(), Rejection> {
+        let commit = {
+            let mut farm = self.lock();
+            let c = farm.begin_result(worker_id, token, ok, error, outputs, scene)?;
+            farm.dispatch();
+            c
+        };
+        if !ok {
+            tracing::warn!(job_id = %token.job_id, task_id = %token.task_id, attempt = token.attempt,
+                worker_id, error, "task attempt failed");
+        }
+        if let Some(commit) = commit {
+            let _ = self.run_commit(commit).await;
+        }
+        Ok(())
+    }
+}
