@@ -28,7 +28,8 @@ use common::*;
 use reelfarm_proto::v1;
 use sha2::{Digest, Sha256};
 
-/// Election lease TTL of the coordinators (reelfarm_coordinator::election), seconds.
+/// Election lease TTL of the coordinators (`ELECTION_TTL_SECONDS` in
+/// coordinator/src/election/etcd.rs), seconds.
 const ELECTION_TTL: Duration = Duration::from_secs(5);
 /// Submissions per SubmitBatch.
 const BATCH: usize = 50;

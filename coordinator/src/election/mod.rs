@@ -25,8 +25,6 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 pub(crate) use etcd::EtcdElection;
-// Public, unlike the rest: tests/chaos.rs mirrors it (`ELECTION_TTL`) to bound a failover.
-pub use etcd::ELECTION_TTL_SECONDS;
 pub(crate) use single_node::SoloElection;
 
 /// A change of this replica's role.

@@ -19,18 +19,18 @@
 //! Every entry point is deterministic in (spec, seed): frame `i` is the same whichever
 //! segment and worker renders it (shard invariance).
 
-pub mod audio;
+pub(crate) mod audio;
 pub mod bench;
-pub mod diffusion;
+pub(crate) mod diffusion;
 #[cfg(test)]
 mod e2e_tests;
-pub mod frame;
-pub mod guide;
+pub(crate) mod frame;
+pub(crate) mod guide;
 pub mod media;
 pub mod plan;
 pub mod provenance;
 pub mod scene;
-pub mod spec;
+pub(crate) mod spec;
 
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;

@@ -1,4 +1,5 @@
-//! The fixed pinhole camera of a clip, and its exact inverse on a vertical plane.
+//! The projection of the clip's fixed pinhole camera ([`Camera`], chosen by the plan), and
+//! its exact inverse on a vertical plane.
 //!
 //! Model: an ideal pinhole at `position` looking at `target`, world up `+y`, no roll, no lens
 //! distortion, square pixels. With `f = (height / 2) / tan(vertical_fov / 2)` pixels, a camera
@@ -10,50 +11,13 @@
 //! homography, so it is invertible: [`Camera::unproject_on_plane_z`] turns a pixel position
 //! back into metres, which is how the tests measure physics in rendered frames.
 
-use serde::{Deserialize, Serialize};
-
 use super::geometry::V3;
+pub(crate) use crate::pipeline::plan::Camera;
+#[cfg(test)]
 use crate::pipeline::scene::Shot;
 
-/// A pinhole camera (see the module doc for the projection).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Camera {
-    /// Centre of projection, metres.
-    pub position: [f32; 3],
-    /// A point on the optical axis, metres.
-    pub target: [f32; 3],
-    /// Full vertical field of view, degrees.
-    pub vertical_fov_deg: f32,
-    /// Image width, pixels.
-    pub width: u32,
-    /// Image height, pixels.
-    pub height: u32,
-}
-
-/// (position, target, vertical fov) per shot. Chosen so that a body dropped from the default
-/// 1.5 m stays in view together with the floor and the back wall, for 16:9 frames.
-const SHOTS: &[(Shot, [f32; 3], [f32; 3], f32)] = &[
-    (Shot::Close, [0.0, 1.2, 4.2], [0.0, 0.75, 0.0], 38.0),
-    (Shot::Medium, [0.0, 1.4, 6.5], [0.0, 0.8, 0.0], 32.0),
-    (Shot::Wide, [0.0, 2.0, 9.5], [0.0, 0.7, 0.0], 34.0),
-];
-
+/// The projection of the plan's camera (see the module doc).
 impl Camera {
-    /// The camera of a shot for frames of `width × height`.
-    pub fn for_shot(shot: Shot, width: u32, height: u32) -> Self {
-        let &(_, position, target, fov) = SHOTS
-            .iter()
-            .find(|s| s.0 == shot)
-            .expect("SHOTS has a row for every Shot");
-        Self {
-            position,
-            target,
-            vertical_fov_deg: fov,
-            width,
-            height,
-        }
-    }
-
     /// Focal length in pixels.
     pub fn focal_px(&self) -> f32 {
         (self.height as f32 * 0.5) / (self.vertical_fov_deg.to_radians() * 0.5).tan()

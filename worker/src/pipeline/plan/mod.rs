@@ -2,19 +2,22 @@
 //!
 //! PLAN task: [`make_plan`] parses the prompt ([`super::scene`]), turns each object into a
 //! [`Body`] with a shape ([`shape`]) and a mass, places the bodies ([`placement`], seeded),
-//! simulates them ([`physics`], rapier3d) and samples their poses at the clip's frame times.
+//! simulates them ([`physics`], rapier3d), samples their poses at the clip's frame times and
+//! picks the shot's [`Camera`] ([`camera`]). Nothing here reads the guide render: data flows
+//! plan → guide.
 //! The serialized plan is the input of every other task: the VIDEO_SEGMENT tasks render
 //! frames from the poses, the shapes and the camera, the AUDIO task synthesizes the contact
 //! events from their materials.
 
+pub mod camera;
 pub(crate) mod physics;
 pub(crate) mod placement;
 pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::camera::Camera;
 pub use self::shape::BodyShape;
-use super::guide::camera::Camera;
 use super::scene::{self, Material, SceneSpec};
 use super::{ClipSpec, PipelineError};
 
