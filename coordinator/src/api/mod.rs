@@ -10,12 +10,12 @@
 //! [`router`] adds server reflection (v1 and v1alpha, so grpcurl 1.8 works) and
 //! `grpc.health.v1.Health`.
 
-pub mod admin_service;
+pub(crate) mod admin_service;
 pub mod convert;
-pub mod job_service;
-pub mod status;
+pub(crate) mod job_service;
+pub(crate) mod status;
 pub mod validate;
-pub mod worker_service;
+pub(crate) mod worker_service;
 
 use std::sync::Arc;
 

@@ -27,11 +27,11 @@
 //!
 //! This file keeps the [`Scheduler`] itself and the reads that only delegate to the farm.
 
-pub mod collector;
-pub mod farm;
-pub mod queue;
-pub mod verify;
-pub mod view;
+pub(crate) mod collector;
+pub(crate) mod farm;
+pub(crate) mod queue;
+pub(crate) mod verify;
+pub(crate) mod view;
 
 mod admission;
 mod cancel;
@@ -109,14 +109,6 @@ impl Scheduler {
 
     pub(crate) fn term(&self) -> u64 {
         self.lock().term()
-    }
-
-    #[expect(
-        dead_code,
-        reason = "unused since the first commit (server.rs asks the store); kept, not deleted, by a pure restructuring"
-    )]
-    pub(crate) fn backend(&self) -> &'static str {
-        self.store.backend()
     }
 
     /// Cancelled when this coordinator has been fenced off by a newer term.

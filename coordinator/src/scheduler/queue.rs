@@ -248,11 +248,13 @@ impl ReadyQueue {
         }
     }
 
-    /// Entries queued, stale ones included.
+    /// Entries queued, stale ones included (the tests' view of the queue).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -22,7 +22,7 @@
 //! diffusion's data units (RGB mapped from `[0, 1]` to `[-1, 1]`).
 
 pub mod cpu;
-pub mod kernels;
+pub(crate) mod kernels;
 
 /// Everything an engine can fail with.
 #[derive(Debug, thiserror::Error)]

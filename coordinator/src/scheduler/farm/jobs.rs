@@ -98,14 +98,6 @@ impl Farm {
         self.active_by_tenant.get(tenant).copied().unwrap_or(0)
     }
 
-    #[expect(
-        dead_code,
-        reason = "unused since the first commit; kept, not deleted, by a pure restructuring"
-    )]
-    pub(crate) fn contains_job(&self, id: &str) -> bool {
-        self.jobs.contains_key(id)
-    }
-
     /// A retained SUCCEEDED job whose spec has `content_key`, and its outputs: what a new
     /// job with the same key can reuse instead of rendering again.
     pub(crate) fn cached_result(&self, content_key: &str) -> Option<(JobId, Vec<Output>)> {

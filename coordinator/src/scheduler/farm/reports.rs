@@ -14,12 +14,6 @@ pub(crate) enum Rejection {
     UnknownTask(String),
     #[error("stale attempt token: the task is no longer assigned to this attempt")]
     Stale,
-    #[error("worker {0} is not registered")]
-    #[expect(
-        dead_code,
-        reason = "never constructed since the first commit; kept, not deleted, by a pure restructuring"
-    )]
-    UnknownWorker(String),
 }
 
 impl Farm {
