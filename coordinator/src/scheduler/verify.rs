@@ -117,3 +117,131 @@ impl Farm {
         Some((id.to_string(), tx.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::scheduler::WorkerInfo;
+    use crate::state::memory::MemoryStore;
+
+    async fn scheduler() -> Arc<Scheduler> {
+        let config = Config::in_process(
+            "test".into(),
+            vec![],
+            reelfarm_artifacts::StoreConfig::local("/nonexistent"),
+            10,
+        );
+        Scheduler::recover(
+            Arc::new(MemoryStore::new()),
+            config.scheduler(),
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("a memory store recovers")
+    }
+
+    async fn connect(
+        scheduler: &Scheduler,
+        id: &str,
+        slots: u32,
+    ) -> mpsc::UnboundedReceiver<ToWorker> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = WorkerInfo {
+            id: id.into(),
+            slots,
+            ..Default::default()
+        };
+        scheduler.register_worker(info, tx).await;
+        rx
+    }
+
+    fn outcome(ours: bool) -> VerifyOutcome {
+        VerifyOutcome {
+            ours,
+            job_id: None,
+            watermark_confidence: 0.0,
+            manifest_valid: ours,
+            video_error: None,
+            worker_id: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_moves_to_another_worker_when_the_first_leaves_without_answering() {
+        let scheduler = scheduler().await;
+        // The freer worker is asked first.
+        let mut first = connect(&scheduler, "w-first", 4).await;
+        let mut second = connect(&scheduler, "w-second", 1).await;
+        let check = tokio::spawn({
+            let scheduler = scheduler.clone();
+            async move { scheduler.verify_content(b"file".to_vec()).await }
+        });
+        let Some(ToWorker::Verify(work)) = first.recv().await else {
+            panic!("the worker with the most free slots was expected to get the check");
+        };
+        assert_eq!(work.data.as_slice(), b"file", "the worker gets the file");
+        drop(work); // its session ended: the reply is dropped unanswered
+        let Some(ToWorker::Verify(work)) = second.recv().await else {
+            panic!("the check was expected to move to the other worker");
+        };
+        work.reply.send(outcome(true)).expect("the caller waits");
+        let answer = check.await.expect("no panic").expect("an answer");
+        assert!(answer.ours, "{answer:?}");
+        assert_eq!(
+            answer.worker_id, "w-second",
+            "the answer names the worker that checked"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_check_without_a_worker_taking_work_is_refused() {
+        let scheduler = scheduler().await;
+        assert!(matches!(
+            scheduler.verify_content(b"file".to_vec()).await,
+            Err(VerifyError::NoWorker)
+        ));
+        let _drained = connect(&scheduler, "w-drained", 1).await;
+        scheduler.worker_shutting_down("w-drained");
+        assert!(
+            matches!(
+                scheduler.verify_content(b"file".to_vec()).await,
+                Err(VerifyError::NoWorker)
+            ),
+            "a draining worker takes no checks"
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_stop_after_three_workers_left_without_answering() {
+        let scheduler = scheduler().await;
+        let mut workers = Vec::new();
+        for i in 0..4 {
+            workers.push(connect(&scheduler, &format!("w-{i}"), 1).await);
+        }
+        let check = tokio::spawn({
+            let scheduler = scheduler.clone();
+            async move { scheduler.verify_content(b"file".to_vec()).await }
+        });
+        let mut asked = HashSet::new();
+        while asked.len() < MAX_VERIFY_TRIES {
+            for (i, rx) in workers.iter_mut().enumerate() {
+                if let Ok(ToWorker::Verify(work)) = rx.try_recv() {
+                    assert!(asked.insert(i), "worker {i} was asked twice");
+                    drop(work);
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        let result = check.await.expect("no panic");
+        assert!(
+            matches!(result, Err(VerifyError::WorkersLost)),
+            "after {MAX_VERIFY_TRIES} lost workers the caller is told: {result:?}"
+        );
+        assert!(
+            workers.iter_mut().all(|rx| rx.try_recv().is_err()),
+            "no worker is asked after the caller was told"
+        );
+    }
+}
