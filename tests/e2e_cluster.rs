@@ -1154,15 +1154,15 @@ async fn cli_submits_watches_lists_and_shows_workers() {
     );
 }
 
-/// VerifyContent of `data` through the coordinator.
-async fn verify_data(
+/// VerifyContent of `source` through the coordinator.
+async fn verify(
     cluster: &Cluster,
-    data: Vec<u8>,
+    source: v1::verify_content_request::Source,
 ) -> Result<v1::VerifyContentResponse, tonic::Status> {
     cluster
         .jobs()
         .verify_content(v1::VerifyContentRequest {
-            source: Some(v1::verify_content_request::Source::Data(data)),
+            source: Some(source),
         })
         .await
         .map(|r| r.into_inner())
@@ -1170,6 +1170,7 @@ async fn verify_data(
 
 #[tokio::test]
 async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
+    use v1::verify_content_request::Source;
     let mut cluster = Cluster::start(ClusterOptions {
         workers: 1,
         coordinator_args: vec![],
@@ -1183,17 +1184,12 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
     let data = std::fs::read(output_path(&video.uri)).expect("the committed video is readable");
 
     // The coordinator links no decoder: the answer comes from the worker, inline and by URI.
-    let inline = verify_data(&cluster, data.clone())
+    let inline = verify(&cluster, Source::Data(data.clone()))
         .await
         .expect("VerifyContent with a worker connected was expected to succeed");
-    let by_uri = cluster
-        .jobs()
-        .verify_content(v1::VerifyContentRequest {
-            source: Some(v1::verify_content_request::Source::Uri(video.uri.clone())),
-        })
+    let by_uri = verify(&cluster, Source::Uri(video.uri.clone()))
         .await
-        .expect("VerifyContent by uri was expected to succeed")
-        .into_inner();
+        .expect("VerifyContent by uri was expected to succeed");
     for (how, v) in [("inline", &inline), ("by uri", &by_uri)] {
         // (The watermark's own strength in a clip this small is the pipeline tests' concern.)
         assert!(
@@ -1207,7 +1203,7 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
         );
     }
 
-    let garbage = verify_data(&cluster, b"this is not an mp4".to_vec())
+    let garbage = verify(&cluster, Source::Data(b"this is not an mp4".to_vec()))
         .await
         .expect("a file that is no video is an answer, not an error");
     assert!(
@@ -1215,7 +1211,7 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
         "a file that is no video is not ours, and the answer says why no picture was read: {garbage:?}"
     );
 
-    let too_large = verify_data(&cluster, vec![0u8; 64 * 1024 * 1024 + 1])
+    let too_large = verify(&cluster, Source::Data(vec![0u8; 64 * 1024 * 1024 + 1]))
         .await
         .expect_err("a file over 64 MiB was expected to be refused");
     assert_eq!(too_large.code(), Code::InvalidArgument, "{too_large:?}");
@@ -1248,7 +1244,7 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
         },
     )
     .await;
-    let refused = verify_data(&cluster, data)
+    let refused = verify(&cluster, Source::Data(data))
         .await
         .expect_err("VerifyContent with no worker was expected to be refused");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");

@@ -107,6 +107,8 @@ const MAX_OFFERED: usize = 4 * MAX_SLOTS as usize;
 struct PendingChecks {
     next_id: u64,
     replies: HashMap<u64, tokio::sync::oneshot::Sender<VerifyOutcome>>,
+    /// The worker's side of the session ended: nothing sent from now on is answered.
+    closed: bool,
 }
 
 type SharedChecks = Arc<parking_lot::Mutex<PendingChecks>>;
@@ -117,7 +119,10 @@ fn to_proto(msg: ToWorker, checks: &SharedChecks) -> v1::CoordinatorMessage {
             let mut checks = checks.lock();
             checks.next_id += 1;
             let request_id = checks.next_id;
-            checks.replies.insert(request_id, work.reply);
+            // After the session ended its reply is dropped at once: the check moves on.
+            if !checks.closed {
+                checks.replies.insert(request_id, work.reply);
+            }
             // The last holder (no retry pending) hands its buffer over instead of a copy.
             let data = Arc::try_unwrap(work.data).unwrap_or_else(|shared| (*shared).clone());
             v1::coordinator_message::Body::Verify(v1::VerifyContent { request_id, data })
@@ -209,7 +214,11 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                 }
             }
             // Unanswered checks move to another worker now, not when the stream is dropped.
-            checks.lock().replies.clear();
+            {
+                let mut checks = checks.lock();
+                checks.closed = true;
+                checks.replies.clear();
+            }
             // Results already received still count (a worker's last result before it
             // disconnects); they finish in their own task, as before the session ended.
             if !in_flight.is_empty() {

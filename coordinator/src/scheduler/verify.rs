@@ -42,7 +42,7 @@ pub struct VerifyOutcome {
     pub watermark_confidence: f64,
     pub manifest_valid: bool,
     pub video_error: Option<String>,
-    /// The worker that checked.
+    /// The worker that checked (filled in by its session).
     pub worker_id: String,
 }
 
@@ -78,8 +78,7 @@ impl Scheduler {
                     reply,
                 };
                 if tx.send(ToWorker::Verify(work)).is_ok() {
-                    if let Ok(mut outcome) = answer.await {
-                        outcome.worker_id = worker_id;
+                    if let Ok(outcome) = answer.await {
                         return Ok(outcome);
                     }
                 }
@@ -157,14 +156,15 @@ mod tests {
         rx
     }
 
-    fn outcome(ours: bool) -> VerifyOutcome {
+    /// What a worker's session hands back (see `api::worker_service::answer_check`).
+    fn outcome(ours: bool, worker_id: &str) -> VerifyOutcome {
         VerifyOutcome {
             ours,
             job_id: None,
             watermark_confidence: 0.0,
             manifest_valid: ours,
             video_error: None,
-            worker_id: String::new(),
+            worker_id: worker_id.into(),
         }
     }
 
@@ -186,7 +186,9 @@ mod tests {
         let Some(ToWorker::Verify(work)) = second.recv().await else {
             panic!("the check was expected to move to the other worker");
         };
-        work.reply.send(outcome(true)).expect("the caller waits");
+        work.reply
+            .send(outcome(true, "w-second"))
+            .expect("the caller waits");
         let answer = check.await.expect("no panic").expect("an answer");
         assert!(answer.ours, "{answer:?}");
         assert_eq!(
