@@ -432,7 +432,7 @@ fn check_plan(spec: &JobSpec, config: PlannerConfig) {
                 term: 1,
             },
             kind: t.kind,
-            spec: spec.clone(),
+            spec: std::sync::Arc::new(spec.clone()),
             frame_start: t.frame_start,
             frame_end: t.frame_end,
             segment_index: t.segment_index,
