@@ -6,7 +6,8 @@ usage: bucket.py ENDPOINT create BUCKET
        bucket.py ENDPOINT put BUCKET KEY TEXT
 
 `list` prints a JSON array of {"key", "size", "sha256"} for every object under PREFIX
-(each object is downloaded and hashed). Credentials come from AWS_ACCESS_KEY_ID and
+(each object is downloaded and hashed; one deleted between the listing and its download is
+left out, as it is gone). Credentials come from AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY; requests are path-style, region us-east-1.
 """
 
@@ -38,7 +39,12 @@ def main() -> int:
         objects = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                try:
+                    body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                except s3.exceptions.NoSuchKey:
+                    # Deleted between the listing and the read (the coordinator's artifact
+                    # collector runs while the GC test polls): it is no longer in the bucket.
+                    continue
                 objects.append(
                     {"key": item["Key"], "size": item["Size"], "sha256": hashlib.sha256(body).hexdigest()}
                 )

@@ -34,7 +34,7 @@ pub struct VerifyWork {
     pub reply: oneshot::Sender<VerifyOutcome>,
 }
 
-/// What a worker found (`reelfarm_worker::pipeline::provenance::Verification`).
+/// What a worker found (the worker's `pipeline::provenance::Verification`, over the stream).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifyOutcome {
     pub ours: bool,
