@@ -11,6 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+// MAX_MESSAGE_BYTES: the largest message either way on the session stream; a content check
+// carries its file (up to 64 MiB), assignments and results name artifacts rather than carry them.
+use reelfarm_proto::limits::MAX_MESSAGE_BYTES;
 use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -22,9 +25,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// Connect timeout for one coordinator address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-// Largest gRPC message either way on the session stream: a content check carries its file
-// (up to 64 MiB); assignments and results name artifacts rather than carry them.
-use reelfarm_proto::limits::MAX_MESSAGE_BYTES;
 
 /// Finds the leader's address in etcd.
 pub(crate) struct LeaderLookup {
