@@ -135,8 +135,6 @@ pub struct Executor {
     pub engine: Arc<dyn Engine>,
     pub farm_secret: Vec<u8>,
     pub metrics: Arc<Metrics>,
-    /// VerifyContent checks the coordinator hands this worker (not tasks: no slot, no token).
-    pub checks: Arc<super::content_check::ContentChecks>,
 }
 
 impl Executor {

@@ -187,10 +187,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
 
     let farm_secret = config.farm_secret();
+    let checks = Arc::new(content_check::ContentChecks::new(farm_secret.clone()));
     let executor = Arc::new(executor::Executor {
         store,
         engine,
-        checks: Arc::new(content_check::ContentChecks::new(farm_secret.clone())),
         farm_secret,
         metrics: metrics.clone(),
     });
@@ -202,6 +202,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             leader_lookup,
             // Two lease TTLs: by then the coordinator has requeued everything this worker ran.
             orphan_timeout: Duration::from_secs(2 * config.lease_ttl.max(1) as u64),
+            checks,
         },
         executor,
         running.clone(),

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use reelfarm_artifacts::Output;
 
 use super::connect::{dial, leader_hint, Connector, LeaderLookup};
+use super::content_check::ContentChecks;
 use super::executor::{decode, Executor, Produced};
 use super::tasks::{hand_back_message, TaskRegistry};
 
@@ -40,6 +41,8 @@ pub(crate) struct SessionConfig {
     pub(crate) leader_lookup: Option<LeaderLookup>,
     /// Running tasks are stopped after this long without a session.
     pub(crate) orphan_timeout: Duration,
+    /// Runs the VerifyContent checks the coordinator sends (not tasks: no slot, no token).
+    pub(crate) checks: Arc<ContentChecks>,
 }
 
 /// Why a session ended, and where the leader is if a follower said so.
@@ -160,7 +163,7 @@ async fn serve(
                 }
             }
             Some(v1::coordinator_message::Body::Verify(v)) => {
-                executor.checks.start(v, out.clone());
+                config.checks.start(v, out.clone());
             }
             None => {}
         }
