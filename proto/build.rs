@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     tonic_prost_build::configure()
+        // The file a content check carries (up to 64 MiB) is shared, not copied, when the
+        // coordinator hands it to a worker and again on a retry.
+        .bytes(".reelfarm.v1.VerifyContent.data")
         .file_descriptor_set_path(out_dir.join("reelfarm_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     Ok(())

@@ -123,9 +123,10 @@ fn to_proto(msg: ToWorker, checks: &SharedChecks) -> v1::CoordinatorMessage {
             if !checks.closed {
                 checks.replies.insert(request_id, work.reply);
             }
-            // The last holder (no retry pending) hands its buffer over instead of a copy.
-            let data = Arc::try_unwrap(work.data).unwrap_or_else(|shared| (*shared).clone());
-            v1::coordinator_message::Body::Verify(v1::VerifyContent { request_id, data })
+            v1::coordinator_message::Body::Verify(v1::VerifyContent {
+                request_id,
+                data: work.data,
+            })
         }
         ToWorker::Assign(items) => v1::coordinator_message::Body::Assignments(v1::Assignments {
             items: items.iter().map(convert::assignment).collect(),

@@ -11,9 +11,9 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::farm::{Farm, ToWorker};
@@ -28,8 +28,8 @@ pub const MAX_VERIFY_TRIES: usize = 3;
 /// One check handed to a worker's session (see `api::worker_service`).
 #[derive(Debug)]
 pub struct VerifyWork {
-    /// The file; shared, since a retry on another worker sends it again.
-    pub data: Arc<Vec<u8>>,
+    /// The file; cheap to clone (shared), since a retry on another worker sends it again.
+    pub data: Bytes,
     /// The worker's answer; dropped unanswered when its session ends.
     pub reply: oneshot::Sender<VerifyOutcome>,
 }
@@ -63,7 +63,7 @@ static NEXT_TURN: AtomicU64 = AtomicU64::new(0);
 impl Scheduler {
     /// Checks `data` (an MP4) on a worker; see the module docs.
     pub async fn verify_content(&self, data: Vec<u8>) -> Result<VerifyOutcome, VerifyError> {
-        let data = Arc::new(data);
+        let data = Bytes::from(data);
         let attempt = async {
             let mut tried = HashSet::new();
             for _ in 0..MAX_VERIFY_TRIES {
@@ -119,6 +119,8 @@ impl Farm {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
@@ -181,7 +183,7 @@ mod tests {
         let Some(ToWorker::Verify(work)) = first.recv().await else {
             panic!("the worker with the most free slots was expected to get the check");
         };
-        assert_eq!(work.data.as_slice(), b"file", "the worker gets the file");
+        assert_eq!(&work.data[..], b"file", "the worker gets the file");
         drop(work); // its session ended: the reply is dropped unanswered
         let Some(ToWorker::Verify(work)) = second.recv().await else {
             panic!("the check was expected to move to the other worker");

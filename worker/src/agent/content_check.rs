@@ -89,7 +89,7 @@ mod tests {
         checks.start(
             v1::VerifyContent {
                 request_id: 7,
-                data: b"not an mp4".to_vec(),
+                data: b"not an mp4".to_vec().into(),
             },
             tx,
         );
