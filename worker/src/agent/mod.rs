@@ -157,8 +157,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let client = etcd_client::Client::connect(&config.etcd, None)
             .await
             .map_err(|e| anyhow::anyhow!("--etcd {:?}: {e}", config.etcd))?;
+        let keys = ClusterKeys::new(&config.cluster);
         let reg = lease::Registration {
-            key: ClusterKeys::new(&config.cluster).worker(&id),
+            key: keys.worker(&id),
             value: serde_json::to_vec(&serde_json::json!({
                 "id": id,
                 "engine": engine.name(),
@@ -175,7 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::info!(key = %reg.key, lease = lease_id, ttl = config.lease_ttl, "registered in etcd");
         leader_lookup = Some(connect::LeaderLookup {
             client: client.clone(),
-            election: ClusterKeys::new(&config.cluster).election(),
+            election: keys.election(),
         });
         tasks.push(tokio::spawn(lease::keep_alive(
             client,
