@@ -21,12 +21,49 @@ pub struct LocalEtcd {
     log_path: PathBuf,
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a server a test or benchmark starts.
+///
+/// The port comes from below the kernel's ephemeral range (`ip_local_port_range`), and no
+/// port is handed out twice by one process. Asking the kernel for port 0 and releasing it
+/// is not enough: the kernel hands that same port to the next outgoing connection of any
+/// process (a gRPC client, etcd's own peers), and the server started on it a moment later
+/// fails with "Address already in use" (seen in CI). Ports below the ephemeral range are
+/// never picked for outgoing connections, so a port found free here stays free until the
+/// server binds it, unless another process binds it on purpose.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = fixed_port_range();
+    let span = u32::from(high - low);
+    // Start each process at its own place, so test binaries run side by side (two
+    // `cargo test` runs, a benchmark beside a test) rarely try the same ports.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + ((start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// Ports that the kernel does not pick for outgoing connections: those below its
+/// ephemeral range (Linux default 32768-60999), down to 10000 to stay clear of the
+/// well-known and registered ports services here listen on.
+fn fixed_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOW + 1_000 {
+        (LOW, ephemeral_low)
+    } else {
+        // A kernel set to hand out nearly every port: use the top of the range, which
+        // is handed out last.
+        (60_000, 65_000)
+    }
 }
 
 /// True when an `etcd` binary is on PATH.

@@ -20,12 +20,13 @@
 //! tests fail and say so: they never pass without having checked.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use reelfarm::local_etcd::free_port;
 use serde_json::Value;
 
 const COORDINATOR: &str = env!("CARGO_BIN_EXE_reelfarm-coordinator");
@@ -645,14 +646,6 @@ fn without_reelfarm_env(mut cmd: Command) -> Command {
         }
     }
     cmd
-}
-
-/// A free loopback port: bound, read and released. The binaries need explicit ports.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
 }
 
 /// GET http://127.0.0.1:port/path, the body when the status is 200.
