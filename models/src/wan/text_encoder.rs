@@ -1,0 +1,1 @@
+//! UMT5 encoder and its tokenizer (transformers `UMT5EncoderModel`, `tokenizer.json`).
