@@ -7,6 +7,7 @@
 //! `tests/fixtures/`; the tests in `tests/` load those folders through the same loading code
 //! the worker uses and compare stage by stage.
 
+pub mod registry;
 pub mod schedulers;
 pub mod wan;
 pub mod weights;

@@ -2,6 +2,8 @@
 //! safetensors files, a single file or shards named by `*.safetensors.index.json`,
 //! memory-mapped behind a candle `VarBuilder`.
 
+pub mod check;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
