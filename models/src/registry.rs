@@ -48,7 +48,8 @@ pub struct Registry {
 
 /// Scans `root`; an unreadable root is an error, a broken model folder is not.
 pub fn scan(root: &Path) -> Result<Registry, String> {
-    let entries = std::fs::read_dir(root).map_err(|e| format!("--models {}: {e}", root.display()))?;
+    let entries =
+        std::fs::read_dir(root).map_err(|e| format!("--models {}: {e}", root.display()))?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
@@ -56,7 +57,10 @@ pub fn scan(root: &Path) -> Result<Registry, String> {
     dirs.sort();
     let mut registry = Registry::default();
     for dir in dirs {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match check_model(&name, &dir) {
             Ok(info) => registry.models.push(info),
             Err(problems) => registry.broken.push(BrokenModel {
@@ -83,7 +87,10 @@ fn component_class(index: &serde_json::Value, component: &str) -> Option<String>
 pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
     let index_path = dir.join("model_index.json");
     let index = read_json(&index_path).map_err(|e| vec![e])?;
-    let class = index.get("_class_name").and_then(|c| c.as_str()).unwrap_or("");
+    let class = index
+        .get("_class_name")
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
     if class != WAN_PIPELINE {
         return Err(vec![format!(
             "{}: _class_name {class:?} is not a pipeline this worker runs ({WAN_PIPELINE})",
@@ -104,13 +111,20 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
             ));
         }
     }
-    for file in ["vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"] {
+    for file in [
+        "vae/config.json",
+        "text_encoder/config.json",
+        "scheduler/scheduler_config.json",
+    ] {
         if let Err(e) = read_json(&dir.join(file)) {
             problems.push(e);
         }
     }
     if !dir.join("tokenizer/tokenizer.json").is_file() {
-        problems.push(format!("{}: missing", dir.join("tokenizer/tokenizer.json").display()));
+        problems.push(format!(
+            "{}: missing",
+            dir.join("tokenizer/tokenizer.json").display()
+        ));
     }
 
     let transformer_dir = dir.join("transformer");
@@ -121,7 +135,9 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
         parameters: 0,
         dtypes: vec![],
         weight_bytes: 0,
-        not_servable: vec!["vae: the Wan VAE (AutoencoderKLWan) is not implemented in this engine yet".into()],
+        not_servable: vec![
+            "vae: the Wan VAE (AutoencoderKLWan) is not implemented in this engine yet".into(),
+        ],
     };
     match read_json(&transformer_dir.join("config.json")).and_then(|v| {
         serde_json::from_value::<TransformerConfig>(v)

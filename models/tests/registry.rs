@@ -26,7 +26,15 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)]) {
     let map: std::collections::HashMap<String, candle_core::Tensor> = tensors
         .iter()
         .map(|(n, s)| {
-            (n.to_string(), candle_core::Tensor::zeros(s.clone(), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap())
+            (
+                n.to_string(),
+                candle_core::Tensor::zeros(
+                    s.clone(),
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap(),
+            )
         })
         .collect();
     candle_core::safetensors::save(&map, path).unwrap();
@@ -52,7 +60,8 @@ fn good_models_register_and_each_broken_folder_is_reported_by_file_and_tensor() 
     let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
     tensors.insert(
         "blocks.0.attn1.to_q.weight".into(),
-        candle_core::Tensor::zeros((24, 23), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+        candle_core::Tensor::zeros((24, 23), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap(),
     );
     candle_core::safetensors::save(&tensors, &weights).unwrap();
     // Bad JSON, unknown class, a weights file that is not safetensors.
@@ -62,11 +71,22 @@ fn good_models_register_and_each_broken_folder_is_reported_by_file_and_tensor() 
     let unknown = root.path().join("unknown-class");
     copy_dir(&fixture("wan-tiny-b"), &unknown);
     let index = std::fs::read_to_string(unknown.join("model_index.json")).unwrap();
-    std::fs::write(unknown.join("model_index.json"), index.replace("\"WanPipeline\"", "\"FluxPipeline\"")).unwrap();
+    std::fs::write(
+        unknown.join("model_index.json"),
+        index.replace("\"WanPipeline\"", "\"FluxPipeline\""),
+    )
+    .unwrap();
     let garbage = root.path().join("garbage-weights");
     copy_dir(&fixture("wan-tiny-b"), &garbage);
-    std::fs::write(garbage.join("transformer/diffusion_pytorch_model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\xffjunk").unwrap();
-    write_safetensors(&root.path().join("not-a-model.safetensors"), &[("x", vec![1])]);
+    std::fs::write(
+        garbage.join("transformer/diffusion_pytorch_model.safetensors"),
+        b"\xff\xff\xff\xff\xff\xff\xff\xffjunk",
+    )
+    .unwrap();
+    write_safetensors(
+        &root.path().join("not-a-model.safetensors"),
+        &[("x", vec![1])],
+    );
 
     let registry = scan(root.path()).unwrap();
     let names: Vec<&str> = registry.models.iter().map(|m| m.name.as_str()).collect();
@@ -75,8 +95,13 @@ fn good_models_register_and_each_broken_folder_is_reported_by_file_and_tensor() 
     assert_eq!(a.family, "wan2.1-t2v");
     assert_eq!(a.dtypes, ["F32"]);
     // Every transformer tensor of the fixture is counted once.
-    let headers = reelfarm_models::weights::check::read_headers(&fixture("wan-tiny-a").join("transformer")).unwrap();
-    let params: u64 = headers.values().map(|t| t.shape.iter().product::<usize>() as u64).sum();
+    let headers =
+        reelfarm_models::weights::check::read_headers(&fixture("wan-tiny-a").join("transformer"))
+            .unwrap();
+    let params: u64 = headers
+        .values()
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum();
     assert_eq!(a.parameters, params);
     assert_eq!(a.weight_bytes, params * 4);
 
@@ -92,13 +117,27 @@ fn good_models_register_and_each_broken_folder_is_reported_by_file_and_tensor() 
     let p = problem("missing-tensor");
     assert!(p.contains("missing tensor proj_out.bias"), "{p}");
     let p = problem("misshapen");
-    assert!(p.contains("diffusion_pytorch_model.safetensors") && p.contains("blocks.0.attn1.to_q.weight") && p.contains("[24, 23]"), "{p}");
+    assert!(
+        p.contains("diffusion_pytorch_model.safetensors")
+            && p.contains("blocks.0.attn1.to_q.weight")
+            && p.contains("[24, 23]"),
+        "{p}"
+    );
     let p = problem("bad-json");
-    assert!(p.contains("transformer/config.json") && p.contains("JSON"), "{p}");
+    assert!(
+        p.contains("transformer/config.json") && p.contains("JSON"),
+        "{p}"
+    );
     let p = problem("unknown-class");
-    assert!(p.contains("model_index.json") && p.contains("FluxPipeline"), "{p}");
+    assert!(
+        p.contains("model_index.json") && p.contains("FluxPipeline"),
+        "{p}"
+    );
     let p = problem("garbage-weights");
-    assert!(p.contains("diffusion_pytorch_model.safetensors") && p.contains("not a safetensors file"), "{p}");
+    assert!(
+        p.contains("diffusion_pytorch_model.safetensors") && p.contains("not a safetensors file"),
+        "{p}"
+    );
     assert_eq!(registry.broken.len(), 5);
 }
 
@@ -111,12 +150,23 @@ fn a_sharded_transformer_is_read_through_its_index() {
     let single = dir.join("diffusion_pytorch_model.safetensors");
     let tensors = candle_core::safetensors::load(&single, &candle_core::Device::Cpu).unwrap();
     std::fs::remove_file(&single).unwrap();
-    let (mut one, mut two) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    let (mut one, mut two) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
     let mut weight_map = serde_json::Map::new();
     for (i, (name, t)) in tensors.into_iter().enumerate() {
-        let shard = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+        let shard = if i % 2 == 0 {
+            "model-00001-of-00002.safetensors"
+        } else {
+            "model-00002-of-00002.safetensors"
+        };
         weight_map.insert(name.clone(), shard.into());
-        if i % 2 == 0 { one.insert(name, t); } else { two.insert(name, t); }
+        if i % 2 == 0 {
+            one.insert(name, t);
+        } else {
+            two.insert(name, t);
+        }
     }
     candle_core::safetensors::save(&one, dir.join("model-00001-of-00002.safetensors")).unwrap();
     candle_core::safetensors::save(&two, dir.join("model-00002-of-00002.safetensors")).unwrap();
@@ -129,11 +179,21 @@ fn a_sharded_transformer_is_read_through_its_index() {
     assert_eq!(registry.models.len(), 1, "{:?}", registry.broken);
     // And the production loader gives the same outputs from the shards.
     let refs = references("wan-tiny-a");
-    let cfg = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let vb = reelfarm_models::weights::var_builder(&dir, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let cfg =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let vb = reelfarm_models::weights::var_builder(
+        &dir,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let model = reelfarm_models::wan::transformer::WanTransformer::load(cfg, vb).unwrap();
     let out = model
-        .forward(&refs["transformer.latents"], &refs["transformer.timestep"], &refs["transformer.context"])
+        .forward(
+            &refs["transformer.latents"],
+            &refs["transformer.timestep"],
+            &refs["transformer.context"],
+        )
         .unwrap();
     assert_close("sharded", &out, &refs["transformer.out"], 1e-4);
 }
@@ -141,5 +201,8 @@ fn a_sharded_transformer_is_read_through_its_index() {
 #[test]
 fn an_unreadable_models_folder_is_an_error() {
     let err = scan(Path::new("/nonexistent/reelfarm-models")).unwrap_err();
-    assert!(err.contains("--models /nonexistent/reelfarm-models"), "{err}");
+    assert!(
+        err.contains("--models /nonexistent/reelfarm-models"),
+        "{err}"
+    );
 }

@@ -34,7 +34,10 @@ fn transformer_output_equals_diffusers_on_both_tiny_configs() {
             )
             .unwrap();
         assert_close(name, &out, &refs["transformer.out"], TOLERANCE);
-        eprintln!("{name}: max diff {:e}", max_abs_diff(&out, &refs["transformer.out"]));
+        eprintln!(
+            "{name}: max diff {:e}",
+            max_abs_diff(&out, &refs["transformer.out"])
+        );
     }
 }
 
@@ -45,7 +48,11 @@ fn a_different_timestep_changes_the_output() {
     let model = load("wan-tiny-a");
     let t = candle_core::Tensor::new(&[100f32], &Device::Cpu).unwrap();
     let out = model
-        .forward(&refs["transformer.latents"], &t, &refs["transformer.context"])
+        .forward(
+            &refs["transformer.latents"],
+            &t,
+            &refs["transformer.context"],
+        )
         .unwrap();
     assert!(max_abs_diff(&out, &refs["transformer.out"]) > 1e-2);
 }

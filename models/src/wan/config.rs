@@ -35,13 +35,21 @@ impl TransformerConfig {
     /// other q/k norms, a head size the 3-D rotary split cannot cover.
     pub fn check(&self) -> Result<(), String> {
         if self.image_dim.is_some() || self.added_kv_proj_dim.is_some() {
-            return Err("image_dim/added_kv_proj_dim: image-to-video models are not supported".into());
+            return Err(
+                "image_dim/added_kv_proj_dim: image-to-video models are not supported".into(),
+            );
         }
         if self.qk_norm.as_deref() != Some("rms_norm_across_heads") {
-            return Err(format!("qk_norm: {:?} is not supported (rms_norm_across_heads is)", self.qk_norm));
+            return Err(format!(
+                "qk_norm: {:?} is not supported (rms_norm_across_heads is)",
+                self.qk_norm
+            ));
         }
-        if self.attention_head_dim % 2 != 0 || self.attention_head_dim < 6 {
-            return Err(format!("attention_head_dim: {} is not an even number of at least 6", self.attention_head_dim));
+        if !self.attention_head_dim.is_multiple_of(2) || self.attention_head_dim < 6 {
+            return Err(format!(
+                "attention_head_dim: {} is not an even number of at least 6",
+                self.attention_head_dim
+            ));
         }
         if self.patch_size.contains(&0) {
             return Err("patch_size: a zero entry".into());

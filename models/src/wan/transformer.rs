@@ -81,7 +81,10 @@ impl Rotary {
         let theta = 10_000f64;
         let pairs = head / 2;
         let tokens = grid[0] * grid[1] * grid[2];
-        let (mut cos, mut sin) = (Vec::with_capacity(tokens * pairs), Vec::with_capacity(tokens * pairs));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(tokens * pairs),
+            Vec::with_capacity(tokens * pairs),
+        );
         for f in 0..grid[0] {
             for h in 0..grid[1] {
                 for w in 0..grid[2] {
@@ -121,7 +124,9 @@ impl Rotary {
         let sin = self.sin.reshape((1, n, 1, d / 2))?;
         let even = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
         let odd = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
-        Tensor::stack(&[even, odd], 4)?.reshape((b, n, h, d))?.to_dtype(dtype)
+        Tensor::stack(&[even, odd], 4)?
+            .reshape((b, n, h, d))?
+            .to_dtype(dtype)
     }
 }
 
@@ -150,13 +155,24 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: Option<&Tensor>, rotary: Option<&Rotary>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        rotary: Option<&Rotary>,
+    ) -> Result<Tensor> {
         let kv_in = context.unwrap_or(x);
         let (b, n, dim) = x.dims3()?;
         let m = kv_in.dim(1)?;
         let hd = dim / self.heads;
-        let q = self.norm_q.forward(&self.to_q.forward(x)?)?.reshape((b, n, self.heads, hd))?;
-        let k = self.norm_k.forward(&self.to_k.forward(kv_in)?)?.reshape((b, m, self.heads, hd))?;
+        let q = self
+            .norm_q
+            .forward(&self.to_q.forward(x)?)?
+            .reshape((b, n, self.heads, hd))?;
+        let k = self
+            .norm_k
+            .forward(&self.to_k.forward(kv_in)?)?
+            .reshape((b, m, self.heads, hd))?;
         let v = self.to_v.forward(kv_in)?.reshape((b, m, self.heads, hd))?;
         let (q, k) = match rotary {
             Some(r) => (r.apply(&q)?, r.apply(&k)?),
@@ -224,8 +240,17 @@ impl Block {
     }
 
     /// `x` [b, tokens, dim], `context` [b, text, dim], `time` [b, 6, dim].
-    fn forward(&self, x: &Tensor, context: &Tensor, time: &Tensor, rotary: &Rotary) -> Result<Tensor> {
-        let m = self.scale_shift_table.to_dtype(DType::F32)?.broadcast_add(&time.to_dtype(DType::F32)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        context: &Tensor,
+        time: &Tensor,
+        rotary: &Rotary,
+    ) -> Result<Tensor> {
+        let m = self
+            .scale_shift_table
+            .to_dtype(DType::F32)?
+            .broadcast_add(&time.to_dtype(DType::F32)?)?;
         let part = |i: usize| m.narrow(1, i, 1);
         let (shift, scale, gate) = (part(0)?, part(1)?, part(2)?);
         let (c_shift, c_scale, c_gate) = (part(3)?, part(4)?, part(5)?);
@@ -233,7 +258,8 @@ impl Block {
 
         let h = modulate(&self.norm1.forward(x)?, &shift, &scale)?.to_dtype(dtype)?;
         let attn = self.attn1.forward(&h, None, Some(rotary))?;
-        let x = (x.to_dtype(DType::F32)? + attn.to_dtype(DType::F32)?.broadcast_mul(&gate)?)?.to_dtype(dtype)?;
+        let x = (x.to_dtype(DType::F32)? + attn.to_dtype(DType::F32)?.broadcast_mul(&gate)?)?
+            .to_dtype(dtype)?;
 
         let h = match &self.norm2 {
             Some(n) => n.forward(&x)?,
@@ -243,7 +269,8 @@ impl Block {
 
         let h = modulate(&self.norm3.forward(&x)?, &c_shift, &c_scale)?.to_dtype(dtype)?;
         let ff = self.ffn.forward(&h)?;
-        (x.to_dtype(DType::F32)? + ff.to_dtype(DType::F32)?.broadcast_mul(&c_gate)?)?.to_dtype(dtype)
+        (x.to_dtype(DType::F32)? + ff.to_dtype(DType::F32)?.broadcast_mul(&c_gate)?)?
+            .to_dtype(dtype)
     }
 }
 
@@ -262,7 +289,10 @@ fn timestep_features(t: &Tensor, dim: usize) -> Result<Tensor> {
         .map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp())
         .collect();
     let freqs = Tensor::from_vec(exponent, (1, half), t.device())?;
-    let args = t.to_dtype(DType::F32)?.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    let args = t
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?
+        .broadcast_mul(&freqs)?;
     Tensor::cat(&[args.cos()?, args.sin()?], 1)
 }
 
@@ -290,7 +320,9 @@ impl WanTransformer {
         let patch_in = cfg.in_channels * pt * ph * pw;
         // A Conv3d whose kernel equals its stride is a linear map of each patch.
         let pe = vb.pp("patch_embedding");
-        let patch_w = pe.get((dim, cfg.in_channels, pt, ph, pw), "weight")?.reshape((dim, patch_in))?;
+        let patch_w = pe
+            .get((dim, cfg.in_channels, pt, ph, pw), "weight")?
+            .reshape((dim, patch_in))?;
         let patch_embedding = Linear::new(patch_w, Some(pe.get(dim, "bias")?));
         let ce = vb.pp("condition_embedder");
         let blocks = (0..cfg.num_layers)
@@ -321,7 +353,9 @@ impl WanTransformer {
         let (b, c, f, h, w) = latents.dims5()?;
         let [pt, ph, pw] = self.cfg.patch_size;
         if f % pt != 0 || h % ph != 0 || w % pw != 0 {
-            candle_core::bail!("latents {f}x{h}x{w} are not a whole number of {pt}x{ph}x{pw} patches");
+            candle_core::bail!(
+                "latents {f}x{h}x{w} are not a whole number of {pt}x{ph}x{pw} patches"
+            );
         }
         let grid = [f / pt, h / ph, w / pw];
         let tokens = grid[0] * grid[1] * grid[2];
@@ -340,7 +374,9 @@ impl WanTransformer {
             .time_proj
             .forward(&temb.silu()?)?
             .reshape((b, 6, self.cfg.inner_dim()))?;
-        let context = self.text_2.forward(&self.text_1.forward(context)?.gelu()?)?;
+        let context = self
+            .text_2
+            .forward(&self.text_1.forward(context)?.gelu()?)?;
 
         for block in &self.blocks {
             x = block.forward(&x, &context, &time, &rotary)?;

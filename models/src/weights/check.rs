@@ -47,25 +47,36 @@ pub fn read_header(file: &Path) -> Result<HashMap<String, TensorEntry>, String> 
         .map_err(|_| "shorter than a safetensors header".to_string())?;
     let len = u64::from_le_bytes(len);
     if len > MAX_HEADER {
-        return Err(format!("header length {len} is not plausible: not a safetensors file"));
+        return Err(format!(
+            "header length {len} is not plausible: not a safetensors file"
+        ));
     }
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header)
         .map_err(|_| "truncated safetensors header".to_string())?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| format!("safetensors header is not JSON: {e}"))?;
-    let obj = json.as_object().ok_or("safetensors header is not an object")?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| format!("safetensors header is not JSON: {e}"))?;
+    let obj = json
+        .as_object()
+        .ok_or("safetensors header is not an object")?;
     let mut out = HashMap::new();
     for (name, info) in obj {
         if name == "__metadata__" {
             continue;
         }
-        let dtype = info["dtype"].as_str().ok_or(format!("{name}: no dtype"))?.to_string();
+        let dtype = info["dtype"]
+            .as_str()
+            .ok_or(format!("{name}: no dtype"))?
+            .to_string();
         let shape = info["shape"]
             .as_array()
             .ok_or(format!("{name}: no shape"))?
             .iter()
-            .map(|d| d.as_u64().map(|d| d as usize).ok_or(format!("{name}: bad shape")))
+            .map(|d| {
+                d.as_u64()
+                    .map(|d| d as usize)
+                    .ok_or(format!("{name}: bad shape"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         out.insert(
             name.clone(),
@@ -101,24 +112,38 @@ struct Checker {
 }
 
 impl SimpleBackend for Checker {
-    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.used.lock().expect("not poisoned").push(name.to_string());
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .push(name.to_string());
         match self.tensors.get(name) {
-            None => self
-                .problems
-                .lock()
-                .expect("not poisoned")
-                .push(format!("{}: missing tensor {name} (expected shape {:?})", self.dir.display(), s.dims())),
-            Some(t) if t.shape != s.dims() => self.problems.lock().expect("not poisoned").push(format!(
-                "{}: tensor {name} has shape {:?}, the architecture needs {:?}",
-                t.file.display(),
-                t.shape,
+            None => self.problems.lock().expect("not poisoned").push(format!(
+                "{}: missing tensor {name} (expected shape {:?})",
+                self.dir.display(),
                 s.dims()
             )),
+            Some(t) if t.shape != s.dims() => {
+                self.problems.lock().expect("not poisoned").push(format!(
+                    "{}: tensor {name} has shape {:?}, the architecture needs {:?}",
+                    t.file.display(),
+                    t.shape,
+                    s.dims()
+                ))
+            }
             Some(_) => {}
         }
         // A zero-stride view: the shape the model asked for, one element of memory.
-        Tensor::zeros(1, dtype, dev)?.reshape(vec![1; s.rank().max(1)])?.broadcast_as(s)
+        Tensor::zeros(1, dtype, dev)?
+            .reshape(vec![1; s.rank().max(1)])?
+            .broadcast_as(s)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -127,7 +152,13 @@ impl SimpleBackend for Checker {
             .get(name)
             .map(|t| t.shape.clone())
             .ok_or_else(|| candle_core::Error::msg(format!("missing tensor {name}")))?;
-        self.get(Shape::from(shape), name, candle_nn::Init::Const(0.), dtype, dev)
+        self.get(
+            Shape::from(shape),
+            name,
+            candle_nn::Init::Const(0.),
+            dtype,
+            dev,
+        )
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -162,7 +193,11 @@ pub fn check_component<T>(
         problems: Mutex::new(vec![]),
         used: Mutex::new(vec![]),
     });
-    let vb = VarBuilder::from_backend(Box::new(SharedChecker(checker.clone())), DType::F32, Device::Cpu);
+    let vb = VarBuilder::from_backend(
+        Box::new(SharedChecker(checker.clone())),
+        DType::F32,
+        Device::Cpu,
+    );
     let built = build(vb);
     let mut report = CheckReport {
         problems: checker.problems.lock().expect("not poisoned").clone(),
@@ -183,7 +218,12 @@ pub fn check_component<T>(
             }
         }
     }
-    let mut unused: Vec<String> = checker.tensors.keys().filter(|k| !used.contains(k)).cloned().collect();
+    let mut unused: Vec<String> = checker
+        .tensors
+        .keys()
+        .filter(|k| !used.contains(k))
+        .cloned()
+        .collect();
     unused.sort();
     report.unused = unused;
     Ok(report)
@@ -194,7 +234,14 @@ pub fn check_component<T>(
 struct SharedChecker(std::sync::Arc<Checker>);
 
 impl SimpleBackend for SharedChecker {
-    fn get(&self, s: Shape, name: &str, h: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.0.get(s, name, h, dtype, dev)
     }
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

@@ -74,10 +74,18 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
 
 /// A `VarBuilder` over the component's weights, memory-mapped (nothing is read until a
 /// tensor is asked for), converted to `dtype` on `device` tensor by tensor.
-pub fn var_builder(dir: &Path, dtype: DType, device: &Device) -> Result<VarBuilder<'static>, WeightsError> {
+pub fn var_builder(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>, WeightsError> {
     let files = safetensors_files(dir)?;
     // SAFETY: the files are mapped read-only; a model folder is not rewritten while a
     // worker serves it (the README says to replace a model by a new folder name).
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }
-        .map_err(|source| WeightsError::Open { dir: dir.into(), source })
+    unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device) }.map_err(|source| {
+        WeightsError::Open {
+            dir: dir.into(),
+            source,
+        }
+    })
 }

@@ -10,7 +10,9 @@ use candle_core::{Device, Tensor};
 pub const CONFIGS: [&str; 2] = ["wan-tiny-a", "wan-tiny-b"];
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// `references.safetensors` of a fixture: diffusers' outputs, by name.
@@ -21,26 +23,31 @@ pub fn references(name: &str) -> HashMap<String, Tensor> {
 
 /// `references.json` of a fixture: the prompts and call parameters.
 pub fn call(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture(name).join("references.json")).expect("references.json");
+    let text =
+        std::fs::read_to_string(fixture(name).join("references.json")).expect("references.json");
     serde_json::from_str(&text).expect("references.json is JSON")
 }
 
 /// Largest absolute difference, after checking the shapes agree.
 pub fn max_abs_diff(ours: &Tensor, theirs: &Tensor) -> f32 {
     assert_eq!(ours.dims(), theirs.dims(), "shapes differ");
-    let d = (ours.to_dtype(candle_core::DType::F32).unwrap() - theirs.to_dtype(candle_core::DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap();
+    let d = (ours.to_dtype(candle_core::DType::F32).unwrap()
+        - theirs.to_dtype(candle_core::DType::F32).unwrap())
+    .unwrap()
+    .abs()
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .max(0)
+    .unwrap();
     d.to_scalar::<f32>().unwrap()
 }
 
 /// Asserts `ours` equals diffusers' `theirs` within `tol` (absolute, f32 on CPU).
 pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
     let diff = max_abs_diff(ours, theirs);
-    assert!(diff <= tol, "{what}: max |ours - diffusers| = {diff:e} > {tol:e}");
+    assert!(
+        diff <= tol,
+        "{what}: max |ours - diffusers| = {diff:e} > {tol:e}"
+    );
 }
