@@ -1253,3 +1253,78 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
         "the refusal says a worker is needed: {refused:?}"
     );
 }
+
+/// Copies a folder tree (a model fixture).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_broken_model_folder_is_reported_and_the_worker_serves_the_rest() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        ..ClusterOptions::default()
+    })
+    .await;
+    // A good tiny Wan model (diffusers layout, made by models/oracle) and a broken one.
+    let models = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures/wan-tiny-a");
+    copy_tree(&fixture, &models.path().join("wan-tiny-a"));
+    copy_tree(&fixture, &models.path().join("broken"));
+    std::fs::write(
+        models.path().join("broken/transformer/config.json"),
+        "{ not json",
+    )
+    .unwrap();
+    cluster.add_worker_with_args(
+        "worker-models",
+        &["--models".to_string(), models.path().display().to_string()],
+    );
+    cluster
+        .wait_workers_connected(&["worker-models".to_string()])
+        .await;
+
+    let workers = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    let w = workers
+        .iter()
+        .find(|w| w.id == "worker-models")
+        .expect("listed");
+    let names: Vec<&str> = w.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["wan-tiny-a"]);
+    assert_eq!(w.models[0].family, "wan2.1-t2v");
+    assert!(w.models[0].parameters > 0);
+    assert_eq!(w.broken_models.len(), 1);
+    assert_eq!(w.broken_models[0].name, "broken");
+    let problems = w.broken_models[0].problems.join("\n");
+    assert!(
+        problems.contains("broken/transformer/config.json") && problems.contains("JSON"),
+        "{problems}"
+    );
+
+    // The worker is up and still renders reference jobs.
+    let job = cluster.submit(spec("a ball beside a broken model")).await;
+    cluster.wait_succeeded(&job.id).await;
+    cluster.worker("worker-models").process.assert_alive();
+
+    let (ok, stdout, stderr) = cli(&cluster, &["workers"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("model wan-tiny-a") && stdout.contains("BROKEN"),
+        "{stdout}"
+    );
+}

@@ -64,6 +64,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     lease_ttl: 10,
                     drain_timeout: 30,
                     farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
+                    models: None,
                     log_json: false,
                 },
                 shutdown.clone(),

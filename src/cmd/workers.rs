@@ -14,19 +14,45 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             "{}",
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
                 "cordoned": w.cordoned, "slots": w.slots, "running": w.running, "tasks_done": w.tasks_done,
-                "hostname": w.hostname, "metrics_address": w.metrics_address})
+                "hostname": w.hostname, "metrics_address": w.metrics_address,
+                "models": w.models.iter().map(|m| serde_json::json!({"name": m.name, "family": m.family,
+                    "parameters": m.parameters, "dtypes": m.dtypes, "weight_bytes": m.weight_bytes,
+                    "not_servable": m.not_servable})).collect::<Vec<_>>(),
+                "broken_models": w.broken_models.iter().map(|b| serde_json::json!({"name": b.name,
+                    "problems": b.problems})).collect::<Vec<_>>()})
         ),
-        Format::Text => println!(
-            "{:<32} {:<9} {:<8} {:<5} slots {:>3}  running {:>3}  done {:>6}  {}",
-            w.id,
-            state,
-            if w.cordoned { "cordoned" } else { "" },
-            w.engine,
-            w.slots,
-            w.running,
-            w.tasks_done,
-            w.metrics_address
-        ),
+        Format::Text => {
+            println!(
+                "{:<32} {:<9} {:<8} {:<5} slots {:>3}  running {:>3}  done {:>6}  {}",
+                w.id,
+                state,
+                if w.cordoned { "cordoned" } else { "" },
+                w.engine,
+                w.slots,
+                w.running,
+                w.tasks_done,
+                w.metrics_address
+            );
+            // One indented line per model, so the worker's line stays one line.
+            for m in &w.models {
+                let state = if m.not_servable.is_empty() {
+                    "serving".to_string()
+                } else {
+                    format!("listed, not servable: {}", m.not_servable.join("; "))
+                };
+                println!(
+                    "    model {:<24} {:<12} {:>6.2} B params  {:<5} {:>8.1} MiB  {state}",
+                    m.name,
+                    m.family,
+                    m.parameters as f64 / 1e9,
+                    m.dtypes.join(","),
+                    m.weight_bytes as f64 / (1 << 20) as f64
+                );
+            }
+            for b in &w.broken_models {
+                println!("    model {:<24} BROKEN: {}", b.name, b.problems.join("; "));
+            }
+        }
     }
 }
 

@@ -407,6 +407,11 @@ impl Cluster {
 
     /// Starts one more worker process (one slot, CPU engine); does not wait for it.
     pub fn add_worker(&mut self, id: &str) -> &mut Worker {
+        self.add_worker_with_args(id, &[])
+    }
+
+    /// [`Cluster::add_worker`] with extra worker flags, e.g. `["--models", dir]`.
+    pub fn add_worker_with_args(&mut self, id: &str, extra: &[String]) -> &mut Worker {
         let http_port = free_port();
         let args = [
             "--coordinator",
@@ -429,6 +434,7 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .chain(self.store.args(&self.artifacts))
+        .chain(extra.iter().cloned())
         .collect();
         let mut process = Process::new(
             id,

@@ -76,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_FARM_SECRET", hide_env_values = true)]
     pub farm_secret: Option<String>,
 
+    /// A folder whose every subfolder is an open model in the diffusers layout (the
+    /// subfolder's name is the model's name), checked at start; see README, Models.
+    #[arg(long, env = "REELFARM_MODELS")]
+    pub models: Option<std::path::PathBuf>,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,

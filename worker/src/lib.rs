@@ -19,6 +19,7 @@ pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod models;
 pub mod pipeline;
 
 pub use agent::{start, RunningWorker};

@@ -185,5 +185,7 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         connected_at: Some(timestamp(w.connected_ms)),
         tasks_done: w.tasks_done,
         cordoned: w.cordoned,
+        models: w.info.models.clone(),
+        broken_models: w.info.broken_models.clone(),
     }
 }

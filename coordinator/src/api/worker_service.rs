@@ -37,6 +37,9 @@ use crate::scheduler::{Scheduler, ToWorker, WorkerInfo};
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most task slots one worker may advertise.
 pub const MAX_SLOTS: u32 = 4096;
+/// Most model entries (served or broken) one worker may report; a models folder is a
+/// handful of checkpoints, so more is a misbehaving worker.
+const MAX_MODELS: usize = 256;
 
 /// See the module docs.
 pub struct WorkerApi {
@@ -80,6 +83,16 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
             r.slots
         )));
     }
+    for (field, count) in [
+        ("register.models", r.models.len()),
+        ("register.broken_models", r.broken_models.len()),
+    ] {
+        if count > MAX_MODELS {
+            return Err(Status::invalid_argument(format!(
+                "{field} has {count} entries; at most {MAX_MODELS}"
+            )));
+        }
+    }
     Ok(WorkerInfo {
         id: r.worker_id.clone(),
         engine: r.engine.clone(),
@@ -89,6 +102,8 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         hostname: r.hostname.clone(),
         version: r.version.clone(),
         metrics_address: r.metrics_address.clone(),
+        models: r.models.clone(),
+        broken_models: r.broken_models.clone(),
         // At most one per slot can be adopted; the rest would be cancelled anyway.
         running: r
             .running

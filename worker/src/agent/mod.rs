@@ -140,6 +140,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let mut tasks = vec![http_task];
 
+    let (models, broken_models) = crate::models::scan(config.models.as_deref())?;
     let register = v1::RegisterWorker {
         worker_id: id.clone(),
         engine: engine.name().to_string(),
@@ -151,6 +152,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         version: env!("CARGO_PKG_VERSION").to_string(),
         metrics_address: http_addr.to_string(),
         running: vec![],
+        models,
+        broken_models,
     };
     let mut leader_lookup = None;
     if !config.etcd.is_empty() {

@@ -18,6 +18,9 @@ pub struct WorkerInfo {
     pub metrics_address: String,
     /// Attempts the worker still runs from an earlier session, offered for adoption.
     pub running: Vec<AttemptToken>,
+    /// Models the worker serves, and model folders it found broken (as it reported them).
+    pub models: Vec<reelfarm_proto::v1::ServedModel>,
+    pub broken_models: Vec<reelfarm_proto::v1::BrokenModel>,
 }
 
 /// A message for one worker's stream.

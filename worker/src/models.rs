@@ -1,0 +1,56 @@
+//! The worker's `--models` folder: scanned once at start through `reelfarm-models`, logged,
+//! and reported to the coordinator in `RegisterWorker` (AdminService.ListWorkers and
+//! `reelfarm workers` show it). A broken model folder is logged and reported, never fatal:
+//! the worker serves the rest. Only an unreadable `--models` folder stops the start, since
+//! the operator named it explicitly.
+
+use std::path::Path;
+
+use reelfarm_models::registry;
+use reelfarm_proto::v1;
+
+/// Scans `dir` (nothing when `None`): the models to serve and the broken folders.
+pub fn scan(dir: Option<&Path>) -> anyhow::Result<(Vec<v1::ServedModel>, Vec<v1::BrokenModel>)> {
+    let Some(dir) = dir else {
+        return Ok((vec![], vec![]));
+    };
+    let found = registry::scan(dir).map_err(anyhow::Error::msg)?;
+    for m in &found.models {
+        tracing::info!(
+            model = %m.name,
+            family = %m.family,
+            parameters = m.parameters,
+            dtypes = ?m.dtypes,
+            weight_bytes = m.weight_bytes,
+            not_servable = ?m.not_servable,
+            "model checked"
+        );
+    }
+    for b in &found.broken {
+        tracing::error!(model = %b.name, problems = ?b.problems, "model folder is broken; not served");
+    }
+    if found.models.is_empty() && found.broken.is_empty() {
+        tracing::warn!(models = %dir.display(), "--models folder holds no model subfolder");
+    }
+    let served = found
+        .models
+        .into_iter()
+        .map(|m| v1::ServedModel {
+            name: m.name,
+            family: m.family,
+            parameters: m.parameters,
+            dtypes: m.dtypes,
+            weight_bytes: m.weight_bytes,
+            not_servable: m.not_servable,
+        })
+        .collect();
+    let broken = found
+        .broken
+        .into_iter()
+        .map(|b| v1::BrokenModel {
+            name: b.name,
+            problems: b.problems,
+        })
+        .collect();
+    Ok((served, broken))
+}
