@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::wan::config::TransformerConfig;
+use crate::wan::text_encoder::{TextEncoder, Umt5Config};
 use crate::wan::transformer::WanTransformer;
 use crate::weights::check::check_component;
 
@@ -139,24 +140,45 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
             "vae: the Wan VAE (AutoencoderKLWan) is not implemented in this engine yet".into(),
         ],
     };
-    match read_json(&transformer_dir.join("config.json")).and_then(|v| {
-        serde_json::from_value::<TransformerConfig>(v)
-            .map_err(|e| format!("{}: {e}", transformer_dir.join("config.json").display()))
-    }) {
-        Err(e) => problems.push(e),
-        Ok(cfg) => match check_component(&transformer_dir, |vb| WanTransformer::load(cfg, vb)) {
-            Err(e) => problems.push(e.to_string()),
+    let transformer =
+        check::<TransformerConfig, _>(&transformer_dir, "config.json", WanTransformer::load);
+    let text_encoder =
+        check::<Umt5Config, _>(&dir.join("text_encoder"), "config.json", TextEncoder::load);
+    for result in [transformer, text_encoder] {
+        match result {
+            Err(mut p) => problems.append(&mut p),
             Ok(report) => {
-                problems.extend(report.problems);
                 info.parameters += report.parameters;
                 info.weight_bytes += report.bytes;
-                info.dtypes = report.dtypes;
+                for d in report.dtypes {
+                    if !info.dtypes.contains(&d) {
+                        info.dtypes.push(d);
+                    }
+                }
             }
-        },
+        }
     }
     if problems.is_empty() {
         Ok(info)
     } else {
         Err(problems)
+    }
+}
+
+/// Parses `dir/config_file` as `C` and checks every tensor `build` asks for.
+fn check<C: serde::de::DeserializeOwned, T>(
+    dir: &Path,
+    config_file: &str,
+    build: impl FnOnce(C, candle_nn::VarBuilder) -> candle_core::Result<T>,
+) -> Result<crate::weights::check::CheckReport, Vec<String>> {
+    let file = dir.join(config_file);
+    let cfg: C = read_json(&file)
+        .and_then(|v| serde_json::from_value(v).map_err(|e| format!("{}: {e}", file.display())))
+        .map_err(|e| vec![e])?;
+    let report = check_component(dir, |vb| build(cfg, vb)).map_err(|e| vec![e.to_string()])?;
+    if report.problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(report.problems)
     }
 }

@@ -94,12 +94,14 @@ fn good_models_register_and_each_broken_folder_is_reported_by_file_and_tensor() 
     let a = &registry.models[0];
     assert_eq!(a.family, "wan2.1-t2v");
     assert_eq!(a.dtypes, ["F32"]);
-    // Every transformer tensor of the fixture is counted once.
-    let headers =
-        reelfarm_models::weights::check::read_headers(&fixture("wan-tiny-a").join("transformer"))
-            .unwrap();
-    let params: u64 = headers
-        .values()
+    // Every transformer and text-encoder tensor of the fixture is counted once.
+    let params: u64 = ["transformer", "text_encoder"]
+        .iter()
+        .flat_map(|c| {
+            reelfarm_models::weights::check::read_headers(&fixture("wan-tiny-a").join(c))
+                .unwrap()
+                .into_values()
+        })
         .map(|t| t.shape.iter().product::<usize>() as u64)
         .sum();
     assert_eq!(a.parameters, params);

@@ -208,7 +208,14 @@ pub fn check_component<T>(
             report.problems.push(format!("{}: {e}", dir.display()));
         }
     }
-    let used = checker.used.lock().expect("not poisoned");
+    // A model may ask for one tensor twice (shared weights): count it once.
+    let used: std::collections::BTreeSet<String> = checker
+        .used
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .cloned()
+        .collect();
     for name in used.iter() {
         if let Some(t) = checker.tensors.get(name) {
             report.parameters += t.shape.iter().product::<usize>() as u64;
@@ -221,7 +228,7 @@ pub fn check_component<T>(
     let mut unused: Vec<String> = checker
         .tensors
         .keys()
-        .filter(|k| !used.contains(k))
+        .filter(|k| !used.contains(k.as_str()))
         .cloned()
         .collect();
     unused.sort();
