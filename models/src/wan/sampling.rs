@@ -1,0 +1,49 @@
+//! Denoising a clip's latents as `WanPipeline.__call__` does: at every timestep the
+//! transformer runs on the prompt and, for classifier-free guidance, on the negative
+//! prompt; the guided prediction `uncond + scale * (cond - uncond)` goes to the sampler.
+
+use candle_core::{Result, Tensor};
+
+use super::transformer::WanTransformer;
+use crate::schedulers::FlowSampler;
+
+/// Text embeddings for one clip: the prompt's, and the negative prompt's when guiding.
+pub struct Conditioning<'a> {
+    pub prompt: &'a Tensor,
+    pub negative: Option<&'a Tensor>,
+    pub guidance_scale: f64,
+}
+
+impl Conditioning<'_> {
+    /// Guidance runs only with a scale above 1, as diffusers' `do_classifier_free_guidance`.
+    fn guided(&self) -> Option<&Tensor> {
+        self.negative.filter(|_| self.guidance_scale > 1.0)
+    }
+}
+
+/// Runs every step of `sampler` from `latents` [1, c, f, h, w]; `on_step(i, total)` is
+/// called after each step (progress for WatchJob).
+pub fn denoise(
+    transformer: &WanTransformer,
+    sampler: &mut dyn FlowSampler,
+    latents: Tensor,
+    text: &Conditioning,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<Tensor> {
+    let timesteps = sampler.timesteps().to_vec();
+    let mut latents = latents;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let timestep = Tensor::new(&[t as f32], latents.device())?;
+        let cond = transformer.forward(&latents, &timestep, text.prompt)?;
+        let prediction = match text.guided() {
+            Some(negative) => {
+                let uncond = transformer.forward(&latents, &timestep, negative)?;
+                (&uncond + ((cond - &uncond)? * text.guidance_scale)?)?
+            }
+            None => cond,
+        };
+        latents = sampler.step(&prediction, i, &latents)?;
+        on_step(i + 1, timesteps.len());
+    }
+    Ok(latents)
+}
