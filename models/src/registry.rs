@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::wan::config::TransformerConfig;
 use crate::wan::text_encoder::{TextEncoder, Umt5Config};
 use crate::wan::transformer::WanTransformer;
+use crate::wan::vae::{VaeConfig, WanVae};
 use crate::weights::check::check_component;
 
 /// The pipeline class of the one family this engine runs.
@@ -20,7 +21,7 @@ pub struct ModelInfo {
     pub name: String,
     pub family: String,
     pub path: PathBuf,
-    /// Parameters of the checked components (transformer, text encoder when checked).
+    /// Parameters of the checked components (transformer, text encoder, VAE decoder).
     pub parameters: u64,
     /// Dtypes of the weights on disk, e.g. `["BF16"]`.
     pub dtypes: Vec<String>,
@@ -144,7 +145,8 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
         check::<TransformerConfig, _>(&transformer_dir, "config.json", WanTransformer::load);
     let text_encoder =
         check::<Umt5Config, _>(&dir.join("text_encoder"), "config.json", TextEncoder::load);
-    for result in [transformer, text_encoder] {
+    let vae = check::<VaeConfig, _>(&dir.join("vae"), "config.json", WanVae::load);
+    for result in [transformer, text_encoder, vae] {
         match result {
             Err(mut p) => problems.append(&mut p),
             Ok(report) => {
