@@ -10,6 +10,7 @@ use crate::wan::text_encoder::{TextEncoder, Umt5Config};
 use crate::wan::transformer::WanTransformer;
 use crate::wan::vae::{VaeConfig, WanVae};
 use crate::weights::check::check_component;
+use crate::weights::read_config;
 
 /// The pipeline class of the one family this engine runs.
 pub const WAN_PIPELINE: &str = "WanPipeline";
@@ -141,11 +142,9 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
             "vae: the Wan VAE (AutoencoderKLWan) is not implemented in this engine yet".into(),
         ],
     };
-    let transformer =
-        check::<TransformerConfig, _>(&transformer_dir, "config.json", WanTransformer::load);
-    let text_encoder =
-        check::<Umt5Config, _>(&dir.join("text_encoder"), "config.json", TextEncoder::load);
-    let vae = check::<VaeConfig, _>(&dir.join("vae"), "config.json", WanVae::load);
+    let transformer = check::<TransformerConfig, _>(&transformer_dir, WanTransformer::load);
+    let text_encoder = check::<Umt5Config, _>(&dir.join("text_encoder"), TextEncoder::load);
+    let vae = check::<VaeConfig, _>(&dir.join("vae"), WanVae::load);
     for result in [transformer, text_encoder, vae] {
         match result {
             Err(mut p) => problems.append(&mut p),
@@ -167,16 +166,12 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
     }
 }
 
-/// Parses `dir/config_file` as `C` and checks every tensor `build` asks for.
+/// Parses `dir/config.json` as `C` and checks every tensor `build` asks for.
 fn check<C: serde::de::DeserializeOwned, T>(
     dir: &Path,
-    config_file: &str,
     build: impl FnOnce(C, candle_nn::VarBuilder) -> candle_core::Result<T>,
 ) -> Result<crate::weights::check::CheckReport, Vec<String>> {
-    let file = dir.join(config_file);
-    let cfg: C = read_json(&file)
-        .and_then(|v| serde_json::from_value(v).map_err(|e| format!("{}: {e}", file.display())))
-        .map_err(|e| vec![e])?;
+    let cfg: C = read_config(dir).map_err(|e| vec![e])?;
     let report = check_component(dir, |vb| build(cfg, vb)).map_err(|e| vec![e.to_string()])?;
     if report.problems.is_empty() {
         Ok(report)

@@ -187,15 +187,13 @@ fn a_sharded_transformer_is_read_through_its_index() {
     assert_eq!(registry.models.len(), 1, "{:?}", registry.broken);
     // And the production loader gives the same outputs from the shards.
     let refs = references("wan-tiny-a");
-    let cfg =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let vb = reelfarm_models::weights::var_builder(
+    let model = reelfarm_models::weights::load_component(
         &dir,
         candle_core::DType::F32,
         &candle_core::Device::Cpu,
+        reelfarm_models::wan::transformer::WanTransformer::load,
     )
     .unwrap();
-    let model = reelfarm_models::wan::transformer::WanTransformer::load(cfg, vb).unwrap();
     let out = model
         .forward(
             &refs["transformer.latents"],

@@ -12,7 +12,7 @@ use reelfarm_models::schedulers::FlowSampler;
 use reelfarm_models::wan::sampling::{denoise, Conditioning};
 use reelfarm_models::wan::text_encoder::{prompt_embeds, PromptTokenizer, TextEncoder};
 use reelfarm_models::wan::transformer::WanTransformer;
-use reelfarm_models::weights::var_builder;
+use reelfarm_models::weights::load_component;
 
 /// Errors compound over steps and through guidance (scale 5 amplifies the cond/uncond
 /// difference); 1e-4 absolute on latents of magnitude ~1 is still far below a real mismatch.
@@ -35,9 +35,11 @@ fn a_guided_sample_equals_wan_pipeline_with_unipc_and_with_euler() {
         let shift = call["flow_shift"].as_f64().unwrap();
 
         let tok = PromptTokenizer::load(&dir.join("tokenizer/tokenizer.json")).unwrap();
-        let enc = TextEncoder::load(
-            serde_json::from_value(json(dir.join("text_encoder/config.json"))).unwrap(),
-            var_builder(&dir.join("text_encoder"), DType::F32, &cpu).unwrap(),
+        let enc = load_component(
+            &dir.join("text_encoder"),
+            DType::F32,
+            &cpu,
+            TextEncoder::load,
         )
         .unwrap();
         let prompt =
@@ -50,9 +52,11 @@ fn a_guided_sample_equals_wan_pipeline_with_unipc_and_with_euler() {
             &cpu,
         )
         .unwrap();
-        let transformer = WanTransformer::load(
-            serde_json::from_value(json(dir.join("transformer/config.json"))).unwrap(),
-            var_builder(&dir.join("transformer"), DType::F32, &cpu).unwrap(),
+        let transformer = load_component(
+            &dir.join("transformer"),
+            DType::F32,
+            &cpu,
+            WanTransformer::load,
         )
         .unwrap();
         let text = Conditioning {

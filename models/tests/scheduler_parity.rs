@@ -1,10 +1,12 @@
 //! The flow-matching samplers against diffusers' own runs, recorded by
 //! `oracle/make_scheduler_references.py` in `fixtures/schedulers/`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use common::{fixture, max_abs_diff};
 use reelfarm_models::schedulers::flow_euler::FlowEuler;
 use reelfarm_models::schedulers::unipc::UniPc;
 use reelfarm_models::schedulers::FlowSampler;
@@ -14,37 +16,17 @@ const CASES: [(usize, f64); 3] = [(3, 3.0), (7, 5.0), (1, 3.0)];
 const TIMESTEP_TOL: f64 = 1e-4;
 const SAMPLE_TOL: f32 = 1e-5;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference(kind: &str, steps: usize, shift: f64) -> HashMap<String, Tensor> {
-    let path = fixtures()
-        .join("schedulers")
-        .join(format!("{kind}-{steps}-{shift:?}.safetensors"));
+    let path = fixture("schedulers").join(format!("{kind}-{steps}-{shift:?}.safetensors"));
     candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn wan_config() -> serde_json::Value {
     let text =
-        std::fs::read_to_string(fixtures().join("wan-tiny-a/scheduler/scheduler_config.json"))
+        std::fs::read_to_string(fixture("wan-tiny-a").join("scheduler/scheduler_config.json"))
             .unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Runs `sampler` on the recorded initial sample and model outputs, comparing timesteps,

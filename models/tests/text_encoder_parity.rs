@@ -4,17 +4,18 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use reelfarm_models::wan::text_encoder::{prompt_embeds, PromptTokenizer, TextEncoder, Umt5Config};
+use reelfarm_models::wan::text_encoder::{prompt_embeds, PromptTokenizer, TextEncoder};
 
 fn load(name: &str) -> (PromptTokenizer, TextEncoder) {
     let dir = common::fixture(name);
     let tok = PromptTokenizer::load(&dir.join("tokenizer/tokenizer.json")).expect("tokenizer.json");
-    let text = std::fs::read_to_string(dir.join("text_encoder/config.json")).expect("config.json");
-    let config: Umt5Config = serde_json::from_str(&text).expect("UMT5 config");
-    let vb =
-        reelfarm_models::weights::var_builder(&dir.join("text_encoder"), DType::F32, &Device::Cpu)
-            .expect("text encoder weights");
-    let enc = TextEncoder::load(config, vb).expect("loading the text encoder");
+    let enc = reelfarm_models::weights::load_component(
+        &dir.join("text_encoder"),
+        DType::F32,
+        &Device::Cpu,
+        TextEncoder::load,
+    )
+    .expect("loading the text encoder");
     (tok, enc)
 }
 

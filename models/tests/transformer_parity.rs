@@ -5,9 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::*;
-use reelfarm_models::wan::config::TransformerConfig;
 use reelfarm_models::wan::transformer::WanTransformer;
-use reelfarm_models::weights::var_builder;
+use reelfarm_models::weights::load_component;
 
 /// f32 on CPU: the two implementations sum in different orders; 1e-4 absolute on outputs of
 /// magnitude ~1 is a few hundred ulps, far below any real mismatch (a wrong sign, norm or
@@ -16,9 +15,7 @@ const TOLERANCE: f32 = 1e-4;
 
 fn load(name: &str) -> WanTransformer {
     let dir = fixture(name).join("transformer");
-    let cfg: TransformerConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    WanTransformer::load(cfg, var_builder(&dir, DType::F32, &Device::Cpu).unwrap()).unwrap()
+    load_component(&dir, DType::F32, &Device::Cpu, WanTransformer::load).unwrap()
 }
 
 #[test]

@@ -5,17 +5,15 @@ mod common;
 
 use candle_core::{DType, Device};
 use common::*;
-use reelfarm_models::wan::vae::{VaeConfig, WanVae};
-use reelfarm_models::weights::var_builder;
+use reelfarm_models::wan::vae::WanVae;
+use reelfarm_models::weights::load_component;
 
 /// f32 on CPU, outputs in [-1, 1]: 1e-4 absolute is far below a real mismatch.
 const TOLERANCE: f32 = 1e-4;
 
 fn load(name: &str) -> WanVae {
     let dir = fixture(name).join("vae");
-    let cfg: VaeConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    WanVae::load(cfg, var_builder(&dir, DType::F32, &Device::Cpu).unwrap()).unwrap()
+    load_component(&dir, DType::F32, &Device::Cpu, WanVae::load).unwrap()
 }
 
 #[test]

@@ -89,3 +89,24 @@ pub fn var_builder(
         }
     })
 }
+
+/// `dir/config.json` of a component, parsed as `C`; the error names the file.
+pub fn read_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C, String> {
+    let file = dir.join("config.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not valid JSON for its class: {e}", file.display()))
+}
+
+/// Loads one component folder: its `config.json` as `C`, then `build` over its weights
+/// (memory-mapped, as `dtype` on `device`).
+pub fn load_component<C: serde::de::DeserializeOwned, T>(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(C, VarBuilder<'static>) -> candle_core::Result<T>,
+) -> anyhow::Result<T> {
+    let cfg = read_config(dir).map_err(anyhow::Error::msg)?;
+    let vb = var_builder(dir, dtype, device)?;
+    build(cfg, vb).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}
