@@ -138,9 +138,7 @@ pub fn check_model(name: &str, dir: &Path) -> Result<ModelInfo, Vec<String>> {
         parameters: 0,
         dtypes: vec![],
         weight_bytes: 0,
-        not_servable: vec![
-            "vae: the Wan VAE (AutoencoderKLWan) is not implemented in this engine yet".into(),
-        ],
+        not_servable: vec![],
     };
     let transformer = check::<TransformerConfig, _>(&transformer_dir, WanTransformer::load);
     let text_encoder = check::<Umt5Config, _>(&dir.join("text_encoder"), TextEncoder::load);

@@ -1,8 +1,11 @@
-//! The Wan 2.1 video VAE decoder (diffusers `AutoencoderKLWan`, decode path only): causal
-//! 3-D convolutions with diffusers' per-frame feature cache, RMS norms, residual blocks, the
-//! single-head spatial attention of the middle block and the 2-D / 3-D upsamplers. The math
-//! follows diffusers' `autoencoder_kl_wan.py`; weight names are diffusers' own. candle has no
-//! conv3d, so a causal conv3d is the sum over its temporal taps of conv2d on time slices.
+//! The Wan 2.1 video VAE (diffusers `AutoencoderKLWan`), both ways: the encoder turns a video
+//! into the mean of its latent distribution, the decoder turns latents back into a video.
+//! Both are built from the same parts: causal 3-D convolutions with diffusers' per-frame
+//! feature cache, RMS norms, residual blocks and the single-head spatial attention of the
+//! middle block; the encoder shrinks with the 2-D / 3-D downsamplers, the decoder grows with
+//! the matching upsamplers. The math follows diffusers' `autoencoder_kl_wan.py`; weight names
+//! are diffusers' own. candle has no conv3d, so a causal conv3d is the sum over its temporal
+//! taps of conv2d on time slices.
 
 use candle_core::{bail, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -10,6 +13,10 @@ use serde::Deserialize;
 
 /// diffusers' `CACHE_T`: frames each causal conv keeps from the previous chunk.
 const CACHE_T: usize = 2;
+
+/// Frames per encoder chunk after the first frame, which goes alone: the `4` of diffusers'
+/// `AutoencoderKLWan._encode` (fixed there, whatever the temporal downsampling factor).
+const ENCODE_CHUNK: usize = 4;
 
 fn default_base_dim() -> usize {
     96
@@ -62,7 +69,7 @@ pub struct VaeConfig {
 }
 
 impl VaeConfig {
-    /// Refuses what this decoder does not implement (the Wan 2.2 residual VAE, patching).
+    /// Refuses what this VAE does not implement (the Wan 2.2 residual VAE, patching).
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.is_residual {
             return Err("is_residual: the Wan 2.2 residual VAE is not supported".into());
@@ -81,7 +88,8 @@ impl VaeConfig {
 }
 
 /// One slot of diffusers' `feat_cache`: nothing yet, the `"Rep"` marker of an upsample3d on
-/// its first chunk, or the last frames of the previous chunk.
+/// its first chunk, or the last frames of the previous chunk (for a downsample3d, its last
+/// frame).
 #[derive(Clone)]
 enum Slot {
     Empty,
@@ -96,6 +104,19 @@ struct Cache {
 }
 
 impl Cache {
+    /// diffusers' `clear_cache`: every slot empty.
+    fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            idx: 0,
+        }
+    }
+
+    /// diffusers resets `feat_idx` to 0 before each chunk; the slots carry over.
+    fn start_chunk(&mut self) {
+        self.idx = 0;
+    }
+
     /// Takes the current slot and advances the index; the caller stores the new value.
     fn take(&mut self) -> Slot {
         if self.idx >= self.slots.len() {
@@ -116,14 +137,16 @@ fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
     x.narrow(2, t - n, n)?.contiguous()
 }
 
-/// `WanCausalConv3d`: stride 1, zero padding `2 * pt` in front in time (replaced by cached
-/// frames when given), `ph`/`pw` on both sides in space.
+/// `WanCausalConv3d`: zero padding `2 * pt` in front in time (replaced by cached frames when
+/// given), `ph`/`pw` on both sides in space; spatial stride 1, temporal stride 1 except for
+/// the encoder's downsample3d `time_conv`.
 struct CausalConv3d {
     /// `weight[:, :, k]` for each temporal tap, `[out, in, kh, kw]`.
     taps: Vec<Tensor>,
     bias: Tensor,
     time_pad: usize,
     space_pad: usize,
+    time_stride: usize,
     out_dim: usize,
 }
 
@@ -145,8 +168,14 @@ impl CausalConv3d {
             bias,
             time_pad: 2 * padding.0,
             space_pad: padding.1,
+            time_stride: 1,
             out_dim,
         })
+    }
+
+    fn with_time_stride(mut self, stride: usize) -> Self {
+        self.time_stride = stride;
+        self
     }
 
     fn cube(in_dim: usize, out_dim: usize, k: usize, vb: VarBuilder) -> Result<Self> {
@@ -172,15 +201,20 @@ impl CausalConv3d {
         if t < kt {
             bail!("causal conv3d: {t} frames for a kernel of {kt}");
         }
-        let t_out = t - kt + 1;
+        let s = self.time_stride;
+        let t_out = (t - kt) / s + 1;
         // [b, t, c, h, w]
         let frames = x.permute((0, 2, 1, 3, 4))?.contiguous()?;
         let mut acc: Option<Tensor> = None;
         for (k, tap) in self.taps.iter().enumerate() {
-            let slice = frames
-                .narrow(1, k, t_out)?
-                .contiguous()?
-                .reshape((b * t_out, c, h, w))?;
+            // The input frames tap k sees: k, k + s, ..., k + s * (t_out - 1).
+            let slice = if s == 1 {
+                frames.narrow(1, k, t_out)?
+            } else {
+                let idx: Vec<u32> = (0..t_out).map(|j| (k + s * j) as u32).collect();
+                frames.index_select(&Tensor::new(idx, x.device())?, 1)?
+            };
+            let slice = slice.contiguous()?.reshape((b * t_out, c, h, w))?;
             let y = slice.conv2d(tap, self.space_pad, 1, 1, 1)?;
             acc = Some(match acc {
                 None => y,
@@ -220,6 +254,7 @@ struct Conv2d {
     weight: Tensor,
     bias: Tensor,
     padding: usize,
+    stride: usize,
 }
 
 impl Conv2d {
@@ -234,11 +269,17 @@ impl Conv2d {
             weight: vb.get((out_dim, in_dim, k, k), "weight")?,
             bias: vb.get(out_dim, "bias")?,
             padding,
+            stride: 1,
         })
     }
 
+    fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
     }
 }
@@ -372,6 +413,133 @@ impl MidBlock {
         let x = self.res0.forward(x, cache)?;
         let x = self.attn.forward(&x)?;
         self.res1.forward(&x, cache)
+    }
+}
+
+/// `WanResample` in `downsample2d` or `downsample3d` mode: per frame, zero padding on the
+/// right and bottom then a stride-2 3x3 conv; in 3-D mode, then a stride-2 causal conv over
+/// time that sees the previous chunk's last frame.
+struct Downsample {
+    conv: Conv2d,
+    time_conv: Option<CausalConv3d>,
+}
+
+impl Downsample {
+    fn new(dim: usize, temporal: bool, vb: VarBuilder) -> Result<Self> {
+        let conv = Conv2d::new(dim, dim, 3, 0, vb.pp("resample.1"))?.with_stride(2);
+        let time_conv = if temporal {
+            Some(
+                CausalConv3d::new(dim, dim, (3, 1, 1), (0, 0), vb.pp("time_conv"))?
+                    .with_time_stride(2),
+            )
+        } else {
+            None
+        };
+        Ok(Self { conv, time_conv })
+    }
+
+    fn forward(&self, x: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (b, c, t, h, w) = x.dims5()?;
+        let frames = x
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?
+            .reshape((b * t, c, h, w))?;
+        // `nn.ZeroPad2d((0, 1, 0, 1))`
+        let padded = frames.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
+        let y = self.conv.forward(&padded)?;
+        let (_, co, ho, wo) = y.dims4()?;
+        let x = y
+            .reshape((b, t, co, ho, wo))?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?;
+        let Some(time_conv) = &self.time_conv else {
+            return Ok(x);
+        };
+        // The first chunk passes through untouched; each later one is convolved together
+        // with the last frame of the chunk before it.
+        let last = last_frames(&x, 1)?;
+        let y = match cache.take() {
+            Slot::Frames(prev) => time_conv.forward(&Tensor::cat(&[&prev, &x], 2)?, None)?,
+            _ => x,
+        };
+        cache.put(Slot::Frames(last));
+        Ok(y)
+    }
+}
+
+/// One entry of `WanEncoder3d.down_blocks`, a flat list in diffusers.
+enum DownLayer {
+    Residual(ResidualBlock),
+    Attention(AttentionBlock),
+    Downsample(Downsample),
+}
+
+/// `WanEncoder3d` (Wan 2.1 layout): outputs `2 * z_dim` channels, the mean then the log
+/// variance of the latent distribution.
+struct Encoder {
+    conv_in: CausalConv3d,
+    down_blocks: Vec<DownLayer>,
+    mid: MidBlock,
+    norm_out: RmsNorm,
+    conv_out: CausalConv3d,
+}
+
+impl Encoder {
+    fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
+        let dim = cfg.base_dim;
+        let mult = &cfg.dim_mult;
+        let mut dims = vec![dim];
+        dims.extend(mult.iter().map(|m| dim * m));
+        let conv_in = CausalConv3d::cube(cfg.in_channels, dims[0], 3, vb.pp("conv_in"))?;
+        let mut down_blocks = Vec::new();
+        let mut scale = 1.0;
+        for i in 0..mult.len() {
+            let mut in_dim = dims[i];
+            let out_dim = dims[i + 1];
+            for _ in 0..cfg.num_res_blocks {
+                let vbi = vb.pp(format!("down_blocks.{}", down_blocks.len()));
+                down_blocks.push(DownLayer::Residual(ResidualBlock::new(
+                    in_dim, out_dim, vbi,
+                )?));
+                // Exact comparison, as diffusers' `scale in attn_scales`: both are powers of 2.
+                if cfg.attn_scales.contains(&scale) {
+                    let vbi = vb.pp(format!("down_blocks.{}", down_blocks.len()));
+                    down_blocks.push(DownLayer::Attention(AttentionBlock::new(out_dim, vbi)?));
+                }
+                in_dim = out_dim;
+            }
+            if i != mult.len() - 1 {
+                let vbi = vb.pp(format!("down_blocks.{}", down_blocks.len()));
+                down_blocks.push(DownLayer::Downsample(Downsample::new(
+                    out_dim,
+                    cfg.temperal_downsample[i],
+                    vbi,
+                )?));
+                scale /= 2.0;
+            }
+        }
+        let out_dim = dims[mult.len()];
+        Ok(Self {
+            conv_in,
+            down_blocks,
+            mid: MidBlock::new(out_dim, vb.pp("mid_block"))?,
+            norm_out: RmsNorm::new(out_dim, false, vb.pp("norm_out"))?,
+            conv_out: CausalConv3d::cube(out_dim, cfg.z_dim * 2, 3, vb.pp("conv_out"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let mut x = self.conv_in.forward_cached(x, cache)?;
+        for layer in &self.down_blocks {
+            x = match layer {
+                DownLayer::Residual(r) => r.forward(&x, cache)?,
+                DownLayer::Attention(a) => a.forward(&x)?,
+                DownLayer::Downsample(d) => d.forward(&x, cache)?,
+            };
+        }
+        let x = self.mid.forward(&x, cache)?;
+        let x = self.norm_out.forward(&x)?.silu()?;
+        self.conv_out.forward_cached(&x, cache)
     }
 }
 
@@ -528,25 +696,32 @@ impl Decoder {
     }
 }
 
-/// The Wan VAE, decode path: `post_quant_conv` then the causal decoder, one latent frame at
-/// a time with diffusers' feature cache, clamped to `[-1, 1]`.
+/// The Wan VAE: `encoder` then `quant_conv` one chunk of frames at a time (the first frame,
+/// then four at a time), and `post_quant_conv` then the causal `decoder` one latent frame at
+/// a time, each with diffusers' feature cache.
 pub struct WanVae {
     cfg: VaeConfig,
+    encoder: Encoder,
+    quant_conv: CausalConv3d,
     post_quant_conv: CausalConv3d,
     decoder: Decoder,
 }
 
 impl WanVae {
-    /// Loads `post_quant_conv.*` and `decoder.*`; encoder weights are not needed.
+    /// Loads `encoder.*`, `quant_conv.*`, `post_quant_conv.*` and `decoder.*`.
     pub fn load(cfg: VaeConfig, vb: VarBuilder) -> Result<Self> {
         if let Err(e) = cfg.check() {
             bail!("vae config: {e}");
         }
+        let encoder = Encoder::new(&cfg, vb.pp("encoder"))?;
+        let quant_conv = CausalConv3d::cube(cfg.z_dim * 2, cfg.z_dim * 2, 1, vb.pp("quant_conv"))?;
         let post_quant_conv =
             CausalConv3d::cube(cfg.z_dim, cfg.z_dim, 1, vb.pp("post_quant_conv"))?;
         let decoder = Decoder::new(&cfg, vb.pp("decoder"))?;
         Ok(Self {
             cfg,
+            encoder,
+            quant_conv,
             post_quant_conv,
             decoder,
         })
@@ -554,6 +729,41 @@ impl WanVae {
 
     pub fn config(&self) -> &VaeConfig {
         &self.cfg
+    }
+
+    /// `video`: `[b, in_channels, frames, H, W]` in `[-1, 1]`. Returns the mean of the latent
+    /// distribution, `[b, z_dim, latent_frames, H / 8, W / 8]` (spatially
+    /// `2^(dim_mult.len() - 1)`), un-normalised: diffusers'
+    /// `AutoencoderKLWan.encode(video).latent_dist.mean`, before `latents_mean` / `latents_std`.
+    /// As in diffusers, frames are read as `1 + 4k` (the first alone, then chunks of four)
+    /// and any frames past the last full chunk are ignored; `latent_frames` is `1 + k` for
+    /// Wan 2.1's temporal factor of 4.
+    pub fn encode(&self, video: &Tensor) -> Result<Tensor> {
+        let (_, c, f, _, _) = video.dims5()?;
+        if c != self.cfg.in_channels {
+            bail!(
+                "vae encode: {c} video channels, the VAE has {}",
+                self.cfg.in_channels
+            );
+        }
+        if f == 0 {
+            bail!("vae encode: a video of 0 frames");
+        }
+        let chunks = 1 + (f - 1) / ENCODE_CHUNK;
+        let mut cache = Cache::new();
+        let mut outs = Vec::with_capacity(chunks);
+        for i in 0..chunks {
+            cache.start_chunk();
+            let chunk = if i == 0 {
+                video.narrow(2, 0, 1)?
+            } else {
+                video.narrow(2, 1 + ENCODE_CHUNK * (i - 1), ENCODE_CHUNK)?
+            };
+            outs.push(self.encoder.forward(&chunk.contiguous()?, &mut cache)?);
+        }
+        let enc = self.quant_conv.forward(&Tensor::cat(&outs, 2)?, None)?;
+        // `DiagonalGaussianDistribution`: the first half of the channels is the mean.
+        enc.narrow(1, 0, self.cfg.z_dim)?.contiguous()
     }
 
     /// `latents`: `[b, z, f, h, w]`, already un-normalised (what `AutoencoderKLWan.decode`
@@ -567,13 +777,10 @@ impl WanVae {
             );
         }
         let x = self.post_quant_conv.forward(latents, None)?;
-        let mut cache = Cache {
-            slots: Vec::new(),
-            idx: 0,
-        };
+        let mut cache = Cache::new();
         let mut outs = Vec::with_capacity(f);
         for i in 0..f {
-            cache.idx = 0;
+            cache.start_chunk();
             let chunk = x.narrow(2, i, 1)?.contiguous()?;
             outs.push(self.decoder.forward(&chunk, &mut cache)?);
         }
