@@ -58,6 +58,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
         priority: Priority::Normal,
         tenant: "default".into(),
         labels: Default::default(),
+        model: None,
     };
     let tasks = plan(&spec, PlannerConfig::default());
     let records: Vec<JobRecord> = (0..JOBS)
@@ -73,6 +74,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
             tasks: tasks.clone(),
             artifacts_swept: false,
             cached_from: None,
+            adjustments: vec![],
         })
         .collect();
     for batch in records.chunks(100) {

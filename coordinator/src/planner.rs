@@ -8,6 +8,19 @@
 //! K is chosen so a job spreads over many workers: segments of about
 //! [`PlannerConfig::segment_frames`] frames, at most [`PlannerConfig::max_segments`]. Every
 //! frame of the clip belongs to exactly one segment, in order.
+//!
+//! A model job (an open model, `JobSpec.model`) is not split into segments: a diffusion
+//! transformer attends over the whole clip at once.
+//!
+//! ```text
+//! PLAN ─────────────────────────────┬─▶ ASSEMBLE
+//!  │ └─▶ AUDIO (if spec.audio) ─────┤
+//!  └ ─ ─(if guide)─┐                │
+//! TEXT_ENCODE ──▶ DENOISE ──▶ DECODE┘
+//! ```
+//!
+//! The PLAN still runs: its physics drives the audio's contact events, and with `guide`
+//! the motion DENOISE starts from.
 
 use crate::model::{JobSpec, TaskDef, TaskKind};
 
@@ -35,6 +48,9 @@ impl Default for PlannerConfig {
 const PLAN_WEIGHT: f64 = 1.0;
 const AUDIO_WEIGHT_PER_FRAME: f64 = 0.5;
 const ASSEMBLE_WEIGHT_PER_FRAME: f64 = 0.1;
+/// Model jobs: the text encoder is a fixed cost; a VAE decode costs about one step.
+const TEXT_WEIGHT: f64 = 4.0;
+const DECODE_WEIGHT_PER_FRAME: f64 = 1.0;
 
 /// A task's estimated work, for the tenants' fair share (see `scheduler::queue`): its
 /// weight in frame-steps times the pixels of a frame, in units of 1,024 pixel-steps, at
@@ -50,6 +66,9 @@ pub fn estimated_work(spec: &JobSpec, task: &TaskDef) -> u64 {
 pub fn index_hint(id: &str, count: usize) -> Option<usize> {
     match id {
         "plan" => Some(0),
+        "text" => Some(1),
+        "denoise" => Some(2),
+        "decode" => Some(3),
         "assemble" => count.checked_sub(1),
         "audio" => count.checked_sub(2),
         _ => id
@@ -62,6 +81,9 @@ pub fn index_hint(id: &str, count: usize) -> Option<usize> {
 
 /// Plans `spec` into tasks, in dependency order (every task's deps come before it).
 pub fn plan(spec: &JobSpec, config: PlannerConfig) -> Vec<TaskDef> {
+    if spec.model.is_some() {
+        return plan_model_job(spec);
+    }
     let frames = spec.frame_count();
     let wanted = frames.div_ceil(config.segment_frames.max(1));
     let segments = wanted.clamp(1, config.max_segments.max(1)).min(frames);
@@ -117,6 +139,61 @@ pub fn plan(spec: &JobSpec, config: PlannerConfig) -> Vec<TaskDef> {
     tasks
 }
 
+/// A model job: plan, text, denoise, decode, audio, assemble (see the module docs).
+fn plan_model_job(spec: &JobSpec) -> Vec<TaskDef> {
+    let frames = spec.frame_count();
+    let guided = spec
+        .model
+        .as_ref()
+        .is_some_and(|m| m.guide_strength.is_some());
+    let whole = |id: &str, kind, deps: Vec<u32>, weight| TaskDef {
+        id: id.into(),
+        kind,
+        frame_start: 0,
+        frame_end: frames,
+        segment_index: 0,
+        deps,
+        weight,
+    };
+    let mut tasks = vec![
+        whole("plan", TaskKind::Plan, vec![], PLAN_WEIGHT),
+        whole("text", TaskKind::TextEncode, vec![], TEXT_WEIGHT),
+        whole(
+            "denoise",
+            TaskKind::Denoise,
+            if guided { vec![0, 1] } else { vec![1] },
+            f64::from(frames) * f64::from(spec.steps),
+        ),
+        whole(
+            "decode",
+            TaskKind::Decode,
+            vec![2],
+            f64::from(frames) * DECODE_WEIGHT_PER_FRAME,
+        ),
+    ];
+    if spec.audio {
+        tasks.push(whole(
+            "audio",
+            TaskKind::Audio,
+            vec![0],
+            f64::from(frames) * AUDIO_WEIGHT_PER_FRAME,
+        ));
+    }
+    // ASSEMBLE reads the plan, the decoded segment and the audio (not the text embeddings
+    // or the latents, which it has no use for).
+    let mut deps = vec![0, 3];
+    if spec.audio {
+        deps.push(4);
+    }
+    tasks.push(whole(
+        "assemble",
+        TaskKind::Assemble,
+        deps,
+        f64::from(frames) * ASSEMBLE_WEIGHT_PER_FRAME,
+    ));
+    tasks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +214,54 @@ mod tests {
             priority: Priority::Normal,
             tenant: "default".into(),
             labels: Default::default(),
+            model: None,
+        }
+    }
+
+    fn model_spec(audio: bool, guided: bool) -> JobSpec {
+        JobSpec {
+            model: Some(crate::model::ModelSpec {
+                name: "wan".into(),
+                family: "wan2.1-t2v".into(),
+                negative_prompt: String::new(),
+                guidance_scale: 5.0,
+                guide_strength: guided.then_some(0.5),
+            }),
+            sampler: Sampler::UniPc,
+            ..spec(49.0 / 12.0, 12, audio)
+        }
+    }
+
+    #[test]
+    fn a_model_job_is_text_denoise_decode_over_the_whole_clip() {
+        for (audio, guided) in [(true, false), (false, false), (true, true), (false, true)] {
+            let s = model_spec(audio, guided);
+            let tasks = plan(&s, PlannerConfig::default());
+            let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+            let mut want = vec!["plan", "text", "denoise", "decode"];
+            if audio {
+                want.push("audio");
+            }
+            want.push("assemble");
+            assert_eq!(ids, want, "audio {audio}, guided {guided}");
+            assert!(tasks
+                .iter()
+                .all(|t| t.frame_start == 0 && t.frame_end == 49));
+            assert_eq!(
+                tasks[2].deps.contains(&0),
+                guided,
+                "the guide reads the plan"
+            );
+            for (i, t) in tasks.iter().enumerate() {
+                assert!(t.deps.iter().all(|d| (*d as usize) < i), "deps come first");
+                assert_eq!(index_hint(&t.id, tasks.len()), Some(i), "{}", t.id);
+            }
+            let assemble = tasks.last().expect("assemble");
+            assert!(
+                assemble.deps.contains(&3),
+                "assemble reads the decoded clip"
+            );
+            assert_eq!(assemble.deps.contains(&4), audio);
         }
     }
 

@@ -5,12 +5,23 @@
 use serde::{Deserialize, Serialize};
 
 /// Diffusion sampler. Serialized by variant name (`"Ddim"`, ...) in the coordinator's
-/// durable job records.
+/// durable job records. The first three are the reference pipeline's; the flow-matching
+/// ones are for open models (diffusers' FlowMatchEulerDiscreteScheduler and
+/// UniPCMultistepScheduler in flow-prediction mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Sampler {
     Ddim,
     Euler,
     DpmSolverPp2m,
+    FlowEuler,
+    UniPc,
+}
+
+impl Sampler {
+    /// A flow-matching sampler (open models only).
+    pub fn is_flow_matching(self) -> bool {
+        matches!(self, Sampler::FlowEuler | Sampler::UniPc)
+    }
 }
 
 /// Frames in a clip of `duration_seconds` at `fps`: `round(duration_seconds * fps)`, at

@@ -5,6 +5,8 @@
 //!
 //! - [`clip`]: what a clip is made with — the diffusion [`Sampler`](clip::Sampler) and the
 //!   [`frame_count`](clip::frame_count) rule both sides compute from a spec.
+//! - [`model_rules`]: what an open model family accepts (frame counts, sizes), which the
+//!   coordinator adjusts a model job to and the worker checks again.
 //! - [`cluster_keys`]: the etcd key layout of one cluster (job records, results, worker
 //!   registrations, the election), written by one side and read by the other.
 //!
@@ -14,6 +16,7 @@
 
 pub mod clip;
 pub mod cluster_keys;
+pub mod model_rules;
 
 pub use clip::{frame_count, Sampler};
 pub use cluster_keys::ClusterKeys;

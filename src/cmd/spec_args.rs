@@ -9,6 +9,10 @@ pub enum SamplerArg {
     Ddim,
     Euler,
     DpmSolverPp2m,
+    /// Flow-matching Euler (model jobs).
+    FlowEuler,
+    /// UniPC, flow prediction (model jobs; their default).
+    Unipc,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,7 +44,7 @@ pub struct SpecArgs {
     /// Diffusion sampler steps (1..=200; default 20).
     #[arg(long, default_value_t = 0)]
     pub steps: u32,
-    /// Sampler (default ddim).
+    /// Sampler (default ddim; unipc for a model job).
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerArg>,
     /// Generate no audio track.
@@ -55,6 +59,22 @@ pub struct SpecArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// An open model the workers serve (a --models folder name); default: the reference
+    /// pipeline.
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// Model jobs: what the clip should not show.
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Model jobs: classifier-free guidance scale (1..=20; default 5).
+    #[arg(long)]
+    pub guidance_scale: Option<f64>,
+    /// Model jobs: follow the reference pipeline's physics simulation (video-to-video).
+    #[arg(long)]
+    pub guide: bool,
+    /// With --guide: how much the model may repaint (0..=1; default 0.7).
+    #[arg(long)]
+    pub guide_strength: Option<f64>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -78,6 +98,8 @@ impl SpecArgs {
                 Some(SamplerArg::Ddim) => v1::Sampler::Ddim,
                 Some(SamplerArg::Euler) => v1::Sampler::Euler,
                 Some(SamplerArg::DpmSolverPp2m) => v1::Sampler::DpmSolverPp2m,
+                Some(SamplerArg::FlowEuler) => v1::Sampler::FlowEuler,
+                Some(SamplerArg::Unipc) => v1::Sampler::Unipc,
             } as i32,
             audio: Some(!self.no_audio),
             priority: match self.priority {
@@ -88,6 +110,11 @@ impl SpecArgs {
             } as i32,
             tenant: self.tenant.clone(),
             labels: self.labels.iter().cloned().collect(),
+            model: self.model.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            guidance_scale: self.guidance_scale,
+            guide: self.guide,
+            guide_strength: self.guide_strength,
         }
     }
 }

@@ -30,6 +30,9 @@ pub fn task_kind(k: TaskKind) -> v1::TaskKind {
         TaskKind::VideoSegment => v1::TaskKind::VideoSegment,
         TaskKind::Audio => v1::TaskKind::Audio,
         TaskKind::Assemble => v1::TaskKind::Assemble,
+        TaskKind::TextEncode => v1::TaskKind::TextEncode,
+        TaskKind::Denoise => v1::TaskKind::Denoise,
+        TaskKind::Decode => v1::TaskKind::Decode,
     }
 }
 
@@ -58,6 +61,8 @@ pub fn spec(s: &JobSpec) -> v1::JobSpec {
             Sampler::Ddim => v1::Sampler::Ddim,
             Sampler::Euler => v1::Sampler::Euler,
             Sampler::DpmSolverPp2m => v1::Sampler::DpmSolverPp2m,
+            Sampler::FlowEuler => v1::Sampler::FlowEuler,
+            Sampler::UniPc => v1::Sampler::Unipc,
         } as i32,
         audio: Some(s.audio),
         priority: match s.priority {
@@ -71,6 +76,15 @@ pub fn spec(s: &JobSpec) -> v1::JobSpec {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        model: s.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        negative_prompt: s
+            .model
+            .as_ref()
+            .map(|m| m.negative_prompt.clone())
+            .unwrap_or_default(),
+        guidance_scale: s.model.as_ref().map(|m| m.guidance_scale),
+        guide: s.model.as_ref().is_some_and(|m| m.guide_strength.is_some()),
+        guide_strength: s.model.as_ref().and_then(|m| m.guide_strength),
     }
 }
 
@@ -123,6 +137,7 @@ pub fn job(v: &JobView) -> v1::Job {
         finished_at: v.finished_ms.map(timestamp),
         waiting: v.waiting.clone(),
         cached_from: v.cached_from.clone(),
+        adjustments: v.adjustments.clone(),
         idempotency_key: v.idempotency_key.clone(),
         scene: v.scene.clone(),
     }

@@ -106,8 +106,12 @@ impl v1::job_service_server::JobService for JobApi {
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let r = async {
-            let job = validate::submit_job(request.get_ref())?;
-            let views = self.role.scheduler()?.submit(vec![job]).await?;
+            let mut job = validate::submit_job(request.get_ref())?;
+            let scheduler = self.role.scheduler()?;
+            if job.spec.model.is_some() {
+                validate::model_rules(&mut job, &scheduler.model_families(), "")?;
+            }
+            let views = scheduler.submit(vec![job]).await?;
             let job = views.first().map(convert::job);
             Ok(Response::new(v1::SubmitJobResponse { job }))
         }
@@ -120,8 +124,15 @@ impl v1::job_service_server::JobService for JobApi {
         request: Request<v1::SubmitBatchRequest>,
     ) -> Result<Response<v1::SubmitBatchResponse>, Status> {
         let r = async {
-            let jobs = validate::submit_batch(request.get_ref())?;
-            let views = self.role.scheduler()?.submit(jobs).await?;
+            let mut jobs = validate::submit_batch(request.get_ref())?;
+            let scheduler = self.role.scheduler()?;
+            if jobs.iter().any(|j| j.spec.model.is_some()) {
+                let families = scheduler.model_families();
+                for (i, job) in jobs.iter_mut().enumerate() {
+                    validate::model_rules(job, &families, &format!("jobs[{i}]."))?;
+                }
+            }
+            let views = scheduler.submit(jobs).await?;
             Ok(Response::new(v1::SubmitBatchResponse {
                 jobs: views.iter().map(convert::job).collect(),
             }))

@@ -20,6 +20,12 @@ impl From<FieldError> for Status {
     }
 }
 
+impl From<super::validate::ModelRefusal> for Status {
+    fn from(e: super::validate::ModelRefusal) -> Self {
+        Status::failed_precondition(e.to_string())
+    }
+}
+
 /// Reading a VerifyContent `uri` from the artifact store.
 pub fn artifact(e: ArtifactError) -> Status {
     match e {

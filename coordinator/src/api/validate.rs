@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use reelfarm_proto::v1;
 
-use crate::model::{job::is_job_id, JobSpec, Priority, Sampler};
+use crate::model::{job::is_job_id, JobSpec, ModelSpec, Priority, Sampler};
 use crate::scheduler::NewJob;
 
 /// Prompt length in characters.
@@ -38,6 +38,16 @@ pub const LABEL_VALUE_MAX_CHARS: usize = 255;
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 128;
 /// Jobs per SubmitBatch.
 pub const BATCH_MAX_JOBS: usize = 1000;
+/// Model names: a --models subfolder name.
+pub const MODEL_NAME_MAX_CHARS: usize = 128;
+/// Negative prompt length in characters.
+pub const NEGATIVE_PROMPT_MAX_CHARS: usize = 2000;
+/// Classifier-free guidance scale bounds and default (WanPipeline's default).
+pub const GUIDANCE_MIN: f64 = 1.0;
+pub const GUIDANCE_MAX: f64 = 20.0;
+pub const GUIDANCE_DEFAULT: f64 = 5.0;
+/// Physics-guide strength default (bounds 0..=1).
+pub const GUIDE_STRENGTH_DEFAULT: f64 = 0.7;
 /// ListJobs page size bounds and default.
 pub const PAGE_SIZE_MAX: u32 = 1000;
 pub const PAGE_SIZE_DEFAULT: u32 = 100;
@@ -81,27 +91,10 @@ fn bounded_u32(field: &str, value: u32, default: u32, min: u32, max: u32) -> Res
 /// Validates a spec and fills in its defaults. `seed` is drawn when absent.
 pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
     let spec = spec.ok_or_else(|| FieldError::new("spec", "is required"))?;
-    let prompt = spec.prompt.trim();
-    if prompt.is_empty() {
+    if spec.prompt.trim().is_empty() {
         return Err(FieldError::new("spec.prompt", "must not be empty"));
     }
-    let chars = spec.prompt.chars().count();
-    if chars > PROMPT_MAX_CHARS {
-        return Err(FieldError::new(
-            "spec.prompt",
-            format!("must be at most {PROMPT_MAX_CHARS} characters, got {chars}"),
-        ));
-    }
-    if spec
-        .prompt
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(FieldError::new(
-            "spec.prompt",
-            "must not contain control characters",
-        ));
-    }
+    text("spec.prompt", &spec.prompt, PROMPT_MAX_CHARS)?;
     let duration_seconds = match spec.duration_seconds {
         0.0 => DURATION_DEFAULT_S,
         d if d.is_finite() && (DURATION_MIN_S..=DURATION_MAX_S).contains(&d) => d,
@@ -134,20 +127,8 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         ));
     }
     let steps = bounded_u32("spec.steps", spec.steps, STEPS_DEFAULT, 1, STEPS_MAX)?;
-    let sampler = match v1::Sampler::try_from(spec.sampler) {
-        Ok(v1::Sampler::Unspecified | v1::Sampler::Ddim) => Sampler::Ddim,
-        Ok(v1::Sampler::Euler) => Sampler::Euler,
-        Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
-        Err(_) => {
-            return Err(FieldError::new(
-                "spec.sampler",
-                format!(
-                    "must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, got {}",
-                    spec.sampler
-                ),
-            ))
-        }
-    };
+    let model = model_spec(spec)?;
+    let sampler = sampler(spec.sampler, model.is_some())?;
     let priority = match v1::Priority::try_from(spec.priority) {
         Ok(v1::Priority::Unspecified | v1::Priority::Normal) => Priority::Normal,
         Ok(v1::Priority::Low) => Priority::Low,
@@ -181,7 +162,211 @@ pub fn job_spec(spec: Option<&v1::JobSpec>) -> Result<JobSpec> {
         priority,
         tenant,
         labels,
+        model,
     })
+}
+
+/// Free text at `field`: at most `max` characters, no control characters but newline and tab.
+fn text(field: &str, s: &str, max: usize) -> Result<()> {
+    let chars = s.chars().count();
+    if chars > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters, got {chars}"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The sampler: the reference pipeline's three (default DDIM), or for a model job the
+/// flow-matching two (default UniPC, as WanPipeline).
+fn sampler(value: i32, model_job: bool) -> Result<Sampler> {
+    let field = "spec.sampler";
+    let parsed = v1::Sampler::try_from(value).map_err(|_| {
+        FieldError::new(
+            field,
+            format!("must be one of SAMPLER_DDIM, SAMPLER_EULER, SAMPLER_DPM_SOLVER_PP_2M, SAMPLER_FLOW_EULER, SAMPLER_UNIPC, got {value}"),
+        )
+    })?;
+    let sampler = match parsed {
+        v1::Sampler::Unspecified if model_job => Sampler::UniPc,
+        v1::Sampler::Unspecified | v1::Sampler::Ddim => Sampler::Ddim,
+        v1::Sampler::Euler => Sampler::Euler,
+        v1::Sampler::DpmSolverPp2m => Sampler::DpmSolverPp2m,
+        v1::Sampler::FlowEuler => Sampler::FlowEuler,
+        v1::Sampler::Unipc => Sampler::UniPc,
+    };
+    match (model_job, sampler.is_flow_matching()) {
+        (true, false) => Err(FieldError::new(
+            field,
+            format!("{} is a reference-pipeline sampler; a model job (spec.model) samples with SAMPLER_UNIPC or SAMPLER_FLOW_EULER", parsed.as_str_name()),
+        )),
+        (false, true) => Err(FieldError::new(
+            field,
+            format!("{} is for model jobs (spec.model); the reference pipeline samples with SAMPLER_DDIM, SAMPLER_EULER or SAMPLER_DPM_SOLVER_PP_2M", parsed.as_str_name()),
+        )),
+        _ => Ok(sampler),
+    }
+}
+
+/// The open-model fields: `None` for a reference job, which must leave them unset. The
+/// family is filled in by [`model_rules`], which needs the farm's live models.
+fn model_spec(spec: &v1::JobSpec) -> Result<Option<ModelSpec>> {
+    if spec.model.is_empty() {
+        let only_for_models = [
+            ("spec.negative_prompt", !spec.negative_prompt.is_empty()),
+            ("spec.guidance_scale", spec.guidance_scale.is_some()),
+            ("spec.guide", spec.guide),
+            ("spec.guide_strength", spec.guide_strength.is_some()),
+        ];
+        if let Some((field, _)) = only_for_models.iter().find(|(_, set)| *set) {
+            return Err(FieldError::new(
+                *field,
+                "is for model jobs only: set spec.model, or leave it unset",
+            ));
+        }
+        return Ok(None);
+    }
+    let name_ok = spec.model.len() <= MODEL_NAME_MAX_CHARS
+        && !spec.model.starts_with('.')
+        && spec
+            .model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !name_ok {
+        return Err(FieldError::new(
+            "spec.model",
+            format!("must be a model folder name, 1..={MODEL_NAME_MAX_CHARS} characters of [A-Za-z0-9._-] not starting with '.', got {:?}", spec.model),
+        ));
+    }
+    text(
+        "spec.negative_prompt",
+        &spec.negative_prompt,
+        NEGATIVE_PROMPT_MAX_CHARS,
+    )?;
+    let guidance_scale = match spec.guidance_scale {
+        None => GUIDANCE_DEFAULT,
+        Some(g) if g.is_finite() && (GUIDANCE_MIN..=GUIDANCE_MAX).contains(&g) => g,
+        Some(g) => {
+            return Err(FieldError::new(
+                "spec.guidance_scale",
+                format!("must be {GUIDANCE_MIN}..={GUIDANCE_MAX} (1 turns guidance off), got {g}"),
+            ))
+        }
+    };
+    let guide_strength = match (spec.guide, spec.guide_strength) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(FieldError::new(
+                "spec.guide_strength",
+                "needs spec.guide: true",
+            ))
+        }
+        (true, None) => Some(GUIDE_STRENGTH_DEFAULT),
+        (true, Some(s)) if s.is_finite() && (0.0..=1.0).contains(&s) => Some(s),
+        (true, Some(s)) => {
+            return Err(FieldError::new(
+                "spec.guide_strength",
+                format!("must be 0..=1, got {s}"),
+            ))
+        }
+    };
+    Ok(Some(ModelSpec {
+        name: spec.model.clone(),
+        family: String::new(),
+        negative_prompt: spec.negative_prompt.clone(),
+        guidance_scale,
+        guide_strength,
+    }))
+}
+
+/// Why a model job cannot be accepted as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelRefusal {
+    /// No live worker serves the model (FAILED_PRECONDITION: it may come later).
+    #[error("{0}")]
+    NotServed(FieldError),
+    /// The model's family has rules this farm does not know (FAILED_PRECONDITION).
+    #[error("{0}")]
+    UnknownFamily(FieldError),
+}
+
+/// Applies the model's rules to a model job (a reference job is left alone): fills in the
+/// family from `families` (model name → family, what live workers serve) and moves the
+/// frame count and size to the nearest values the family accepts, recording each change
+/// in `adjustments`. `prefix` is the field path's prefix ("" or "jobs[3].").
+pub fn model_rules(
+    job: &mut NewJob,
+    families: &std::collections::HashMap<String, String>,
+    prefix: &str,
+) -> std::result::Result<(), ModelRefusal> {
+    let spec = &mut job.spec;
+    let Some(model) = spec.model.as_mut() else {
+        return Ok(());
+    };
+    let field = format!("{prefix}spec.model");
+    let Some(family) = families.get(&model.name) else {
+        let mut served: Vec<&str> = families.keys().map(String::as_str).collect();
+        served.sort_unstable();
+        let served = if served.is_empty() {
+            "none".to_string()
+        } else {
+            served.join(", ")
+        };
+        return Err(ModelRefusal::NotServed(FieldError::new(
+            field,
+            format!(
+                "{:?} is served by no live worker (served now: {served}); start a worker with it in --models, or submit again once one has registered",
+                model.name
+            ),
+        )));
+    };
+    let rules = reelfarm_domain::model_rules::rules_for(family).ok_or_else(|| {
+        ModelRefusal::UnknownFamily(FieldError::new(
+            field.clone(),
+            format!(
+                "{:?} is of family {family:?}, which this coordinator has no rules for",
+                model.name
+            ),
+        ))
+    })?;
+    model.family = family.clone();
+    let frames = spec.frame_count();
+    let group = rules.frame_group;
+    let mut want = rules.nearest_frames(frames);
+    // The nearest count may fall just outside the duration bounds: take the next one in.
+    let seconds = |n: u32| f64::from(n) / f64::from(spec.fps);
+    while seconds(want) > DURATION_MAX_S {
+        want -= group;
+    }
+    while seconds(want) < DURATION_MIN_S {
+        want += group;
+    }
+    if want != frames {
+        let d = seconds(want);
+        job.adjustments.push(format!(
+            "frames: {frames} -> {want} ({family} needs {group}k+1 frames; duration_seconds {} -> {d})",
+            spec.duration_seconds
+        ));
+        spec.duration_seconds = d;
+    }
+    for (name, side) in [("width", &mut spec.width), ("height", &mut spec.height)] {
+        let want = rules.nearest_side(*side);
+        if want != *side {
+            job.adjustments.push(format!(
+                "{name}: {side} -> {want} ({family} needs multiples of {})",
+                rules.size_multiple
+            ));
+            *side = want;
+        }
+    }
+    Ok(())
 }
 
 /// A tenant name at `field`, checked by the domain's rule ([`crate::model::tenant`]).
@@ -252,6 +437,7 @@ pub fn submit_job(req: &v1::SubmitJobRequest) -> Result<NewJob> {
     Ok(NewJob {
         spec: job_spec(req.spec.as_ref())?,
         idempotency_key: idempotency_key(&req.idempotency_key)?,
+        adjustments: vec![],
     })
 }
 

@@ -64,6 +64,36 @@ pub struct JobSpec {
     pub priority: Priority,
     pub tenant: String,
     pub labels: BTreeMap<String, String>,
+    /// An open model instead of the reference pipeline. Absent in records written before
+    /// model jobs existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+}
+
+/// The open-model part of a spec (see `JobSpec.model` in job.proto).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// The model's folder name on the workers.
+    pub name: String,
+    /// Its family as the workers registered it, e.g. "wan2.1-t2v" (decides the rules).
+    pub family: String,
+    pub negative_prompt: String,
+    pub guidance_scale: f64,
+    /// Physics-guided (video-to-video) with this strength, or plain text-to-video.
+    pub guide_strength: Option<f64>,
+}
+
+impl ModelSpec {
+    /// What determines the text embeddings: jobs with the same key share one TEXT_ENCODE
+    /// result (A/B variants of a prompt with different seeds encode once). Hex SHA-256.
+    pub fn text_key(&self, prompt: &str) -> String {
+        let canonical = serde_json::json!({
+            "model": self.name,
+            "prompt": prompt,
+            "negative_prompt": self.negative_prompt,
+        });
+        reelfarm_artifacts::sha256_hex(canonical.to_string().as_bytes())
+    }
 }
 
 /// Bumped when what a content key covers changes.
@@ -89,6 +119,7 @@ impl JobSpec {
             "steps": self.steps,
             "sampler": self.sampler,
             "audio": self.audio,
+            "model": self.model,
         });
         reelfarm_artifacts::sha256_hex(canonical.to_string().as_bytes())
     }
@@ -153,4 +184,7 @@ pub struct JobRecord {
     /// had the same content key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<JobId>,
+    /// What the coordinator changed to fit the model's rules (Job.adjustments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<String>,
 }

@@ -11,7 +11,7 @@ pub mod job;
 pub mod task;
 pub mod tenant;
 
-pub use job::{JobId, JobRecord, JobSpec, JobState, Priority, Sampler};
+pub use job::{JobId, JobRecord, JobSpec, JobState, ModelSpec, Priority, Sampler};
 pub use task::{AttemptToken, Output, TaskCompletion, TaskDef, TaskKind, TaskState};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.

@@ -13,6 +13,12 @@ pub enum TaskKind {
     VideoSegment,
     Audio,
     Assemble,
+    /// Model jobs: the prompts through the model's text encoder.
+    TextEncode,
+    /// Model jobs: the whole clip's latents, denoised.
+    Denoise,
+    /// Model jobs: the VAE decode, encoded as the clip's one segment.
+    Decode,
 }
 
 impl TaskKind {
@@ -23,7 +29,18 @@ impl TaskKind {
             TaskKind::VideoSegment => "segment",
             TaskKind::Audio => "audio",
             TaskKind::Assemble => "assemble",
+            TaskKind::TextEncode => "text",
+            TaskKind::Denoise => "denoise",
+            TaskKind::Decode => "decode",
         }
+    }
+
+    /// Runs the job's open model: only a worker serving that model may take it.
+    pub fn needs_model(self) -> bool {
+        matches!(
+            self,
+            TaskKind::TextEncode | TaskKind::Denoise | TaskKind::Decode
+        )
     }
 }
 
@@ -43,7 +60,8 @@ pub enum TaskState {
 /// The plan of one task: fixed at submission, stored with the job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskDef {
-    /// Unique within the job: "plan", "segment-003", "audio", "assemble".
+    /// Unique within the job: "plan", "segment-003", "audio", "assemble"; model jobs have
+    /// "text", "denoise" and "decode" in place of the segments.
     pub id: String,
     pub kind: TaskKind,
     /// Frames [frame_start, frame_end) for segments; the whole clip otherwise.

@@ -254,9 +254,86 @@ impl ReadyQueue {
         self.len
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// The farm's ready queues: one for tasks any worker can run (the reference pipeline, and
+/// the PLAN, AUDIO and ASSEMBLE tasks of model jobs), and one per open model for the tasks
+/// only a worker serving that model can run. A worker is offered its models' queues first
+/// (a GPU node with a model loaded is the scarce part), then the shared one. Each queue
+/// keeps its own fair share over tenants.
+#[derive(Debug, Default)]
+pub struct ReadyQueues {
+    any: ReadyQueue,
+    by_model: HashMap<String, ReadyQueue>,
+    weights: TenantWeights,
+}
+
+impl ReadyQueues {
+    pub fn new(weights: TenantWeights) -> Self {
+        Self {
+            any: ReadyQueue::new(weights.clone()),
+            by_model: HashMap::new(),
+            weights,
+        }
+    }
+
+    /// Queues a task; `model` is the model it needs, if any.
+    pub fn push(
+        &mut self,
+        model: Option<&str>,
+        priority: Priority,
+        tenant: &str,
+        job_id: JobId,
+        task_index: u32,
+        cost: u64,
+    ) {
+        let queue = match model {
+            None => &mut self.any,
+            Some(m) => match self.by_model.get_mut(m) {
+                Some(q) => q,
+                None => self
+                    .by_model
+                    .entry(m.to_string())
+                    .or_insert_with(|| ReadyQueue::new(self.weights.clone())),
+            },
+        };
+        queue.push(priority, tenant, job_id, task_index, cost);
+    }
+
+    /// Pops the best entry a worker serving `models` can run (see the type's docs), for
+    /// which `still_ready` holds; stale entries are dropped on the way.
+    pub fn pop_for(
+        &mut self,
+        models: &[String],
+        mut still_ready: impl FnMut(&ReadyItem) -> bool,
+    ) -> Option<ReadyItem> {
+        for m in models {
+            let Some(queue) = self.by_model.get_mut(m) else {
+                continue;
+            };
+            let item = queue.pop(&mut still_ready);
+            if queue.is_empty() {
+                self.by_model.remove(m);
+            }
+            if item.is_some() {
+                return item;
+            }
+        }
+        self.any.pop(still_ready)
+    }
+
+    /// Nothing is queued for any worker.
+    pub fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.by_model.is_empty()
+    }
+
+    /// Only model queues hold entries: a worker that got nothing does not mean the next
+    /// one will not (it may serve other models).
+    pub fn only_model_work(&self) -> bool {
+        self.any.is_empty() && !self.by_model.is_empty()
     }
 }
 

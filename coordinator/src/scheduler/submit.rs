@@ -19,6 +19,8 @@ pub struct NewJob {
     pub spec: JobSpec,
     /// The client's key: a later submission of the tenant with the same key gets this job.
     pub idempotency_key: Option<String>,
+    /// What validation changed to fit the model's rules, recorded in the job.
+    pub adjustments: Vec<String>,
 }
 
 impl Scheduler {
@@ -65,8 +67,9 @@ impl Scheduler {
     }
 
     async fn create_one(&self, term: u64, job: &NewJob) -> Result<JobView, SubmitError> {
-        let cached = self
-            .result_cache
+        // Model jobs never come from the result cache: the coordinator knows a model by its
+        // folder name only, not by its weights, which an operator may replace under the name.
+        let cached = (self.result_cache && job.spec.model.is_none())
             .then(|| self.lock().cached_result(&job.spec.content_key()))
             .flatten();
         let tasks = match cached {
@@ -87,6 +90,7 @@ impl Scheduler {
                 tasks: tasks.clone(),
                 artifacts_swept: false,
                 cached_from: None,
+                adjustments: job.adjustments.clone(),
             };
             if let Some((from, outputs)) = &cached {
                 // Born SUCCEEDED with the earlier job's files; it has none of its own to sweep.

@@ -31,6 +31,7 @@ pub struct JobView {
     pub waiting: String,
     /// A cache hit: the earlier job whose outputs this one has.
     pub cached_from: String,
+    pub adjustments: Vec<String>,
 }
 
 /// One task of a job.

@@ -26,6 +26,11 @@ impl Scheduler {
         session
     }
 
+    /// The models connected workers serve: name → family.
+    pub(crate) fn model_families(&self) -> std::collections::HashMap<String, String> {
+        self.lock().model_families()
+    }
+
     /// A worker is gone (stream closed, lease expired or key deleted): its unfinished tasks
     /// go back to READY. With `session`, only if that session is still current.
     pub(crate) async fn worker_gone(&self, id: &str, session: Option<u64>, reason: &str) {

@@ -20,6 +20,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
             priority: Priority::Normal,
             tenant: "t".into(),
             labels: Default::default(),
+            model: None,
         },
         state: JobState::Queued,
         idempotency_key: key.map(str::to_string),
@@ -30,6 +31,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
         tasks: vec![],
         artifacts_swept: false,
         cached_from: None,
+        adjustments: vec![],
     }
 }
 

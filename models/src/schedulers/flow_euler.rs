@@ -73,6 +73,13 @@ impl FlowSampler for FlowEuler {
         &self.timesteps
     }
 
+    fn sigma(&self, step_index: usize) -> f32 {
+        self.sigmas[step_index.min(self.sigmas.len() - 1)]
+    }
+
+    /// Euler keeps no history: any step may come next.
+    fn begin_at(&mut self, _step_index: usize) {}
+
     fn step(
         &mut self,
         model_output: &Tensor,

@@ -15,6 +15,12 @@ pub trait FlowSampler {
     /// one step: model output (flow prediction, tensor like sample) at step index i -> next sample
     fn step(&mut self, model_output: &Tensor, step_index: usize, sample: &Tensor)
         -> Result<Tensor>;
+    /// The noise level of the sample step `step_index` takes (`timesteps().len()` gives the
+    /// terminal one): a flow sample there is `(1 - sigma) * x0 + sigma * noise`.
+    fn sigma(&self, step_index: usize) -> f32;
+    /// Makes `step_index` the next step, with no history (video-to-video starts part-way
+    /// through the schedule, as diffusers' `set_begin_index`).
+    fn begin_at(&mut self, step_index: usize);
 }
 
 /// `numpy.linspace(start, stop, num)` (endpoint included) in float64, computed the way numpy

@@ -313,6 +313,15 @@ impl FlowSampler for UniPc {
         &self.timesteps
     }
 
+    fn sigma(&self, step_index: usize) -> f32 {
+        self.sigmas[step_index.min(self.sigmas.len() - 1)]
+    }
+
+    fn begin_at(&mut self, step_index: usize) {
+        self.reset();
+        self.next_step = step_index;
+    }
+
     /// Steps must be taken in order 0, 1, 2, ...; step 0 restarts the multistep history.
     fn step(
         &mut self,
@@ -321,7 +330,7 @@ impl FlowSampler for UniPc {
         sample: &Tensor,
     ) -> Result<Tensor> {
         let n = self.timesteps.len();
-        if step_index == 0 {
+        if step_index == 0 && self.next_step != 0 {
             self.reset();
         }
         if step_index != self.next_step || step_index >= n {

@@ -1,7 +1,9 @@
 //! The Wan 2.1 family: its configs, the diffusion transformer, the UMT5 text encoder, the
-//! VAE decoder and the guided sampling loop.
+//! VAE (encoder and decoder), the guided sampling loop, and the whole model folder run
+//! stage by stage ([`pipeline`]).
 
 pub mod config;
+pub mod pipeline;
 pub mod sampling;
 pub mod text_encoder;
 pub mod transformer;

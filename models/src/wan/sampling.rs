@@ -30,20 +30,46 @@ pub fn denoise(
     text: &Conditioning,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Tensor> {
+    denoise_from(transformer, sampler, latents, text, 0, |i, n| {
+        on_step(i, n);
+        Ok(())
+    })
+}
+
+/// [`denoise`] from step `start` of the sampler's schedule (video-to-video: `latents` are
+/// already noised to that step's level), with an `on_step` that may stop the loop by
+/// returning an error (a cancelled task).
+pub fn denoise_from(
+    transformer: &WanTransformer,
+    sampler: &mut dyn FlowSampler,
+    latents: Tensor,
+    text: &Conditioning,
+    start: usize,
+    mut on_step: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<Tensor> {
     let timesteps = sampler.timesteps().to_vec();
+    sampler.begin_at(start);
     let mut latents = latents;
-    for (i, &t) in timesteps.iter().enumerate() {
+    for (i, &t) in timesteps.iter().enumerate().skip(start) {
         let timestep = Tensor::new(&[t as f32], latents.device())?;
-        let cond = transformer.forward(&latents, &timestep, text.prompt)?;
+        // The predictions come in the transformer's dtype; guidance and the sampler run in
+        // the latents' (f32 in WanPipeline). diffusers combines bf16 predictions in bf16:
+        // combining in f32 only removes that rounding.
+        let dtype = latents.dtype();
+        let cond = transformer
+            .forward(&latents, &timestep, text.prompt)?
+            .to_dtype(dtype)?;
         let prediction = match text.guided() {
             Some(negative) => {
-                let uncond = transformer.forward(&latents, &timestep, negative)?;
+                let uncond = transformer
+                    .forward(&latents, &timestep, negative)?
+                    .to_dtype(dtype)?;
                 (&uncond + ((cond - &uncond)? * text.guidance_scale)?)?
             }
             None => cond,
         };
         latents = sampler.step(&prediction, i, &latents)?;
-        on_step(i + 1, timesteps.len());
+        on_step(i + 1, timesteps.len())?;
     }
     Ok(latents)
 }

@@ -10,6 +10,8 @@ use reelfarm_proto::v1;
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::models::host::ModelHost;
+use crate::models::stages::{self, ModelProvenance, ModelTask};
 use crate::pipeline::{self, ClipSpec, Sampler, TaskContext};
 use reelfarm_artifacts::{ArtifactStore, Output};
 
@@ -24,6 +26,8 @@ pub struct Task {
     pub segment_index: u32,
     pub segment_count: u32,
     pub inputs: Vec<(String, u32, Output)>,
+    /// A model job's model and its parameters; `None` for the reference pipeline.
+    pub model: Option<ModelTask>,
 }
 
 impl Task {
@@ -57,12 +61,34 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         return Err("task kind unspecified".into());
     }
     let s = a.spec.as_ref().ok_or("assignment without spec")?;
+    let model = model_task(s)?;
     let sampler = match v1::Sampler::try_from(s.sampler) {
+        Ok(v1::Sampler::Unspecified) if model.is_some() => Sampler::UniPc,
         Ok(v1::Sampler::Ddim | v1::Sampler::Unspecified) => Sampler::Ddim,
         Ok(v1::Sampler::Euler) => Sampler::Euler,
         Ok(v1::Sampler::DpmSolverPp2m) => Sampler::DpmSolverPp2m,
+        Ok(v1::Sampler::FlowEuler) => Sampler::FlowEuler,
+        Ok(v1::Sampler::Unipc) => Sampler::UniPc,
         Err(_) => return Err(format!("unknown sampler {}", s.sampler)),
     };
+    // The reference pipeline's samplers and the flow-matching ones do not mix.
+    if model.is_some() != sampler.is_flow_matching() {
+        return Err(format!(
+            "sampler {sampler:?} does not fit a {} task",
+            if model.is_some() {
+                "model"
+            } else {
+                "reference"
+            }
+        ));
+    }
+    let model_kind = matches!(
+        kind,
+        v1::TaskKind::TextEncode | v1::TaskKind::Denoise | v1::TaskKind::Decode
+    );
+    if model_kind && model.is_none() {
+        return Err(format!("{} task without spec.model", kind.as_str_name()));
+    }
     let spec = ClipSpec {
         prompt: s.prompt.clone(),
         duration_seconds: s.duration_seconds,
@@ -85,6 +111,21 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         && spec.duration_seconds * f64::from(spec.fps) <= f64::from(MAX_FRAMES);
     if !sane {
         return Err(format!("spec out of bounds: {spec:?}"));
+    }
+    if model.is_some() {
+        let rules =
+            reelfarm_domain::model_rules::rules_for(reelfarm_domain::model_rules::WAN21_T2V)
+                .expect("a known family");
+        if !rules.accepts(spec.frame_count(), spec.width, spec.height) {
+            return Err(format!(
+                "a model task's clip must have {}k+1 frames and sides that are multiples of {}, got {} frames of {}x{}",
+                rules.frame_group,
+                rules.size_multiple,
+                spec.frame_count(),
+                spec.width,
+                spec.height
+            ));
+        }
     }
     if a.frame_start >= a.frame_end || a.frame_end > spec.frame_count() {
         return Err(format!(
@@ -120,7 +161,31 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         segment_index: a.segment_index,
         segment_count: a.segment_count,
         inputs,
+        model,
     })
+}
+
+/// The open-model fields of a spec (the coordinator checked them; bounds again here).
+fn model_task(s: &v1::JobSpec) -> Result<Option<ModelTask>, String> {
+    if s.model.is_empty() {
+        return Ok(None);
+    }
+    let guidance_scale = s.guidance_scale.unwrap_or(5.0);
+    if !(guidance_scale.is_finite() && (1.0..=20.0).contains(&guidance_scale)) {
+        return Err(format!("guidance_scale {guidance_scale} out of 1..=20"));
+    }
+    let guide_strength = match (s.guide, s.guide_strength) {
+        (false, _) => None,
+        (true, Some(g)) if g.is_finite() && (0.0..=1.0).contains(&g) => Some(g),
+        (true, None) => Some(0.7),
+        (true, Some(g)) => return Err(format!("guide_strength {g} out of 0..=1")),
+    };
+    Ok(Some(ModelTask {
+        name: s.model.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        guidance_scale,
+        guide_strength,
+    }))
 }
 
 /// What a finished attempt produced.
@@ -135,6 +200,8 @@ pub struct Executor {
     pub engine: Arc<dyn Engine>,
     pub farm_secret: Vec<u8>,
     pub metrics: Arc<Metrics>,
+    /// The `--models` this worker serves, and the one loaded.
+    pub models: Arc<ModelHost>,
 }
 
 impl Executor {
@@ -168,8 +235,18 @@ impl Executor {
         cancel: Arc<AtomicBool>,
     ) -> Result<Produced, String> {
         let mut inputs = Vec::with_capacity(task.inputs.len());
-        for (_, _, output) in &task.inputs {
-            inputs.push(self.store.get(output).await.map_err(|e| e.to_string())?);
+        for (kind, _, output) in &task.inputs {
+            match self.store.get(output).await {
+                Ok(bytes) => inputs.push(bytes),
+                // Another job's text embeddings offered for reuse: a cache, so a miss means
+                // encoding again, not failing.
+                Err(e) if task.kind == v1::TaskKind::TextEncode && kind == "text" => {
+                    tracing::warn!(uri = %output.uri, error = %e,
+                        "shared text embeddings unreadable; encoding again");
+                    inputs.push(Vec::new());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
         let this = self.clone();
         let task = Arc::new(task);
@@ -189,6 +266,7 @@ impl Executor {
                     .map_err(|e| e.to_string())?,
             );
         }
+        outputs.extend(computed.reused);
         Ok(Produced {
             outputs,
             scene: computed.scene,
@@ -217,10 +295,10 @@ impl Executor {
             v1::TaskKind::Plan => {
                 let plan = pipeline::run_plan(&task.spec).map_err(|e| e.to_string())?;
                 report(1, 1);
-                Ok(Computed {
-                    files: vec![(format!("{id}.{tag}.json"), "plan", plan.bytes)],
-                    scene: Some(plan.scene_json),
-                })
+                Ok(
+                    Computed::files(vec![(format!("{id}.{tag}.json"), "plan", plan.bytes)])
+                        .with_scene(plan.scene_json),
+                )
             }
             v1::TaskKind::VideoSegment => {
                 let plan = input(task, &inputs, "plan")?;
@@ -239,20 +317,12 @@ impl Executor {
                     .map_err(|e| e.to_string())?
                 };
                 let frames = u64::from(task.frame_end - task.frame_start);
-                let engine = self.engine.name();
-                self.metrics.frames.inc_by(frames);
-                self.metrics
-                    .diffusion_steps
-                    .with_label_values(&[engine])
-                    .inc_by(frames * u64::from(task.spec.steps));
-                self.metrics
-                    .step_duration
-                    .with_label_values(&[engine])
-                    .observe(started.elapsed().as_secs_f64() / f64::from(task.spec.steps));
-                Ok(Computed {
-                    files: vec![(format!("{id}.{tag}.h264"), "segment", chunk)],
-                    scene: None,
-                })
+                self.count_steps(frames, task.spec.steps, started);
+                Ok(Computed::files(vec![(
+                    format!("{id}.{tag}.h264"),
+                    "segment",
+                    chunk,
+                )]))
             }
             v1::TaskKind::Audio => {
                 let plan = input(task, &inputs, "plan")?;
@@ -261,17 +331,84 @@ impl Executor {
                 self.metrics
                     .audio_seconds
                     .inc_by(task.spec.duration_seconds);
-                Ok(Computed {
-                    files: vec![(format!("{id}.{tag}.audio"), "audio", audio)],
-                    scene: None,
+                Ok(Computed::files(vec![(
+                    format!("{id}.{tag}.audio"),
+                    "audio",
+                    audio,
+                )]))
+            }
+            v1::TaskKind::TextEncode => {
+                let model = task.model.as_ref().ok_or("TEXT_ENCODE without a model")?;
+                let shared = task.inputs.iter().position(|(k, _, _)| k == "text");
+                let reused = shared
+                    .map(|i| inputs[i].as_slice())
+                    .filter(|b| !b.is_empty());
+                let _busy = self.metrics.engine_busy.enter();
+                let encoded = stages::text_encode(&self.models, &task.spec, model, reused)
+                    .map_err(|e| e.to_string())?;
+                report(1, 1);
+                Ok(match (encoded, shared) {
+                    (Some(bytes), _) => {
+                        Computed::files(vec![(format!("{id}.{tag}.safetensors"), "text", bytes)])
+                    }
+                    (None, Some(i)) => Computed::reused(vec![task.inputs[i].2.clone()]),
+                    (None, None) => return Err("text encoding produced nothing".into()),
                 })
             }
+            v1::TaskKind::Denoise => {
+                let model = task.model.as_ref().ok_or("DENOISE without a model")?;
+                let text = input(task, &inputs, "text")?;
+                let plan = match model.guide_strength {
+                    Some(_) => Some(input(task, &inputs, "plan")?),
+                    None => None,
+                };
+                let started = Instant::now();
+                let latents = {
+                    let _busy = self.metrics.engine_busy.enter();
+                    stages::denoise(
+                        &self.models,
+                        &task.spec,
+                        model,
+                        text,
+                        plan,
+                        &mut report,
+                        cancel,
+                    )
+                    .map_err(|e| e.to_string())?
+                };
+                self.count_steps(u64::from(task.spec.frame_count()), task.spec.steps, started);
+                Ok(Computed::files(vec![(
+                    format!("{id}.{tag}.safetensors"),
+                    "latents",
+                    latents,
+                )]))
+            }
+            v1::TaskKind::Decode => {
+                let model = task.model.as_ref().ok_or("DECODE without a model")?;
+                let latents = input(task, &inputs, "denoise")?;
+                let (chunk, info) = {
+                    let _busy = self.metrics.engine_busy.enter();
+                    stages::decode(&self.models, &task.spec, &ctx, model, latents, &mut report)
+                        .map_err(|e| e.to_string())?
+                };
+                self.metrics
+                    .frames
+                    .inc_by(u64::from(task.spec.frame_count()));
+                let info = serde_json::to_vec_pretty(&info).expect("plain data");
+                Ok(Computed::files(vec![
+                    (format!("{id}.{tag}.h264"), "segment", chunk),
+                    (format!("{id}.{tag}.model.json"), "model-info", info),
+                ]))
+            }
             v1::TaskKind::Assemble => {
+                // The clip's segments: VIDEO_SEGMENT results, or a model job's one DECODE.
                 let mut segments: Vec<(u32, usize)> = task
                     .inputs
                     .iter()
                     .enumerate()
-                    .filter(|(_, (k, _, _))| k == "segment")
+                    .filter(|(_, (k, _, o))| {
+                        k == "segment" || (k == "decode" && o.kind == "segment")
+                    })
                     .map(|(at, (_, i, _))| (*i, at))
                     .collect();
                 segments.sort_by_key(|(i, _)| *i);
@@ -282,6 +419,19 @@ impl Executor {
                         task.segment_count
                     ));
                 }
+                let provenance = match task.model {
+                    None => None,
+                    Some(_) => {
+                        let at = task
+                            .inputs
+                            .iter()
+                            .position(|(k, _, o)| k == "decode" && o.kind == "model-info")
+                            .ok_or("missing model-info input")?;
+                        let info: ModelProvenance = serde_json::from_slice(&inputs[at])
+                            .map_err(|e| format!("model-info: {e}"))?;
+                        Some(info)
+                    }
+                };
                 let chunks: Vec<Vec<u8>> = segments
                     .iter()
                     .map(|(_, at)| std::mem::take(&mut inputs[*at]))
@@ -292,19 +442,39 @@ impl Executor {
                 } else {
                     None
                 };
-                let artifacts = pipeline::run_assemble(&task.spec, &ctx, plan, &chunks, audio)
-                    .map_err(|e| e.to_string())?;
+                let artifacts = pipeline::run_assemble(
+                    &task.spec,
+                    &ctx,
+                    plan,
+                    &chunks,
+                    audio,
+                    provenance.as_ref(),
+                )
+                .map_err(|e| e.to_string())?;
                 report(1, 1);
-                Ok(Computed {
-                    files: artifacts
+                Ok(Computed::files(
+                    artifacts
                         .into_iter()
                         .map(|a| (format!("{id}.{tag}/{}", a.file_name), a.kind, a.bytes))
                         .collect(),
-                    scene: None,
-                })
+                ))
             }
             v1::TaskKind::Unspecified => Err("task kind unspecified".into()),
         }
+    }
+
+    /// Counts `frames` × `steps` of diffusion work done since `started`.
+    fn count_steps(&self, frames: u64, steps: u32, started: Instant) {
+        let engine = self.engine.name();
+        self.metrics.frames.inc_by(frames);
+        self.metrics
+            .diffusion_steps
+            .with_label_values(&[engine])
+            .inc_by(frames * u64::from(steps));
+        self.metrics
+            .step_duration
+            .with_label_values(&[engine])
+            .observe(started.elapsed().as_secs_f64() / f64::from(steps));
     }
 }
 
@@ -317,8 +487,33 @@ fn input<'a>(task: &Task, inputs: &'a [Vec<u8>], kind: &str) -> Result<&'a [u8],
         .ok_or_else(|| format!("missing {kind} input"))
 }
 
-/// What a pipeline stage computed: files to write (name, kind, bytes), and the scene.
+/// What a pipeline stage computed: files to write (name, kind, bytes), outputs of another
+/// task handed back as they are (shared text embeddings), and the scene.
 struct Computed {
     files: Vec<(String, &'static str, Vec<u8>)>,
+    reused: Vec<Output>,
     scene: Option<String>,
+}
+
+impl Computed {
+    fn files(files: Vec<(String, &'static str, Vec<u8>)>) -> Self {
+        Self {
+            files,
+            reused: vec![],
+            scene: None,
+        }
+    }
+
+    fn reused(outputs: Vec<Output>) -> Self {
+        Self {
+            files: vec![],
+            reused: outputs,
+            scene: None,
+        }
+    }
+
+    fn with_scene(mut self, scene: String) -> Self {
+        self.scene = Some(scene);
+        self
+    }
 }

@@ -141,6 +141,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut tasks = vec![http_task];
 
     let (models, broken_models) = crate::models::scan(config.models.as_deref())?;
+    let model_host = Arc::new(crate::models::host::ModelHost::new(
+        config.models.clone(),
+        models
+            .iter()
+            .filter(|m| m.not_servable.is_empty())
+            .map(|m| m.name.clone())
+            .collect(),
+    ));
     let register = v1::RegisterWorker {
         worker_id: id.clone(),
         engine: engine.name().to_string(),
@@ -197,6 +205,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         engine,
         farm_secret,
         metrics: metrics.clone(),
+        models: model_host,
     });
     let running = TaskRegistry::new(config.slots);
     tasks.push(tokio::spawn(session::run(

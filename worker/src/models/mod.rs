@@ -1,8 +1,15 @@
-//! The worker's `--models` folder: scanned once at start through `reelfarm-models`, logged,
-//! and reported to the coordinator in `RegisterWorker` (AdminService.ListWorkers and
-//! `reelfarm workers` show it). A broken model folder is logged and reported, never fatal:
-//! the worker serves the rest. Only an unreadable `--models` folder stops the start, since
-//! the operator named it explicitly.
+//! The worker's open models (`--models`):
+//!
+//! - this file: the folder scanned once at start through `reelfarm-models`, logged, and
+//!   reported to the coordinator in `RegisterWorker` (AdminService.ListWorkers and
+//!   `reelfarm workers` show it). A broken model folder is logged and reported, never
+//!   fatal: the worker serves the rest. Only an unreadable `--models` folder stops the
+//!   start, since the operator named it explicitly.
+//! - [`host`]: the model loaded for the tasks that run it, and its weights' hash.
+//! - [`stages`]: the model job's task bodies (TEXT_ENCODE, DENOISE, DECODE).
+
+pub mod host;
+pub mod stages;
 
 use std::path::Path;
 

@@ -97,7 +97,7 @@ pub fn bench_stages(spec: &ClipSpec, engine: &dyn Engine) -> Result<StageTimings
         job_id: BENCH_JOB_ID.into(),
         farm_secret: BENCH_SECRET.to_vec(),
     };
-    let artifacts = super::run_assemble(spec, &ctx, &plan_bytes, &[chunk], audio.as_deref())?;
+    let artifacts = super::run_assemble(spec, &ctx, &plan_bytes, &[chunk], audio.as_deref(), None)?;
     let mux_s = clock.elapsed().as_secs_f64();
     let mp4_bytes = artifacts
         .iter()

@@ -59,7 +59,7 @@ fn render_job(spec: &ClipSpec, job_id: &str, secret: &[u8], segments: &[Range<u3
         .audio
         .then(|| run_audio(spec, &plan.bytes, &mut |_, _| {}).expect("audio"));
     let artifacts =
-        run_assemble(spec, &ctx, &plan.bytes, &chunks, audio.as_deref()).expect("assemble");
+        run_assemble(spec, &ctx, &plan.bytes, &chunks, audio.as_deref(), None).expect("assemble");
     Job {
         spec: spec.clone(),
         plan: Plan::from_bytes(&plan.bytes).expect("plan parses"),

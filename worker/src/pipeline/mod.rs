@@ -145,14 +145,16 @@ pub fn run_audio(
     media::encode_audio(spec, &track)
 }
 
-/// ASSEMBLE: joins the chunks (in segment order) and the audio into the final artifacts.
+/// ASSEMBLE: joins the chunks (in segment order) and the audio into the final artifacts;
+/// a model job's manifest names the model (`open_model`).
 pub fn run_assemble(
     spec: &ClipSpec,
     ctx: &TaskContext,
     plan_bytes: &[u8],
     segments: &[Vec<u8>],
     audio: Option<&[u8]>,
+    open_model: Option<&provenance::manifest::ModelProvenance>,
 ) -> Result<Vec<Artifact>, PipelineError> {
     let plan = plan::Plan::from_bytes(plan_bytes)?;
-    media::assemble(spec, ctx, &plan, segments, audio)
+    media::assemble(spec, ctx, &plan, segments, audio, open_model)
 }

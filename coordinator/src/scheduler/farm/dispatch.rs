@@ -31,15 +31,26 @@ impl Farm {
     // ----- dispatch ---------------------------------------------------------------------
 
     /// Hands ready tasks to workers with free slots: best task first, workers in
-    /// round-robin order; one message per worker carries all its new assignments.
+    /// round-robin order; one message per worker carries all its new assignments. A task of
+    /// an open model goes only to a worker serving that model.
     pub(crate) fn dispatch(&mut self) {
         if self.holding_dispatch() {
             return;
         }
         let mut batches: HashMap<String, Vec<Assignment>> = HashMap::new();
+        // Workers with free slots for which nothing queued fits (only other models' tasks
+        // are left): they keep their place in the round-robin order.
+        let mut passed: Vec<String> = Vec::new();
         while let Some(worker_id) = self.idle.pop_front() {
+            if self.ready.is_empty() {
+                self.idle.push_front(worker_id);
+                break;
+            }
+            let Some(serves) = self.workers.get(&worker_id).map(|w| &w.serves) else {
+                continue; // removed while listed in `idle`
+            };
             let (jobs, metrics) = (&mut self.jobs, &self.metrics);
-            let Some(item) = self.ready.pop(|i| {
+            let Some(item) = self.ready.pop_for(serves, |i| {
                 let Some(j) = jobs.get_mut(&i.job_id) else {
                     return false;
                 };
@@ -54,15 +65,13 @@ impl Farm {
                 metrics.queue_depth(i.priority).dec();
                 !pending && t.state == TaskState::Ready
             }) else {
+                if self.ready.only_model_work() {
+                    passed.push(worker_id);
+                    continue;
+                }
                 self.idle.push_front(worker_id);
                 break;
             };
-            if !self.workers.contains_key(&worker_id) {
-                // Removed while listed in `idle`; put the task back.
-                let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
-                enqueue(&mut self.ready, &self.metrics, job, item.task_index);
-                continue;
-            }
             let worker = self.workers.get_mut(&worker_id).expect("checked above");
             let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
             let index = item.task_index as usize;
@@ -97,9 +106,9 @@ impl Farm {
                 .record
                 .tasks
                 .iter()
-                .filter(|t| t.kind == TaskKind::VideoSegment)
+                .filter(|t| matches!(t.kind, TaskKind::VideoSegment | TaskKind::Decode))
                 .count() as u32;
-            let inputs = def
+            let mut inputs: Vec<TaskInput> = def
                 .deps
                 .iter()
                 .flat_map(|d| {
@@ -111,6 +120,19 @@ impl Farm {
                     })
                 })
                 .collect();
+            if def.kind == TaskKind::TextEncode {
+                // Another job's committed embeddings of the same key: the worker returns
+                // them instead of encoding again (see `text_share`).
+                let shared = text_share::text_key(&job.record.spec)
+                    .and_then(|key| self.text.reusable(&key, &item.job_id).map(<[_]>::to_vec));
+                for output in shared.into_iter().flatten() {
+                    inputs.push(TaskInput {
+                        kind: TaskKind::TextEncode,
+                        segment_index: 0,
+                        output,
+                    });
+                }
+            }
             let assignment = Assignment {
                 token: AttemptToken {
                     job_id: item.job_id.clone(),
@@ -140,6 +162,9 @@ impl Farm {
             } else {
                 worker.in_idle = false;
             }
+        }
+        for worker_id in passed.into_iter().rev() {
+            self.idle.push_front(worker_id);
         }
         for (worker_id, assignments) in batches {
             if let Some(w) = self.workers.get(&worker_id) {

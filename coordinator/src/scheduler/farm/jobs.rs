@@ -179,6 +179,16 @@ impl Farm {
                 }
             }
         }
+        if let Some(key) = text_share::text_key(&record.spec) {
+            let done = record
+                .tasks
+                .iter()
+                .zip(&tasks)
+                .find(|(d, t)| d.kind == TaskKind::TextEncode && t.state == TaskState::Done);
+            if let Some((_, t)) = done {
+                self.text.done(&key, &record.id, t.outputs.clone());
+            }
+        }
         if let Some(key) = &record.idempotency_key {
             self.idempotency
                 .insert((record.spec.tenant.clone(), key.clone()), record.id.clone());
@@ -203,7 +213,13 @@ impl Farm {
             self.metrics.jobs_active.set(self.active_jobs as i64);
             for i in 0..entry.tasks.len() {
                 if entry.tasks[i].state == TaskState::Ready {
-                    enqueue(&mut self.ready, &self.metrics, &mut entry, i as u32);
+                    enqueue(
+                        &mut self.ready,
+                        &mut self.text,
+                        &self.metrics,
+                        &mut entry,
+                        i as u32,
+                    );
                 }
             }
         }
@@ -284,15 +300,35 @@ impl Farm {
 }
 
 /// Puts a READY task in the ready queue unless it already has a live entry there.
-pub(super) fn enqueue(ready: &mut ReadyQueue, metrics: &Metrics, job: &mut JobEntry, index: u32) {
-    let task = &mut job.tasks[index as usize];
-    if task.queued {
+pub(super) fn enqueue(
+    ready: &mut ReadyQueues,
+    text: &mut TextShares,
+    metrics: &Metrics,
+    job: &mut JobEntry,
+    index: u32,
+) {
+    let def = &job.record.tasks[index as usize];
+    if job.tasks[index as usize].queued {
         return;
     }
+    if def.kind == TaskKind::TextEncode {
+        if let Some(key) = text_share::text_key(&job.record.spec) {
+            if let text_share::Gate::Wait = text.gate(&job.record.id, index, &key) {
+                return;
+            }
+        }
+    }
+    let task = &mut job.tasks[index as usize];
     task.queued = true;
     let spec = &job.record.spec;
-    let cost = crate::planner::estimated_work(spec, &job.record.tasks[index as usize]);
+    let cost = crate::planner::estimated_work(spec, def);
+    let model = spec
+        .model
+        .as_ref()
+        .filter(|_| def.kind.needs_model())
+        .map(|m| m.name.as_str());
     ready.push(
+        model,
         spec.priority,
         &spec.tenant,
         job.record.id.clone(),
@@ -374,5 +410,6 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
         scene: job.scene.clone().unwrap_or_default(),
         waiting: String::new(),
         cached_from: job.record.cached_from.clone().unwrap_or_default(),
+        adjustments: job.record.adjustments.clone(),
     }
 }

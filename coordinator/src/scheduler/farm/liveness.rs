@@ -238,6 +238,32 @@ impl Farm {
             .iter()
             .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
             .count();
+        // A model job's own reasons hold while its other tasks run: they say why the model
+        // tasks do not start.
+        let unserved_model = job.record.spec.model.as_ref().filter(|m| {
+            job.record
+                .tasks
+                .iter()
+                .zip(&job.tasks)
+                .any(|(d, t)| d.kind.needs_model() && t.state == TaskState::Ready)
+                && !self.model_served(&m.name)
+        });
+        let shared_with = text_share::text_key(&job.record.spec).and_then(|key| {
+            self.text
+                .waiting_on(&key, &job.record.id)
+                .map(str::to_string)
+        });
+        if let Some(m) = unserved_model.filter(|_| !self.workers.is_empty()) {
+            return Some(format!(
+                "no live worker serves model {:?}: its tasks wait for a worker with it in --models",
+                m.name
+            ));
+        }
+        if let Some(owner) = shared_with {
+            return Some(format!(
+                "its text encoding is shared with job {owner}, which runs it first (same model, prompt and negative prompt)"
+            ));
+        }
         if ready == 0 || running > 0 {
             return None;
         }

@@ -19,6 +19,7 @@
 //! - `dispatch`: READY tasks onto workers' free slots ([`Assignment`]).
 //! - `reports`: progress and results from workers, commits, retries, terminal states.
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
+//! - `text_share`: model jobs' text encodings, run once per (model, prompt, negative).
 //! - `retention`: finished jobs kept up to a limit, older ones forgotten.
 //! - `sweeps`: which finished jobs are due for an artifact sweep.
 //! - `gauges`: the worker and slot gauges and the cluster-status counts.
@@ -33,14 +34,17 @@ mod dispatch;
 mod gauges;
 mod jobs;
 mod liveness;
+#[cfg(test)]
+mod model_tests;
 mod reports;
 mod retention;
 mod sweeps;
 #[cfg(test)]
 mod tests;
+mod text_share;
 mod workers;
 
-use super::queue::{ReadyQueue, TenantWeights};
+use super::queue::{ReadyQueues, TenantWeights};
 use super::view::{JobView, TaskRunView, WorkerView};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -54,6 +58,7 @@ pub(crate) use jobs::CancelRefusal;
 use jobs::{enqueue, JobEntry, Pending};
 pub(crate) use reports::Rejection;
 pub use sweeps::Sweep;
+use text_share::TextShares;
 pub(crate) use workers::ToWorker;
 use workers::WorkerEntry;
 pub use workers::WorkerInfo;
@@ -113,7 +118,7 @@ pub(crate) struct Farm {
     job_order: BTreeSet<JobId>,
     idempotency: HashMap<(String, String), JobId>,
     active_jobs: usize,
-    ready: ReadyQueue,
+    ready: ReadyQueues,
     workers: HashMap<String, WorkerEntry>,
     /// Workers with free slots, in round-robin order, so a job's segments spread out.
     idle: VecDeque<String>,
@@ -133,6 +138,8 @@ pub(crate) struct Farm {
     by_content: HashMap<String, JobId>,
     /// Jobs not yet terminal, per tenant (tenants with none are absent).
     active_by_tenant: HashMap<String, usize>,
+    /// Model jobs' text encodings, shared by content key (see `text_share`).
+    text: TextShares,
 }
 
 struct DispatchHold {
@@ -145,7 +152,7 @@ impl Farm {
         metrics.term.set(term as i64);
         Self {
             term,
-            ready: ReadyQueue::new(config.tenant_weights.clone()),
+            ready: ReadyQueues::new(config.tenant_weights.clone()),
             config,
             metrics,
             jobs: HashMap::new(),
@@ -162,6 +169,7 @@ impl Farm {
             to_sweep: VecDeque::new(),
             by_content: HashMap::new(),
             active_by_tenant: HashMap::new(),
+            text: TextShares::default(),
         }
     }
 

@@ -211,7 +211,7 @@ impl Farm {
         task.ready_at = Instant::now();
         job.touch();
         if job.pending.is_none() {
-            enqueue(&mut self.ready, &self.metrics, job, index);
+            enqueue(&mut self.ready, &mut self.text, &self.metrics, job, index);
         }
         None
     }
@@ -266,7 +266,13 @@ impl Farm {
         }
         for i in 0..job.tasks.len() {
             if job.tasks[i].state == TaskState::Ready {
-                enqueue(&mut self.ready, &self.metrics, job, i as u32);
+                enqueue(
+                    &mut self.ready,
+                    &mut self.text,
+                    &self.metrics,
+                    job,
+                    i as u32,
+                );
             }
         }
     }
@@ -277,6 +283,13 @@ impl Farm {
         };
         let index = completion.task_index as usize;
         let kind = job.record.tasks[index].kind;
+        let text_waiters = match text_share::text_key(&job.record.spec) {
+            Some(key) if kind == TaskKind::TextEncode => {
+                self.text
+                    .done(&key, &completion.job_id, completion.outputs.clone())
+            }
+            _ => vec![],
+        };
         {
             let task = &mut job.tasks[index];
             task.committing = false;
@@ -317,9 +330,10 @@ impl Farm {
         }
         if job.pending.is_none() && !job.record.state.is_terminal() {
             for i in newly_ready {
-                enqueue(&mut self.ready, &self.metrics, job, i);
+                enqueue(&mut self.ready, &mut self.text, &self.metrics, job, i);
             }
         }
+        self.release_text_waiters(text_waiters);
     }
 
     fn apply_terminal(&mut self, job_id: &str, state: JobState, error: Option<String>) {
@@ -393,5 +407,6 @@ impl Farm {
                 let _ = w.tx.send(ToWorker::Cancel(token));
             }
         }
+        self.text_owner_ended(job_id);
     }
 }

@@ -24,6 +24,7 @@ fn spec(priority: Priority) -> JobSpec {
         priority,
         tenant: "t".into(),
         labels: Default::default(),
+        model: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
             tasks,
             artifacts_swept: false,
             cached_from: None,
+            adjustments: vec![],
         },
         &[],
     );
@@ -377,6 +379,7 @@ fn job_record(id: &str) -> JobRecord {
         tasks,
         artifacts_swept: false,
         cached_from: None,
+        adjustments: vec![],
     }
 }
 

@@ -46,6 +46,8 @@ pub(super) struct WorkerEntry {
     pub(super) in_idle: bool,
     pub(super) connected_ms: u64,
     pub(super) tasks_done: u64,
+    /// Names of the models it can run jobs of (registered and servable).
+    pub(super) serves: Vec<String>,
 }
 
 impl Farm {
@@ -63,6 +65,12 @@ impl Farm {
         let id = info.id.clone();
         let offered = std::mem::take(&mut info.running);
         let cordoned = self.cordoned.contains(&id);
+        let serves = info
+            .models
+            .iter()
+            .filter(|m| m.not_servable.is_empty())
+            .map(|m| m.name.clone())
+            .collect();
         self.workers.insert(
             id.clone(),
             WorkerEntry {
@@ -76,6 +84,7 @@ impl Farm {
                 in_idle: true,
                 connected_ms: now_ms(),
                 tasks_done: 0,
+                serves,
             },
         );
         self.adopt(&id, offered);
@@ -195,6 +204,26 @@ impl Farm {
             .iter()
             .filter(|(_, w)| !w.draining)
             .map(|(id, w)| (id.as_str(), w.free, &w.tx))
+    }
+
+    /// The models connected workers can run jobs of: name → family (what a model job is
+    /// checked against at submission).
+    pub(crate) fn model_families(&self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        for w in self.workers.values() {
+            for m in w.info.models.iter().filter(|m| m.not_servable.is_empty()) {
+                out.entry(m.name.clone())
+                    .or_insert_with(|| m.family.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a connected worker that takes new tasks serves `model`.
+    pub(super) fn model_served(&self, model: &str) -> bool {
+        self.workers
+            .values()
+            .any(|w| !w.draining && w.serves.iter().any(|m| m == model))
     }
 
     pub(crate) fn worker_views(&self) -> Vec<WorkerView> {

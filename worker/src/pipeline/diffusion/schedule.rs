@@ -47,7 +47,9 @@ pub fn sigmas(sampler: Sampler, steps: u32) -> Vec<f64> {
             let (hi, lo) = (SIGMA_MAX.ln(), SIGMA_MIN.ln());
             (0..n).map(|i| (hi + frac(i) * (lo - hi)).exp()).collect()
         }
-        Sampler::Euler | Sampler::DpmSolverPp2m => {
+        // Flow-matching samplers belong to open models: `agent::executor::decode` refuses a
+        // reference task that names one, so they never reach this grid.
+        Sampler::Euler | Sampler::DpmSolverPp2m | Sampler::FlowEuler | Sampler::UniPc => {
             let (hi, lo) = (SIGMA_MAX.powf(1.0 / RHO), SIGMA_MIN.powf(1.0 / RHO));
             (0..n)
                 .map(|i| (hi + frac(i) * (lo - hi)).powf(RHO))
@@ -71,7 +73,7 @@ pub fn updates(sampler: Sampler, sigmas: &[f64]) -> Vec<Update> {
             previous_coef: 0.0,
         };
         let update = match sampler {
-            Sampler::Ddim | Sampler::Euler => first_order,
+            Sampler::Ddim | Sampler::Euler | Sampler::FlowEuler | Sampler::UniPc => first_order,
             Sampler::DpmSolverPp2m => {
                 if s_next == 0.0 {
                     first_order

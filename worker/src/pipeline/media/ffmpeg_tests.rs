@@ -79,7 +79,8 @@ pub(crate) fn make_clip(
         .collect();
     let track = audio::synthesize(&spec, &plan, &mut |_, _| {}).expect("synthesize");
     let audio_bytes = encode_audio(&spec, &track).expect("encode audio");
-    let artifacts = assemble(&spec, &ctx, &plan, &segments, Some(&audio_bytes)).expect("assemble");
+    let artifacts =
+        assemble(&spec, &ctx, &plan, &segments, Some(&audio_bytes), None).expect("assemble");
     Clip {
         spec,
         plan,

@@ -79,6 +79,7 @@ pub fn assemble(
     _plan: &Plan,
     segments: &[Vec<u8>],
     audio: Option<&[u8]>,
+    open_model: Option<&manifest::ModelProvenance>,
 ) -> Result<Vec<Artifact>, PipelineError> {
     let mut units = Vec::new();
     let mut segment_starts = Vec::with_capacity(segments.len());
@@ -140,7 +141,7 @@ pub fn assemble(
             format: manifest::FORMAT.into(),
             ai_generated: true,
             generator: manifest::GENERATOR.into(),
-            model: manifest::MODEL_NAME.into(),
+            model: open_model.map_or(manifest::MODEL_NAME.into(), |m| m.name.clone()),
             job_id: ctx.job_id.clone(),
             spec_sha256: manifest::spec_sha256(spec),
             content_sha256: mdat_sha256(&mp4)?,
@@ -150,6 +151,7 @@ pub fn assemble(
             frames: spec.frame_count(),
             audio: stream.is_some(),
             watermark: watermark::SCHEME.into(),
+            open_model: open_model.cloned(),
         },
         &ctx.farm_secret,
     );

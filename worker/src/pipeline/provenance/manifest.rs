@@ -48,6 +48,26 @@ pub struct Manifest {
     pub audio: bool,
     /// Name of the invisible watermark scheme carried by every frame.
     pub watermark: String,
+    /// The open model that made the clip (then `model` is its folder name); absent for the
+    /// reference pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_model: Option<ModelProvenance>,
+}
+
+/// What the manifest says about the open model that made a clip: which weights, exactly,
+/// and the parameters that are not in the spec's reference fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelProvenance {
+    pub name: String,
+    pub family: String,
+    /// SHA-256 over the model folder's weights and configs (see `models::host`).
+    pub weights_sha256: String,
+    pub sampler: String,
+    pub steps: u32,
+    pub guidance_scale: f64,
+    pub negative_prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide_strength: Option<f64>,
 }
 
 /// A manifest with its signature, as stored in the MP4 and in manifest.json.
@@ -141,6 +161,7 @@ mod tests {
             frames: 24,
             audio: true,
             watermark: "test".into(),
+            open_model: None,
         }
     }
 

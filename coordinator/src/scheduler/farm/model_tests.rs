@@ -1,0 +1,246 @@
+//! Unit tests of model jobs in the farm: tasks that need a model go only to workers
+//! serving it, a job waits with a reason while none does, and jobs with the same text key
+//! share one text encoding.
+
+use std::sync::Arc;
+
+use reelfarm_proto::v1::ServedModel;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::model::{ModelSpec, Priority, Sampler};
+use crate::planner::{self, PlannerConfig};
+
+fn config() -> FarmConfig {
+    FarmConfig {
+        max_attempts: 2,
+        max_active_jobs: 100,
+        max_active_jobs_per_tenant: None,
+        stuck_factor: 10.0,
+        stuck_min: std::time::Duration::from_secs(30),
+        retain_finished: 1000,
+        tenant_weights: Default::default(),
+        artifact_gc_grace: None,
+    }
+}
+
+fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
+    let spec = JobSpec {
+        prompt: prompt.into(),
+        duration_seconds: 9.0 / 12.0,
+        fps: 12,
+        width: 64,
+        height: 64,
+        seed,
+        steps: 2,
+        sampler: Sampler::UniPc,
+        audio: false,
+        priority: Priority::Normal,
+        tenant: "t".into(),
+        labels: Default::default(),
+        model: Some(ModelSpec {
+            name: "wan".into(),
+            family: "wan2.1-t2v".into(),
+            negative_prompt: String::new(),
+            guidance_scale: 5.0,
+            guide_strength: None,
+        }),
+    };
+    let tasks = planner::plan(&spec, PlannerConfig::default());
+    farm.insert_job(
+        JobRecord {
+            id: id.into(),
+            spec,
+            state: JobState::Queued,
+            idempotency_key: None,
+            created_ms: 1,
+            finished_ms: None,
+            error: None,
+            outputs: vec![],
+            tasks,
+            artifacts_swept: false,
+            cached_from: None,
+            adjustments: vec![],
+        },
+        &[],
+    );
+}
+
+fn worker(
+    farm: &mut Farm,
+    id: &str,
+    slots: u32,
+    models: &[&str],
+) -> mpsc::UnboundedReceiver<ToWorker> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    farm.register_worker(
+        WorkerInfo {
+            id: id.into(),
+            slots,
+            models: models
+                .iter()
+                .map(|m| ServedModel {
+                    name: m.to_string(),
+                    family: "wan2.1-t2v".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        },
+        tx,
+    );
+    rx
+}
+
+fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Assignment> {
+    let mut out = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        if let ToWorker::Assign(a) = msg {
+            out.extend(a);
+        }
+    }
+    out
+}
+
+fn output(name: &str) -> Output {
+    Output {
+        kind: "text".into(),
+        uri: format!("file:///store/{name}"),
+        sha256: "00".repeat(32),
+        bytes: 1,
+    }
+}
+
+fn succeed(farm: &mut Farm, worker: &str, a: &Assignment, outputs: Vec<Output>) {
+    let commit = farm
+        .begin_result(worker, &a.token, true, "", outputs, None)
+        .expect("current token accepted")
+        .expect("a success needs a commit");
+    farm.finish_commit(commit.after, Ok(()));
+}
+
+fn kinds(a: &[Assignment]) -> Vec<(&str, TaskKind)> {
+    a.iter()
+        .map(|a| (a.token.job_id.as_str(), a.kind))
+        .collect()
+}
+
+#[test]
+fn model_tasks_go_only_to_workers_serving_the_model() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    let mut cpu = worker(&mut f, "cpu", 4, &[]);
+    f.dispatch();
+    let a = assignments(&mut cpu);
+    assert_eq!(
+        kinds(&a),
+        [("000000000000000a", TaskKind::Plan)],
+        "only the plan"
+    );
+    let view = f.job_view("000000000000000a", false).expect("job");
+    assert!(
+        view.waiting.contains("no live worker serves model \"wan\""),
+        "{}",
+        view.waiting
+    );
+    let mut other = worker(&mut f, "other", 4, &["another-model"]);
+    f.dispatch();
+    assert!(assignments(&mut other).is_empty(), "serves another model");
+    let mut gpu = worker(&mut f, "gpu", 1, &["wan"]);
+    f.dispatch();
+    let a = assignments(&mut gpu);
+    assert_eq!(kinds(&a), [("000000000000000a", TaskKind::TextEncode)]);
+    assert!(f
+        .job_view("000000000000000a", false)
+        .expect("job")
+        .waiting
+        .is_empty());
+}
+
+#[test]
+fn a_worker_serving_a_model_also_takes_shared_work_when_no_model_task_waits() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    let mut gpu = worker(&mut f, "gpu", 2, &["wan"]);
+    f.dispatch();
+    let mut a = assignments(&mut gpu);
+    a.sort_by_key(|a| a.kind.as_str());
+    assert_eq!(
+        kinds(&a),
+        [
+            ("000000000000000a", TaskKind::Plan),
+            ("000000000000000a", TaskKind::TextEncode)
+        ],
+        "the model's queue first, then the shared one"
+    );
+}
+
+#[test]
+fn jobs_with_the_same_text_key_encode_once() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    model_job(&mut f, "000000000000000b", "a robot", 2);
+    model_job(&mut f, "000000000000000c", "a cat", 3);
+    let mut gpu = worker(&mut f, "gpu", 8, &["wan"]);
+    f.dispatch();
+    let first = assignments(&mut gpu);
+    let texts: Vec<&Assignment> = first
+        .iter()
+        .filter(|a| a.kind == TaskKind::TextEncode)
+        .collect();
+    let ids: Vec<&str> = texts.iter().map(|a| a.token.job_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["000000000000000a", "000000000000000c"],
+        "b waits for a"
+    );
+    assert!(
+        texts.iter().all(|a| a.inputs.is_empty()),
+        "nothing to reuse yet"
+    );
+    let b = f.job_view("000000000000000b", false).expect("job");
+    assert!(
+        b.waiting.contains("shared with job 000000000000000a"),
+        "{}",
+        b.waiting
+    );
+
+    succeed(&mut f, "gpu", texts[0], vec![output("a-text")]);
+    f.dispatch();
+    let next = assignments(&mut gpu);
+    let b_text = next
+        .iter()
+        .find(|a| a.token.job_id == "000000000000000b" && a.kind == TaskKind::TextEncode)
+        .expect("b's text task is dispatched once a's is committed");
+    assert_eq!(b_text.inputs.len(), 1);
+    assert_eq!(b_text.inputs[0].kind, TaskKind::TextEncode);
+    assert_eq!(b_text.inputs[0].output, output("a-text"), "a's embeddings");
+}
+
+#[test]
+fn a_waiter_takes_over_when_the_owner_of_the_encoding_is_cancelled() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    model_job(&mut f, "000000000000000b", "a robot", 2);
+    let mut gpu = worker(&mut f, "gpu", 8, &["wan"]);
+    f.dispatch();
+    let texts: Vec<String> = assignments(&mut gpu)
+        .iter()
+        .filter(|a| a.kind == TaskKind::TextEncode)
+        .map(|a| a.token.job_id.clone())
+        .collect();
+    assert_eq!(texts, ["000000000000000a"]);
+    let commit = f
+        .begin_cancel("000000000000000a")
+        .expect("cancellable")
+        .expect("not terminal");
+    f.finish_commit(commit.after, Ok(()));
+    f.dispatch();
+    let b: Vec<Assignment> = assignments(&mut gpu)
+        .into_iter()
+        .filter(|a| a.kind == TaskKind::TextEncode)
+        .collect();
+    assert_eq!(kinds(&b), [("000000000000000b", TaskKind::TextEncode)]);
+    assert!(b[0].inputs.is_empty(), "b encodes itself");
+    assert_eq!(f.text.len(), 1, "b owns the key now");
+}

@@ -1,0 +1,250 @@
+//! The task bodies of a model job (see the coordinator's planner):
+//!
+//! | task        | reads                               | writes                               |
+//! |-------------|-------------------------------------|--------------------------------------|
+//! | TEXT_ENCODE | (another job's embeddings to reuse) | `text`: prompt (+ negative) embeddings |
+//! | DENOISE     | text, and the plan when guided      | `latents`: the clip's denoised latents |
+//! | DECODE      | latents                             | `segment`: the clip as one H.264 chunk, `model-info` |
+//!
+//! What passes between them is safetensors (f32), so any worker serving the model can take
+//! the next task. DECODE watermarks every frame and encodes the clip exactly as a reference
+//! segment, so ASSEMBLE muxes, signs and posters it unchanged; its `model-info` output names
+//! the model and its weights' hash for the manifest.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{Device, Tensor};
+use reelfarm_models::wan::pipeline::{
+    from_safetensors, to_safetensors, DenoiseParams, SamplerKind, TextEmbeddings,
+};
+
+use super::host::{LoadedModel, ModelHost};
+use crate::pipeline::plan::Plan;
+use crate::pipeline::{guide, media, provenance, ClipSpec, Frame, PipelineError, Progress};
+use crate::pipeline::{Sampler, TaskContext};
+
+/// The open-model part of an assignment, decoded and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelTask {
+    pub name: String,
+    pub negative_prompt: String,
+    pub guidance_scale: f64,
+    /// Physics-guided (video-to-video) with this strength.
+    pub guide_strength: Option<f64>,
+}
+
+pub use crate::pipeline::provenance::manifest::ModelProvenance;
+
+fn model_error(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Engine(format!("model: {e}"))
+}
+
+fn sampler_kind(s: Sampler) -> Result<SamplerKind, PipelineError> {
+    match s {
+        Sampler::UniPc => Ok(SamplerKind::UniPc),
+        Sampler::FlowEuler => Ok(SamplerKind::FlowEuler),
+        other => Err(PipelineError::InvalidInput(format!(
+            "sampler {other:?} is not a flow-matching sampler"
+        ))),
+    }
+}
+
+/// TEXT_ENCODE. With `reused` (another job's committed embeddings of the same model,
+/// prompt and negative prompt), checks they are embeddings of this model's width and
+/// returns `None`: the caller hands that output back instead of encoding again.
+pub fn text_encode(
+    host: &ModelHost,
+    spec: &ClipSpec,
+    task: &ModelTask,
+    reused: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>, PipelineError> {
+    if let Some(bytes) = reused {
+        match read_text(bytes) {
+            Ok(_) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared text embeddings unreadable; encoding again")
+            }
+        }
+    }
+    let m = host.get(&task.name).map_err(model_error)?;
+    let text = m
+        .model
+        .encode_text(&spec.prompt, &task.negative_prompt, task.guidance_scale)
+        .map_err(model_error)?;
+    let mut tensors = vec![("prompt", &text.prompt)];
+    if let Some(n) = &text.negative {
+        tensors.push(("negative", n));
+    }
+    to_safetensors(&tensors).map(Some).map_err(model_error)
+}
+
+fn read_text(bytes: &[u8]) -> Result<TextEmbeddings, PipelineError> {
+    let mut t = from_safetensors(bytes, &Device::Cpu).map_err(model_error)?;
+    let prompt = t
+        .remove("prompt")
+        .ok_or_else(|| PipelineError::InvalidInput("text embeddings without \"prompt\"".into()))?;
+    Ok(TextEmbeddings {
+        prompt,
+        negative: t.remove("negative"),
+    })
+}
+
+/// DENOISE: the clip's latents, from noise or (guided) from the plan's simulation.
+#[allow(clippy::too_many_arguments)]
+pub fn denoise(
+    host: &ModelHost,
+    spec: &ClipSpec,
+    task: &ModelTask,
+    text: &[u8],
+    plan: Option<&[u8]>,
+    progress: Progress<'_>,
+    cancel: &AtomicBool,
+) -> Result<Vec<u8>, PipelineError> {
+    let m = host.get(&task.name).map_err(model_error)?;
+    let text = read_text(text)?;
+    if task.guidance_scale > 1.0 && text.negative.is_none() {
+        return Err(PipelineError::InvalidInput(
+            "guided denoise without negative embeddings".into(),
+        ));
+    }
+    let params = DenoiseParams {
+        frames: spec.frame_count() as usize,
+        height: spec.height as usize,
+        width: spec.width as usize,
+        steps: spec.steps as usize,
+        sampler: sampler_kind(spec.sampler)?,
+        guidance_scale: task.guidance_scale,
+        seed: spec.seed,
+    };
+    let guide = match (task.guide_strength, plan) {
+        (None, _) => None,
+        (Some(s), Some(plan)) => Some((guide_latents(&m, spec, plan)?, s)),
+        (Some(_), None) => {
+            return Err(PipelineError::InvalidInput(
+                "guided denoise without the plan".into(),
+            ))
+        }
+    };
+    let total = spec.steps as u64;
+    let latents = m
+        .model
+        .denoise(
+            &text,
+            &params,
+            guide.as_ref().map(|(l, s)| (l, *s)),
+            |done, _| {
+                progress(done as u64, total);
+                if cancel.load(Ordering::Relaxed) {
+                    candle_core::bail!("cancelled");
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                PipelineError::Cancelled
+            } else {
+                model_error(format!("{e:#}"))
+            }
+        })?;
+    progress(total, total);
+    to_safetensors(&[("latents", &latents)]).map_err(model_error)
+}
+
+/// The plan's guide render of every frame, encoded by the model's VAE.
+fn guide_latents(m: &LoadedModel, spec: &ClipSpec, plan: &[u8]) -> Result<Tensor, PipelineError> {
+    let plan = Plan::from_bytes(plan)?;
+    let (w, h, frames) = (
+        spec.width as usize,
+        spec.height as usize,
+        spec.frame_count(),
+    );
+    let mut data = vec![0f32; 3 * frames as usize * h * w];
+    let plane = frames as usize * h * w;
+    for f in 0..frames {
+        let g = guide::render(&plan, f)?;
+        if g.width as usize != w || g.height as usize != h {
+            return Err(PipelineError::InvalidInput(format!(
+                "the plan renders {}x{}, the spec is {w}x{h}",
+                g.width, g.height
+            )));
+        }
+        for (p, rgb) in g.rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                // [0, 1] → [-1, 1], channels first: [c][frame][y][x].
+                data[c * plane + f as usize * h * w + p] = rgb[c] * 2.0 - 1.0;
+            }
+        }
+    }
+    let video =
+        Tensor::from_vec(data, (1, 3, frames as usize, h, w), &Device::Cpu).map_err(model_error)?;
+    m.model.encode_video(&video).map_err(model_error)
+}
+
+/// DECODE: latents → watermarked frames → one H.264 chunk, and the model's provenance.
+pub fn decode(
+    host: &ModelHost,
+    spec: &ClipSpec,
+    ctx: &TaskContext,
+    task: &ModelTask,
+    latents: &[u8],
+    progress: Progress<'_>,
+) -> Result<(Vec<u8>, ModelProvenance), PipelineError> {
+    let m = host.get(&task.name).map_err(model_error)?;
+    let latents = from_safetensors(latents, &Device::Cpu)
+        .map_err(model_error)?
+        .remove("latents")
+        .ok_or_else(|| PipelineError::InvalidInput("latents file without \"latents\"".into()))?;
+    let video = m.model.decode(&latents).map_err(model_error)?;
+    let mut frames = to_frames(&video)?;
+    if frames.len() != spec.frame_count() as usize {
+        return Err(PipelineError::Engine(format!(
+            "the VAE decoded {} frames, the clip has {}",
+            frames.len(),
+            spec.frame_count()
+        )));
+    }
+    for (i, frame) in frames.iter_mut().enumerate() {
+        provenance::watermark::embed(frame, &ctx.job_id, &ctx.farm_secret, i as u32);
+    }
+    progress(1, 1);
+    let chunk = media::encode_segment(spec, &frames)?;
+    let info = ModelProvenance {
+        name: m.name.clone(),
+        family: reelfarm_domain::model_rules::WAN21_T2V.into(),
+        weights_sha256: m.weights_sha256.clone(),
+        sampler: format!("{:?}", spec.sampler),
+        steps: spec.steps,
+        guidance_scale: task.guidance_scale,
+        negative_prompt: task.negative_prompt.clone(),
+        guide_strength: task.guide_strength,
+    };
+    Ok((chunk, info))
+}
+
+/// A decoded video `[1, 3, frames, h, w]` in [-1, 1] → RGB8 frames.
+fn to_frames(video: &Tensor) -> Result<Vec<Frame>, PipelineError> {
+    let (_, c, n, h, w) = video.dims5().map_err(model_error)?;
+    if c != 3 {
+        return Err(PipelineError::Engine(format!(
+            "the VAE decoded {c} channels, not 3"
+        )));
+    }
+    let values: Vec<f32> = video
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .map_err(model_error)?;
+    let plane = n * h * w;
+    Ok((0..n)
+        .map(|f| {
+            let mut frame = Frame::new(w as u32, h as u32);
+            for p in 0..h * w {
+                for ch in 0..3 {
+                    let v = values[ch * plane + f * h * w + p];
+                    frame.rgb[p * 3 + ch] = ((v + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            frame
+        })
+        .collect())
+}
