@@ -1254,19 +1254,6 @@ async fn verify_content_is_checked_by_a_worker_and_refused_without_one() {
     );
 }
 
-/// Copies a folder tree (a model fixture).
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_broken_model_folder_is_reported_and_the_worker_serves_the_rest() {
     let mut cluster = Cluster::start(ClusterOptions {

@@ -839,3 +839,29 @@ pub fn output_path(uri: &str) -> &Path {
             .unwrap_or_else(|| panic!("output uri {uri:?} was expected to be file://")),
     )
 }
+
+/// Copies a folder tree (a model fixture).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A `--models` folder holding the tiny random Wan fixture `wan-tiny-a` (made by
+/// models/oracle) under `name`.
+pub fn tiny_models_folder(name: &str) -> tempfile::TempDir {
+    let models = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures/wan-tiny-a");
+    copy_tree(&fixture, &models.path().join(name));
+    // Not part of a diffusers folder: the oracle's recorded outputs.
+    for f in ["references.safetensors", "references.json"] {
+        let _ = std::fs::remove_file(models.path().join(name).join(f));
+    }
+    models
+}

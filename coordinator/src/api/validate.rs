@@ -554,6 +554,205 @@ mod tests {
         }
     }
 
+    fn model_job(spec: v1::JobSpec) -> NewJob {
+        NewJob {
+            spec: job_spec(Some(&spec)).expect("valid"),
+            idempotency_key: None,
+            adjustments: vec![],
+        }
+    }
+
+    fn served() -> std::collections::HashMap<String, String> {
+        [("wan".to_string(), "wan2.1-t2v".to_string())].into()
+    }
+
+    #[test]
+    fn a_model_job_gets_the_flow_defaults_and_is_fitted_to_the_family_with_each_change_recorded() {
+        let mut job = model_job(v1::JobSpec {
+            model: "wan".into(),
+            ..spec()
+        });
+        let m = job.spec.model.clone().expect("model job");
+        assert_eq!(
+            (m.guidance_scale, m.guide_strength),
+            (GUIDANCE_DEFAULT, None)
+        );
+        assert_eq!(
+            job.spec.sampler,
+            Sampler::UniPc,
+            "WanPipeline's sampler by default"
+        );
+        model_rules(&mut job, &served(), "").expect("served");
+        assert_eq!(
+            job.spec.model.as_ref().map(|m| m.family.as_str()),
+            Some("wan2.1-t2v")
+        );
+        // 4 s at 12 fps = 48 frames -> 49; 320x180 -> 320x176.
+        assert_eq!(job.spec.frame_count(), 49);
+        assert_eq!((job.spec.width, job.spec.height), (320, 176));
+        assert_eq!(job.adjustments.len(), 2, "{:?}", job.adjustments);
+        assert!(job.adjustments[0].starts_with("frames: 48 -> 49"));
+        assert!(job.adjustments[1].starts_with("height: 180 -> 176"));
+
+        // Already valid: nothing changes, nothing is recorded.
+        let mut ok = model_job(v1::JobSpec {
+            model: "wan".into(),
+            duration_seconds: 81.0 / 16.0,
+            fps: 16,
+            width: 832,
+            height: 480,
+            ..spec()
+        });
+        model_rules(&mut ok, &served(), "").expect("served");
+        assert!(ok.adjustments.is_empty(), "{:?}", ok.adjustments);
+        assert_eq!(ok.spec.frame_count(), 81);
+    }
+
+    #[test]
+    fn the_adjusted_frame_count_stays_within_the_duration_bounds() {
+        // 20 s at 60 fps = 1200 frames; the nearest 4k+1 (1201) is over 20 s: 1197.
+        let mut long = model_job(v1::JobSpec {
+            model: "wan".into(),
+            duration_seconds: 20.0,
+            fps: 60,
+            ..spec()
+        });
+        model_rules(&mut long, &served(), "").expect("served");
+        assert_eq!(long.spec.frame_count(), 1197);
+        assert!(long.spec.duration_seconds <= DURATION_MAX_S);
+        // 0.5 s at 4 fps = 2 frames; the nearest (1) is under 0.5 s: 5.
+        let mut short = model_job(v1::JobSpec {
+            model: "wan".into(),
+            duration_seconds: 0.5,
+            fps: 4,
+            ..spec()
+        });
+        model_rules(&mut short, &served(), "").expect("served");
+        assert_eq!(short.spec.frame_count(), 5);
+    }
+
+    #[test]
+    fn an_unserved_model_is_refused_naming_the_field_and_what_is_served() {
+        let mut job = model_job(v1::JobSpec {
+            model: "wan-typo".into(),
+            ..spec()
+        });
+        let e = model_rules(&mut job, &served(), "jobs[2].").expect_err("not served");
+        let ModelRefusal::NotServed(e) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(e.field, "jobs[2].spec.model");
+        assert!(e.problem.contains("served now: wan"), "{}", e.problem);
+        let mut unknown_family = model_job(v1::JobSpec {
+            model: "odd".into(),
+            ..spec()
+        });
+        let families = [("odd".to_string(), "mystery-family".to_string())].into();
+        assert!(matches!(
+            model_rules(&mut unknown_family, &families, ""),
+            Err(ModelRefusal::UnknownFamily(_))
+        ));
+    }
+
+    #[test]
+    fn model_fields_are_checked_and_refused_on_reference_jobs() {
+        let cases: Vec<(v1::JobSpec, &str, &str)> = vec![
+            (
+                v1::JobSpec {
+                    negative_prompt: "x".into(),
+                    ..spec()
+                },
+                "spec.negative_prompt",
+                "for model jobs only",
+            ),
+            (
+                v1::JobSpec {
+                    guide: true,
+                    ..spec()
+                },
+                "spec.guide",
+                "for model jobs only",
+            ),
+            (
+                v1::JobSpec {
+                    sampler: v1::Sampler::Unipc as i32,
+                    ..spec()
+                },
+                "spec.sampler",
+                "is for model jobs",
+            ),
+            (
+                v1::JobSpec {
+                    model: "wan".into(),
+                    sampler: v1::Sampler::Ddim as i32,
+                    ..spec()
+                },
+                "spec.sampler",
+                "reference-pipeline sampler",
+            ),
+            (
+                v1::JobSpec {
+                    model: "../etc".into(),
+                    ..spec()
+                },
+                "spec.model",
+                "model folder name",
+            ),
+            (
+                v1::JobSpec {
+                    model: "wan".into(),
+                    guidance_scale: Some(0.5),
+                    ..spec()
+                },
+                "spec.guidance_scale",
+                "must be 1..=20",
+            ),
+            (
+                v1::JobSpec {
+                    model: "wan".into(),
+                    guide_strength: Some(0.5),
+                    ..spec()
+                },
+                "spec.guide_strength",
+                "needs spec.guide",
+            ),
+            (
+                v1::JobSpec {
+                    model: "wan".into(),
+                    guide: true,
+                    guide_strength: Some(1.5),
+                    ..spec()
+                },
+                "spec.guide_strength",
+                "must be 0..=1",
+            ),
+            (
+                v1::JobSpec {
+                    model: "wan".into(),
+                    negative_prompt: "a\u{7}".into(),
+                    ..spec()
+                },
+                "spec.negative_prompt",
+                "control characters",
+            ),
+        ];
+        for (s, field, problem) in cases {
+            let e = job_spec(Some(&s)).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.problem.contains(problem), "{field}: {}", e.problem);
+        }
+        let guided = job_spec(Some(&v1::JobSpec {
+            model: "wan".into(),
+            guide: true,
+            ..spec()
+        }))
+        .expect("valid");
+        assert_eq!(
+            guided.model.and_then(|m| m.guide_strength),
+            Some(GUIDE_STRENGTH_DEFAULT)
+        );
+    }
+
     #[test]
     fn prompt_alone_is_a_valid_request_with_defaults() {
         let s = job_spec(Some(&spec())).expect("valid");

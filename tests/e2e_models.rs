@@ -1,0 +1,341 @@
+//! Model jobs end to end: a coordinator, a reference worker and a worker serving a tiny
+//! random Wan 2.1 model (the diffusers folder models/oracle saved), as separate processes
+//! over real gRPC with etcd. A model job comes back as an MP4 that ffprobe accepts with the
+//! frame count and size the model's rules gave it; A/B variants of one prompt encode the
+//! text once; a physics-guided job follows its plan; an unknown model is refused at
+//! submission, as the README says.
+
+mod common;
+
+use common::*;
+use reelfarm_proto::v1;
+use tonic::Code;
+
+const MODEL: &str = "wan-tiny";
+
+fn model_spec(prompt: &str, seed: u64) -> v1::JobSpec {
+    v1::JobSpec {
+        prompt: prompt.into(),
+        model: MODEL.into(),
+        negative_prompt: "blurry, static".into(),
+        // 0.7 s at 12 fps = 8 frames, and 72 px: both off the model's rules on purpose.
+        duration_seconds: 0.7,
+        fps: 12,
+        width: 72,
+        height: 64,
+        seed: Some(seed),
+        steps: 3,
+        ..Default::default()
+    }
+}
+
+async fn model_cluster(models: &tempfile::TempDir) -> Cluster {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    cluster.add_worker_with_args(
+        "worker-gpu",
+        &["--models".to_string(), models.path().display().to_string()],
+    );
+    cluster
+        .wait_workers_connected(&["worker-gpu".to_string()])
+        .await;
+    cluster
+}
+
+/// (frames, width, height) of the MP4's video stream by decoding it, and whether it has
+/// an audio stream.
+async fn probe(path: &std::path::Path) -> ((u64, u64, u64), bool) {
+    require_tool("ffprobe");
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .expect("running ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe was expected to accept {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let streams = json["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("a video stream");
+    let frames = video["nb_read_frames"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("frames counted");
+    let size = (
+        frames,
+        video["width"].as_u64().unwrap(),
+        video["height"].as_u64().unwrap(),
+    );
+    (size, streams.iter().any(|s| s["codec_type"] == "audio"))
+}
+
+fn output<'a>(job: &'a v1::Job, kind: &str) -> &'a v1::Output {
+    job.outputs
+        .iter()
+        .find(|o| o.kind == kind)
+        .unwrap_or_else(|| panic!("a SUCCEEDED job lists its {kind}: {}", describe(job)))
+}
+
+/// Files under the artifact store whose name contains `part`.
+fn stored_files(dir: &std::path::Path, part: &str) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(part))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn model_jobs_render_mp4s_share_text_encodings_and_follow_the_physics_guide() {
+    let models = tiny_models_folder(MODEL);
+    let mut cluster = model_cluster(&models).await;
+
+    // One job, adjusted to the model's rules and recorded as such.
+    let job = cluster
+        .submit(model_spec("a robot dancing in a cyberpunk city", 1))
+        .await;
+    let spec = job.spec.clone().expect("the filled-in spec");
+    assert_eq!(
+        job.adjustments.len(),
+        2,
+        "frames and width adjusted: {:?}",
+        job.adjustments
+    );
+    assert!(
+        job.adjustments[0].starts_with("frames: 8 -> 9"),
+        "{:?}",
+        job.adjustments
+    );
+    assert!(
+        job.adjustments[1].starts_with("width: 72 -> 80"),
+        "{:?}",
+        job.adjustments
+    );
+    assert_eq!((spec.width, spec.height), (80, 64));
+    assert_eq!(
+        spec.sampler,
+        v1::Sampler::Unipc as i32,
+        "a model job's default"
+    );
+    assert_eq!(spec.guidance_scale, Some(5.0));
+
+    // A/B variants of another prompt, and a physics-guided job, in one batch.
+    let batch = cluster
+        .jobs()
+        .submit_batch(v1::SubmitBatchRequest {
+            jobs: [2, 3, 4]
+                .map(|seed| v1::SubmitJobRequest {
+                    spec: Some(model_spec("a red ball bouncing", seed)),
+                    ..Default::default()
+                })
+                .into_iter()
+                .chain(std::iter::once(v1::SubmitJobRequest {
+                    spec: Some(v1::JobSpec {
+                        guide: true,
+                        guide_strength: Some(0.5),
+                        ..model_spec("two balls colliding", 5)
+                    }),
+                    ..Default::default()
+                }))
+                .collect(),
+        })
+        .await
+        .expect("batch accepted")
+        .into_inner()
+        .jobs;
+
+    let done = cluster.wait_succeeded(&job.id).await;
+    let kinds: Vec<v1::TaskKind> = done.task_details.iter().map(task_kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            v1::TaskKind::Plan,
+            v1::TaskKind::TextEncode,
+            v1::TaskKind::Denoise,
+            v1::TaskKind::Decode,
+            v1::TaskKind::Audio,
+            v1::TaskKind::Assemble
+        ],
+        "{}",
+        describe(&done)
+    );
+    for t in done.task_details.iter().filter(|t| {
+        matches!(
+            task_kind(t),
+            v1::TaskKind::TextEncode | v1::TaskKind::Denoise | v1::TaskKind::Decode
+        )
+    }) {
+        assert_eq!(
+            t.worker_id, "worker-gpu",
+            "model tasks run where the model is"
+        );
+    }
+    let video = output_path(&output(&done, "video").uri).to_path_buf();
+    assert_eq!(
+        probe(&video).await,
+        ((9, 80, 64), true),
+        "9 frames of 80x64 with audio"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(output_path(&output(&done, "manifest").uri)).unwrap(),
+    )
+    .unwrap();
+    let m = &manifest["manifest"];
+    assert_eq!(m["model"], MODEL, "{manifest}");
+    assert_eq!(m["frames"], 9);
+    let open = &m["open_model"];
+    assert_eq!(open["family"], "wan2.1-t2v");
+    assert_eq!(open["steps"], 3);
+    assert_eq!(open["negative_prompt"], "blurry, static");
+    let weights = open["weights_sha256"].as_str().unwrap_or_default();
+    assert!(
+        weights.len() == 64 && weights.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{manifest}"
+    );
+    // The farm's content check recognises the clip.
+    let verified = cluster
+        .jobs()
+        .verify_content(v1::VerifyContentRequest {
+            source: Some(v1::verify_content_request::Source::Data(
+                std::fs::read(&video).unwrap(),
+            )),
+        })
+        .await
+        .expect("checked")
+        .into_inner();
+    assert!(verified.ours && verified.manifest_valid, "{verified:?}");
+    assert_eq!(verified.job_id, done.id);
+
+    for j in &batch {
+        let finished = cluster.wait_succeeded(&j.id).await;
+        let video = output_path(&output(&finished, "video").uri).to_path_buf();
+        assert_eq!(
+            probe(&video).await.0,
+            (9, 80, 64),
+            "{}",
+            describe(&finished)
+        );
+    }
+    // The three variants share one text encoding: 3 texts were encoded in all (the single
+    // job, the variants, the guided job), not 5.
+    let texts = stored_files(&cluster.artifacts, "text.t");
+    assert_eq!(texts.len(), 3, "{texts:?}");
+
+    // The guided job followed its plan: its scene is the simulated one.
+    let guided = cluster.wait_succeeded(&batch[3].id).await;
+    assert!(guided.scene.contains("ball"), "{}", guided.scene);
+    let guided_spec = guided.spec.expect("spec");
+    assert!(guided_spec.guide);
+    assert_eq!(guided_spec.guide_strength, Some(0.5));
+    cluster.worker("worker-gpu").process.assert_alive();
+}
+
+#[tokio::test]
+async fn a_job_for_a_model_no_live_worker_serves_is_refused_and_nothing_is_stored() {
+    let models = tiny_models_folder(MODEL);
+    let cluster = model_cluster(&models).await;
+    let before = cluster
+        .jobs()
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .len();
+    let refused = cluster
+        .jobs()
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(v1::JobSpec {
+                model: "wan-typo".into(),
+                ..model_spec("a robot", 1)
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown model refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("spec.model")
+            && refused.message().contains("wan-typo")
+            && refused.message().contains(MODEL),
+        "names the field, the model and what is served: {refused:?}"
+    );
+    // In a batch the field path names the entry, and nothing of the batch is stored.
+    let refused = cluster
+        .jobs()
+        .submit_batch(v1::SubmitBatchRequest {
+            jobs: vec![
+                v1::SubmitJobRequest {
+                    spec: Some(model_spec("a robot", 1)),
+                    ..Default::default()
+                },
+                v1::SubmitJobRequest {
+                    spec: Some(v1::JobSpec {
+                        model: "wan-typo".into(),
+                        ..model_spec("a robot", 2)
+                    }),
+                    ..Default::default()
+                },
+            ],
+        })
+        .await
+        .expect_err("unknown model refused");
+    assert!(
+        refused.message().contains("jobs[1].spec.model"),
+        "{refused:?}"
+    );
+    // Bad model parameters are INVALID_ARGUMENT naming the field.
+    let refused = cluster
+        .jobs()
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(v1::JobSpec {
+                guidance_scale: Some(50.0),
+                ..model_spec("a robot", 1)
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad guidance refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("spec.guidance_scale"),
+        "{refused:?}"
+    );
+    let after = cluster
+        .jobs()
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .len();
+    assert_eq!(before, after, "no job was stored");
+}
