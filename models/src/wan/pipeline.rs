@@ -278,15 +278,30 @@ impl WanModel {
         Ok(latents.broadcast_sub(&mean)?.broadcast_div(&std)?)
     }
 
-    /// DECODE: normalised latents → video `[1, 3, frames, 8h, 8w]` in [-1, 1], one latent
-    /// frame at a time (the VAE's causal cache), so a long clip needs no huge allocation.
+    /// DECODE: normalised latents → video `[1, 3, frames, 8h, 8w]` in [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
+        let mut chunks = Vec::new();
+        self.decode_chunks(latents, |c| {
+            chunks.push(c);
+            Ok(())
+        })?;
+        Ok(Tensor::cat(&chunks, 2)?)
+    }
+
+    /// [`WanModel::decode`] one latent frame at a time (the VAE's causal cache), each chunk
+    /// of decoded frames handed to `on_chunk` at once: a long clip needs no allocation of
+    /// its whole decoded video.
+    pub fn decode_chunks(
+        &self,
+        latents: &Tensor,
+        on_chunk: impl FnMut(Tensor) -> candle_core::Result<()>,
+    ) -> anyhow::Result<()> {
         let (mean, std) = self.stats()?;
         let latents = latents
             .to_dtype(DType::F32)?
             .broadcast_mul(&std)?
             .broadcast_add(&mean)?;
-        Ok(self.vae.decode(&latents)?)
+        Ok(self.vae.decode_chunks(&latents, on_chunk)?)
     }
 }
 

@@ -769,6 +769,23 @@ impl WanVae {
     /// `latents`: `[b, z, f, h, w]`, already un-normalised (what `AutoencoderKLWan.decode`
     /// takes). Returns `[b, out_channels, frames, 8h, 8w]` in `[-1, 1]`.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let mut outs = Vec::new();
+        self.decode_chunks(latents, |frames| {
+            outs.push(frames);
+            Ok(())
+        })?;
+        Tensor::cat(&outs, 2)
+    }
+
+    /// [`WanVae::decode`] one latent frame at a time, handing each chunk of decoded frames
+    /// (`[b, out_channels, n, 8h, 8w]` in `[-1, 1]`: 1 frame for the first latent frame, the
+    /// temporal factor's for each later one) to `on_chunk` as soon as it is decoded, so a
+    /// long clip never holds its whole decoded video as floats.
+    pub fn decode_chunks(
+        &self,
+        latents: &Tensor,
+        mut on_chunk: impl FnMut(Tensor) -> Result<()>,
+    ) -> Result<()> {
         let (_, z, f, _, _) = latents.dims5()?;
         if z != self.cfg.z_dim {
             bail!(
@@ -778,12 +795,15 @@ impl WanVae {
         }
         let x = self.post_quant_conv.forward(latents, None)?;
         let mut cache = Cache::new();
-        let mut outs = Vec::with_capacity(f);
         for i in 0..f {
             cache.start_chunk();
             let chunk = x.narrow(2, i, 1)?.contiguous()?;
-            outs.push(self.decoder.forward(&chunk, &mut cache)?);
+            on_chunk(
+                self.decoder
+                    .forward(&chunk, &mut cache)?
+                    .clamp(-1f32, 1f32)?,
+            )?;
         }
-        Tensor::cat(&outs, 2)?.clamp(-1f32, 1f32)
+        Ok(())
     }
 }

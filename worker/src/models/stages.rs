@@ -195,8 +195,14 @@ pub fn decode(
         .map_err(model_error)?
         .remove("latents")
         .ok_or_else(|| PipelineError::InvalidInput("latents file without \"latents\"".into()))?;
-    let video = m.model.decode(&latents).map_err(model_error)?;
-    let mut frames = to_frames(&video)?;
+    // Chunk by chunk to 8-bit frames: the clip is never held as floats.
+    let mut frames = Vec::with_capacity(spec.frame_count() as usize);
+    m.model
+        .decode_chunks(&latents, |chunk| {
+            frames.extend(to_frames(&chunk).map_err(|e| candle_core::Error::Msg(e.to_string()))?);
+            Ok(())
+        })
+        .map_err(model_error)?;
     if frames.len() != spec.frame_count() as usize {
         return Err(PipelineError::Engine(format!(
             "the VAE decoded {} frames, the clip has {}",
