@@ -321,6 +321,29 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
         let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
         let w = &worker["spec"]["template"]["spec"]["containers"][0];
 
+        // worker.models mounts the weights read-only and passes --models; off by default.
+        let models = arg(w, "models");
+        if name == "external-etcd-s3-values" {
+            assert_eq!(models, Some("/models"), "{name}");
+            let mounts = w["volumeMounts"].as_array().expect("mounts");
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m["name"] == "models" && m["mountPath"] == "/models" && m["readOnly"] == true),
+                "{name}: {mounts:?}"
+            );
+            let volumes = worker["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .expect("volumes");
+            assert!(
+                volumes.iter().any(|v| v["name"] == "models"
+                    && v["persistentVolumeClaim"]["claimName"] == "wan-weights"),
+                "{name}: {volumes:?}"
+            );
+        } else {
+            assert_eq!(models, None, "{name}");
+        }
+
         // resultCache: false becomes --no-result-cache; the default adds nothing.
         let no_cache = c["args"]
             .as_array()

@@ -38,6 +38,10 @@ BAD_VALUES = {
     "worker.engine=cuda with gpu.enabled (no CUDA engine built)": {
         "worker": {"engine": "cuda", "gpu": {"enabled": True}}
     },
+    "worker.models.enabled without a volume": {"worker": {"models": {"enabled": True}}},
+    "worker.models.mountPath relative": {
+        "worker": {"models": {"enabled": True, "mountPath": "models", "volume": {"emptyDir": {}}}}
+    },
     "unknown top-level key": {"coordinatr": {}},
     "image.pullPolicy=Sometimes": {"image": {"pullPolicy": "Sometimes"}},
     "coordinator.resultCache=yes (not a boolean)": {"coordinator": {"resultCache": "yes"}},

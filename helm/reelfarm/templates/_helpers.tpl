@@ -265,6 +265,9 @@ spec:
         - --artifacts={{ include "reelfarm.artifactsLocation" . }}
         - --http-listen=0.0.0.0:{{ $w.metricsPort }}
         - --lease-ttl={{ $w.leaseTtlSeconds }}
+        {{- if $w.models.enabled }}
+        - --models={{ $w.models.mountPath }}
+        {{- end }}
         {{- if .Values.logJson }}
         - --log-json
         {{- end }}
@@ -323,8 +326,17 @@ spec:
         {{- toYaml .Values.securityContext | nindent 8 }}
       volumeMounts:
         {{- include "reelfarm.volumeMounts" . | nindent 8 }}
+        {{- if $w.models.enabled }}
+        - name: models
+          mountPath: {{ $w.models.mountPath }}
+          readOnly: true
+        {{- end }}
   volumes:
     {{- include "reelfarm.volumes" . | nindent 4 }}
+    {{- if $w.models.enabled }}
+    - name: models
+      {{- toYaml $w.models.volume | nindent 6 }}
+    {{- end }}
   {{- /* worker.nodeSelector wins over the GPU defaults on the same key. */}}
   {{- $nodeSelector := merge (dict) $w.nodeSelector }}
   {{- if $w.gpu.enabled }}
