@@ -143,7 +143,10 @@ impl SelfAttention {
             .position_bias(l, xs.device())?
             .to_dtype(scores.dtype())?;
         let scores = scores.broadcast_add(&bias)?.broadcast_add(mask_bias)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        // The softmax in f32 for half dtypes: candle's sums the exponentials in the input
+        // dtype, torch's accumulates in f32.
+        let weights = super::transformer::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+            .to_dtype(scores.dtype())?;
         let out =
             weights
                 .matmul(&v)?
@@ -153,7 +156,9 @@ impl SelfAttention {
     }
 }
 
-/// `UMT5DenseGatedActDense`: wo(gelu_new(wi_0 x) * wi_1 x).
+/// `UMT5DenseGatedActDense`: wo(gelu_new(wi_0 x) * wi_1 x). In f16, `wo` is kept in f32 and
+/// its output is f32, as transformers does for f16 (`_keep_in_fp32_modules = ["wo"]`): UMT5's
+/// feed-forward outputs can exceed f16's range.
 #[derive(Debug, Clone)]
 struct GatedFeedForward {
     wi_0: Linear,
@@ -166,15 +171,23 @@ impl GatedFeedForward {
         Ok(Self {
             wi_0: candle_nn::linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_0"))?,
             wi_1: candle_nn::linear_no_bias(cfg.d_model, cfg.d_ff, vb.pp("wi_1"))?,
-            wo: candle_nn::linear_no_bias(cfg.d_ff, cfg.d_model, vb.pp("wo"))?,
+            wo: candle_nn::linear_no_bias(cfg.d_ff, cfg.d_model, {
+                let wo = vb.pp("wo");
+                if vb.dtype() == DType::F16 {
+                    wo.set_dtype(DType::F32)
+                } else {
+                    wo
+                }
+            })?,
         })
     }
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        // candle's `gelu` is the tanh approximation, transformers' `gelu_new`.
-        let gate = self.wi_0.forward(xs)?.gelu()?;
+        // The tanh approximation, transformers' `gelu_new`.
+        let gate = super::transformer::gelu_tanh(&self.wi_0.forward(xs)?)?;
         let linear = self.wi_1.forward(xs)?;
-        self.wo.forward(&(gate * linear)?)
+        let wo_dtype = self.wo.weight().dtype();
+        self.wo.forward(&(gate * linear)?.to_dtype(wo_dtype)?)
     }
 }
 
@@ -199,9 +212,42 @@ impl Block {
         })
     }
 
+    /// In f16 the residual stream turns f32 at the first feed-forward (torch promotes f16 +
+    /// f32), and an f16 stream with an infinity is clamped as `UMT5Block` does.
     fn forward(&self, xs: &Tensor, mask_bias: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.attn_norm.forward(xs)?, mask_bias)?)?;
-        &xs + self.ff.forward(&self.ff_norm.forward(&xs)?)?
+        let attn = self.attn.forward(&self.attn_norm.forward(xs)?, mask_bias)?;
+        let xs = clamp_f16(&promoted_add(xs, &attn)?)?;
+        let ff = self.ff.forward(&self.ff_norm.forward(&xs)?)?;
+        clamp_f16(&promoted_add(&xs, &ff)?)
+    }
+}
+
+/// `a + b`, in f32 when their dtypes differ (torch's type promotion for f16 + f32).
+fn promoted_add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.dtype() == b.dtype() {
+        a + b
+    } else {
+        a.to_dtype(DType::F32)? + b.to_dtype(DType::F32)?
+    }
+}
+
+/// `UMT5Block`'s f16 guard: when the f16 hidden states hold an infinity, every value is
+/// clamped to ±(f16 max - 1000); otherwise (and for other dtypes) they pass unchanged.
+fn clamp_f16(xs: &Tensor) -> candle_core::Result<Tensor> {
+    if xs.dtype() != DType::F16 {
+        return Ok(xs.clone());
+    }
+    let largest = xs
+        .abs()?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()?;
+    if largest.is_infinite() {
+        let limit = 65504f32 - 1000.0;
+        xs.clamp(-limit, limit)
+    } else {
+        Ok(xs.clone())
     }
 }
 
