@@ -189,6 +189,56 @@ enum Bench {
         #[arg(long)]
         no_audio: bool,
     },
+    /// Wan 2.1 model stages on CPU in f32 (seconds per denoising step with CFG, per VAE
+    /// decode, per text encoding; peak memory), beside diffusers + PyTorch on the same
+    /// machine, threads, weights and inputs, in the same run.
+    Model {
+        /// wan-tiny-a or wan-tiny-b (the test fixtures), 1.3b (the real Wan2.1-T2V-1.3B
+        /// transformer and Wan VAE architectures with random weights), or a path to a
+        /// diffusers model folder.
+        #[arg(long, default_value = "wan-tiny-a")]
+        config: String,
+        /// Clip length in frames (WanPipeline's num_frames: 4k + 1 for Wan's VAE).
+        #[arg(long, default_value_t = 17)]
+        frames: usize,
+        /// Frame height in pixels (a multiple of 16 for Wan).
+        #[arg(long, default_value_t = 128)]
+        height: usize,
+        /// Frame width in pixels (a multiple of 16 for Wan).
+        #[arg(long, default_value_t = 128)]
+        width: usize,
+        /// Text tokens of the prompt embeddings (WanPipeline's max_sequence_length).
+        #[arg(long, default_value_t = 512)]
+        text_len: usize,
+        /// CPU threads for both sides (RAYON_NUM_THREADS for ours, torch.set_num_threads for
+        /// PyTorch); default: every CPU.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Untimed runs per stage before the timed ones.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Timed runs per stage (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Stages to run: text, transformer, vae.
+        #[arg(long, value_delimiter = ',', default_value = "text,transformer,vae")]
+        stages: Vec<String>,
+        /// Python with torch, diffusers and transformers, for the PyTorch side
+        /// (models/bench/torch_model_bench.py).
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Leave the PyTorch side out.
+        #[arg(long)]
+        no_pytorch: bool,
+        /// Folder for the plan, the inputs, both sides' outputs and 1.3b's random weights,
+        /// kept afterwards (to profile one stage: `--stage S --work DIR` runs it alone);
+        /// default: a temporary folder, removed at the end.
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// Internal: run one stage of the plan in --work (the bench's child process).
+        #[arg(long, hide = true, requires = "work")]
+        stage: Option<String>,
+    },
 }
 
 fn parse_state(s: &str) -> Result<v1::JobState, String> {
@@ -304,6 +354,35 @@ async fn main() -> anyhow::Result<()> {
             fps,
             steps,
             audio: !no_audio,
+        }),
+        Command::Bench(Bench::Model {
+            config,
+            frames,
+            height,
+            width,
+            text_len,
+            threads,
+            warmup,
+            repeat,
+            stages,
+            python,
+            no_pytorch,
+            stage,
+            work,
+        }) => cmd::bench::model::run(cmd::bench::model::ModelArgs {
+            config,
+            frames,
+            height,
+            width,
+            text_len,
+            threads,
+            warmup,
+            repeat,
+            stages,
+            python,
+            pytorch: !no_pytorch,
+            work,
+            stage,
         }),
     }
 }
