@@ -327,9 +327,9 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
             assert_eq!(models, Some("/models"), "{name}");
             let mounts = w["volumeMounts"].as_array().expect("mounts");
             assert!(
-                mounts
-                    .iter()
-                    .any(|m| m["name"] == "models" && m["mountPath"] == "/models" && m["readOnly"] == true),
+                mounts.iter().any(|m| m["name"] == "models"
+                    && m["mountPath"] == "/models"
+                    && m["readOnly"] == true),
                 "{name}: {mounts:?}"
             );
             let volumes = worker["spec"]["template"]["spec"]["volumes"]

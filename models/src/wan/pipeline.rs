@@ -145,11 +145,11 @@ impl WanModel {
         width: usize,
     ) -> anyhow::Result<[usize; 5]> {
         let (temporal, spatial, patch) = self.factors();
-        if frames == 0 || (frames - 1) % temporal != 0 {
+        if frames == 0 || !(frames - 1).is_multiple_of(temporal) {
             bail!("frames: {frames} is not {temporal}k+1, which this model's VAE needs");
         }
         let side = spatial * patch;
-        if height % side != 0 || width % side != 0 {
+        if !height.is_multiple_of(side) || !width.is_multiple_of(side) {
             bail!("size: {width}x{height} is not a multiple of {side}, which this model needs");
         }
         let z = self.vae.config().z_dim;
