@@ -14,12 +14,9 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
 use reelfarm_models::schedulers::flow_euler::FlowEuler;
 use reelfarm_models::wan::config::TransformerConfig;
 use reelfarm_models::wan::sampling::{denoise, Conditioning};
@@ -73,48 +70,10 @@ fn parameters_by_formula(cfg: &TransformerConfig) -> u64 {
     cfg.num_layers as u64 * block + embeddings + head
 }
 
-/// A `VarBuilder` backend that records every tensor the model asks for and hands back a
-/// zero-stride stand-in: the architecture's own list of names and shapes, with no memory.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Tensors>>);
-
-/// Tensor names and shapes, in the order the model asks for them.
-type Tensors = Vec<(String, Vec<usize>)>;
-
-impl SimpleBackend for Recorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .push((name.to_string(), s.dims().to_vec()));
-        Tensor::zeros(1, dtype, dev)?
-            .reshape(vec![1; s.rank().max(1)])?
-            .broadcast_as(s)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("the recorder has no shape for {name}")
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        false
-    }
-}
-
 /// Every tensor `WanTransformer::load` reads for `cfg`, in the order it reads them.
 fn architecture(cfg: &TransformerConfig) -> Vec<(String, Vec<usize>)> {
-    let recorder = Recorder::default();
-    let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::BF16, Device::Cpu);
-    WanTransformer::load(cfg.clone(), vb).expect("the architecture builds");
-    let seen = recorder.0.lock().expect("not poisoned").clone();
-    seen
+    reelfarm_models::weights::check::architecture(|vb| WanTransformer::load(cfg.clone(), vb))
+        .expect("the architecture builds")
 }
 
 fn count(tensors: &[(String, Vec<usize>)]) -> u64 {

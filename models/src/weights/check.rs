@@ -140,10 +140,7 @@ impl SimpleBackend for Checker {
             }
             Some(_) => {}
         }
-        // A zero-stride view: the shape the model asked for, one element of memory.
-        Tensor::zeros(1, dtype, dev)?
-            .reshape(vec![1; s.rank().max(1)])?
-            .broadcast_as(s)
+        stand_in(&s, dtype, dev)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -164,6 +161,59 @@ impl SimpleBackend for Checker {
     fn contains_tensor(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
+}
+
+/// A zero-stride view: the shape the model asked for, one element of memory.
+fn stand_in(s: &Shape, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    Tensor::zeros(1, dtype, dev)?
+        .reshape(vec![1; s.rank().max(1)])?
+        .broadcast_as(s.clone())
+}
+
+/// A backend that records every tensor a model asks for and hands back stand-ins (shared,
+/// so the caller keeps what the `VarBuilder` it owns recorded).
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+
+impl SimpleBackend for Recorder {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push((name.to_string(), s.dims().to_vec()));
+        stand_in(&s, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("the recorder has no shape for {name}")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// Every tensor (name, shape) `build` asks for, in the order it asks: the architecture's
+/// own list, with no memory (for writing random weights of a config, or counting its
+/// parameters).
+pub fn architecture<T>(
+    build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> candle_core::Result<Vec<(String, Vec<usize>)>> {
+    let recorder = Recorder::default();
+    build(VarBuilder::from_backend(
+        Box::new(recorder.clone()),
+        DType::BF16,
+        Device::Cpu,
+    ))?;
+    let tensors = recorder.0.lock().expect("not poisoned").clone();
+    Ok(tensors)
 }
 
 /// What a check found.

@@ -20,12 +20,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use reelfarm_models::wan::config::TransformerConfig;
@@ -502,52 +500,10 @@ fn seconds_summary(seconds: &[f64]) -> serde_json::Value {
     serde_json::json!({ "median": median, "min": sorted[0], "runs": seconds })
 }
 
-/// A `VarBuilder` backend that records every tensor a model asks for (name and shape) and
-/// hands back a zero-stride stand-in: the architecture's own list of tensors, no memory.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Tensors>>);
-
-/// Tensor names and shapes, in the order the model asks for them.
-type Tensors = Vec<(String, Vec<usize>)>;
-
-impl SimpleBackend for Recorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .push((name.to_string(), s.dims().to_vec()));
-        Tensor::zeros(1, dtype, dev)?
-            .reshape(vec![1; s.rank().max(1)])?
-            .broadcast_as(s)
-    }
-
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("the recorder has no shape for {name}")
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        false
-    }
-}
-
 fn architecture<T>(
-    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
 ) -> anyhow::Result<Vec<(String, Vec<usize>)>> {
-    let recorder = Recorder::default();
-    build(VarBuilder::from_backend(
-        Box::new(recorder.clone()),
-        DType::BF16,
-        Device::Cpu,
-    ))?;
-    let tensors = recorder.0.lock().expect("not poisoned").clone();
-    Ok(tensors)
+    Ok(reelfarm_models::weights::check::architecture(build)?)
 }
 
 /// The Wan 2.1 VAE's `vae/config.json` (diffusers' `AutoencoderKLWan` defaults, which are

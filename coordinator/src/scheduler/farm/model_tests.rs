@@ -7,22 +7,10 @@ use std::sync::Arc;
 use reelfarm_proto::v1::ServedModel;
 use tokio::sync::mpsc;
 
+use super::tests::{assignments, config};
 use super::*;
 use crate::model::{ModelSpec, Priority, Sampler};
 use crate::planner::{self, PlannerConfig};
-
-fn config() -> FarmConfig {
-    FarmConfig {
-        max_attempts: 2,
-        max_active_jobs: 100,
-        max_active_jobs_per_tenant: None,
-        stuck_factor: 10.0,
-        stuck_min: std::time::Duration::from_secs(30),
-        retain_finished: 1000,
-        tenant_weights: Default::default(),
-        artifact_gc_grace: None,
-    }
-}
 
 fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
     let spec = JobSpec {
@@ -90,16 +78,6 @@ fn worker(
         tx,
     );
     rx
-}
-
-fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Assignment> {
-    let mut out = Vec::new();
-    while let Ok(msg) = rx.try_recv() {
-        if let ToWorker::Assign(a) = msg {
-            out.extend(a);
-        }
-    }
-    out
 }
 
 fn output(name: &str) -> Output {

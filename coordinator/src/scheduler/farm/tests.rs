@@ -28,7 +28,7 @@ fn spec(priority: Priority) -> JobSpec {
     }
 }
 
-fn config() -> FarmConfig {
+pub(super) fn config() -> FarmConfig {
     FarmConfig {
         max_attempts: 2,
         max_active_jobs: 100,
@@ -85,7 +85,7 @@ fn worker(farm: &mut Farm, id: &str, slots: u32) -> mpsc::UnboundedReceiver<ToWo
     rx
 }
 
-fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Assignment> {
+pub(super) fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Assignment> {
     let mut out = Vec::new();
     while let Ok(msg) = rx.try_recv() {
         if let ToWorker::Assign(a) = msg {
