@@ -173,7 +173,10 @@ fn stand_in(s: &Shape, dtype: DType, dev: &Device) -> candle_core::Result<Tensor
 /// A backend that records every tensor a model asks for and hands back stand-ins (shared,
 /// so the caller keeps what the `VarBuilder` it owns recorded).
 #[derive(Clone, Default)]
-struct Recorder(std::sync::Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(std::sync::Arc<Mutex<TensorList>>);
+
+/// Tensor names and shapes, in the order a model asks for them.
+pub type TensorList = Vec<(String, Vec<usize>)>;
 
 impl SimpleBackend for Recorder {
     fn get(
@@ -205,7 +208,7 @@ impl SimpleBackend for Recorder {
 /// parameters).
 pub fn architecture<T>(
     build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
-) -> candle_core::Result<Vec<(String, Vec<usize>)>> {
+) -> candle_core::Result<TensorList> {
     let recorder = Recorder::default();
     build(VarBuilder::from_backend(
         Box::new(recorder.clone()),

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use reelfarm_proto::v1::ServedModel;
 use tokio::sync::mpsc;
 
-use super::tests::{assignments, config};
+use super::tests::{assignments, config, record_of};
 use super::*;
 use crate::model::{ModelSpec, Priority, Sampler};
-use crate::planner::{self, PlannerConfig};
 
 fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
     let spec = JobSpec {
@@ -34,24 +33,7 @@ fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
             guide_strength: None,
         }),
     };
-    let tasks = planner::plan(&spec, PlannerConfig::default());
-    farm.insert_job(
-        JobRecord {
-            id: id.into(),
-            spec,
-            state: JobState::Queued,
-            idempotency_key: None,
-            created_ms: 1,
-            finished_ms: None,
-            error: None,
-            outputs: vec![],
-            tasks,
-            artifacts_swept: false,
-            cached_from: None,
-            adjustments: vec![],
-        },
-        &[],
-    );
+    farm.insert_job(record_of(id, spec), &[]);
 }
 
 fn worker(

@@ -365,7 +365,11 @@ fn a_failed_commit_runs_the_task_again() {
 }
 
 fn job_record(id: &str) -> JobRecord {
-    let spec = spec(Priority::Normal);
+    record_of(id, spec(Priority::Normal))
+}
+
+/// A new QUEUED job `id` of `spec`, planned.
+pub(super) fn record_of(id: &str, spec: JobSpec) -> JobRecord {
     let tasks = planner::plan(&spec, PlannerConfig::default());
     JobRecord {
         id: id.into(),
