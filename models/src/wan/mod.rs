@@ -3,6 +3,7 @@
 //! stage by stage ([`pipeline`]).
 
 pub mod config;
+pub(crate) mod cpu_ops;
 pub mod pipeline;
 pub mod sampling;
 pub mod text_encoder;

@@ -145,7 +145,7 @@ impl SelfAttention {
         let scores = scores.broadcast_add(&bias)?.broadcast_add(mask_bias)?;
         // The softmax in f32 for half dtypes: candle's sums the exponentials in the input
         // dtype, torch's accumulates in f32.
-        let weights = super::transformer::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+        let weights = super::cpu_ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
             .to_dtype(scores.dtype())?;
         let out =
             weights
@@ -184,7 +184,7 @@ impl GatedFeedForward {
 
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         // The tanh approximation, transformers' `gelu_new`.
-        let gate = super::transformer::gelu_tanh(&self.wi_0.forward(xs)?)?;
+        let gate = super::cpu_ops::gelu_tanh(&self.wi_0.forward(xs)?)?;
         let linear = self.wi_1.forward(xs)?;
         let wo_dtype = self.wo.weight().dtype();
         self.wo.forward(&(gate * linear)?.to_dtype(wo_dtype)?)
