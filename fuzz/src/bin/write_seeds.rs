@@ -69,6 +69,25 @@ fn full_spec() -> v1::JobSpec {
         priority: v1::Priority::High as i32,
         tenant: "studio-a".into(),
         labels: HashMap::from([("team".into(), "vfx".into())]),
+        ..Default::default()
+    }
+}
+
+/// A model job with every model field set.
+fn model_spec() -> v1::JobSpec {
+    v1::JobSpec {
+        prompt: "a robot dancing in a cyberpunk city".into(),
+        model: "wan-1.3b".into(),
+        negative_prompt: "blurry, static".into(),
+        guidance_scale: Some(5.0),
+        guide: true,
+        guide_strength: Some(0.6),
+        sampler: v1::Sampler::Unipc as i32,
+        duration_seconds: 81.0 / 16.0,
+        fps: 16,
+        width: 832,
+        height: 480,
+        ..Default::default()
     }
 }
 
@@ -93,6 +112,10 @@ fn validate_requests() -> Vec<(&'static str, Vec<u8>)> {
         (
             "submit-full",
             with_selector(SUBMIT_JOB, &submit(full_spec(), "render:42")),
+        ),
+        (
+            "submit-model",
+            with_selector(SUBMIT_JOB, &submit(model_spec(), "")),
         ),
         (
             "submit-bad-fps",
@@ -154,6 +177,7 @@ fn decode_assignment() -> Vec<(&'static str, Vec<u8>)> {
         priority: v1::Priority::Normal as i32,
         tenant: "default".into(),
         labels: HashMap::new(),
+        ..Default::default()
     };
     let input = |kind: &str, segment_index: u32| v1::TaskInput {
         kind: kind.into(),
