@@ -123,8 +123,10 @@ impl Farm {
             if def.kind == TaskKind::TextEncode {
                 // Another job's committed embeddings of the same key: the worker returns
                 // them instead of encoding again (see `text_share`).
-                let shared = text_share::text_key(&job.record.spec)
-                    .and_then(|key| self.text.reusable(&key, &item.job_id).map(<[_]>::to_vec));
+                let shared = job
+                    .text_key
+                    .as_ref()
+                    .and_then(|key| self.text.reusable(key, &item.job_id).map(<[_]>::to_vec));
                 for output in shared.into_iter().flatten() {
                     inputs.push(TaskInput {
                         kind: TaskKind::TextEncode,

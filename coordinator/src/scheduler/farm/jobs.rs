@@ -55,6 +55,9 @@ pub(super) struct JobEntry {
     pub(super) scene: Option<String>,
     pub(super) started_ms: Option<u64>,
     pub(super) pending: Option<Pending>,
+    /// A model job's text key (see `text_share`), computed once at insertion: every
+    /// enqueue, dispatch, commit and view of its TEXT_ENCODE task needs it.
+    pub(super) text_key: Option<String>,
     /// Bumped on every change; WatchJob streams follow it.
     pub(super) changed: watch::Sender<u64>,
 }
@@ -179,14 +182,15 @@ impl Farm {
                 }
             }
         }
-        if let Some(key) = text_share::text_key(&record.spec) {
+        let text_key = text_share::text_key(&record.spec);
+        if let Some(key) = &text_key {
             let done = record
                 .tasks
                 .iter()
                 .zip(&tasks)
                 .find(|(d, t)| d.kind == TaskKind::TextEncode && t.state == TaskState::Done);
             if let Some((_, t)) = done {
-                self.text.done(&key, &record.id, t.outputs.clone());
+                self.text.done(key, &record.id, t.outputs.clone());
             }
         }
         if let Some(key) = &record.idempotency_key {
@@ -202,6 +206,7 @@ impl Farm {
             scene,
             started_ms,
             pending: None,
+            text_key,
             changed,
         };
         if !terminal {
@@ -312,8 +317,8 @@ pub(super) fn enqueue(
         return;
     }
     if def.kind == TaskKind::TextEncode {
-        if let Some(key) = text_share::text_key(&job.record.spec) {
-            if let text_share::Gate::Wait = text.gate(&job.record.id, index, &key) {
+        if let Some(key) = &job.text_key {
+            if let text_share::Gate::Wait = text.gate(&job.record.id, index, key) {
                 return;
             }
         }

@@ -248,9 +248,9 @@ impl Farm {
                 .any(|(d, t)| d.kind.needs_model() && t.state == TaskState::Ready)
                 && !self.model_served(&m.name)
         });
-        let shared_with = text_share::text_key(&job.record.spec).and_then(|key| {
+        let shared_with = job.text_key.as_ref().and_then(|key| {
             self.text
-                .waiting_on(&key, &job.record.id)
+                .waiting_on(key, &job.record.id)
                 .map(str::to_string)
         });
         if let Some(m) = unserved_model.filter(|_| !self.workers.is_empty()) {

@@ -283,10 +283,10 @@ impl Farm {
         };
         let index = completion.task_index as usize;
         let kind = job.record.tasks[index].kind;
-        let text_waiters = match text_share::text_key(&job.record.spec) {
+        let text_waiters = match &job.text_key {
             Some(key) if kind == TaskKind::TextEncode => {
                 self.text
-                    .done(&key, &completion.job_id, completion.outputs.clone())
+                    .done(key, &completion.job_id, completion.outputs.clone())
             }
             _ => vec![],
         };

@@ -49,8 +49,8 @@ impl Farm {
                     self.by_content.remove(&content_key);
                 }
             }
-            if let Some(key) = text_share::text_key(&job.record.spec) {
-                self.text.forget(&key, &id);
+            if let Some(key) = &job.text_key {
+                self.text.forget(key, &id);
             }
             let idempotency = crate::state::idempotency_scope(&job.record);
             if let Some(k) = &idempotency {

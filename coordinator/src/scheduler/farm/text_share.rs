@@ -156,7 +156,7 @@ impl Farm {
 
     /// A model job ended: release its shared encoding if it was still in flight.
     pub(super) fn text_owner_ended(&mut self, job_id: &str) {
-        let Some(key) = self.jobs.get(job_id).and_then(|j| text_key(&j.record.spec)) else {
+        let Some(key) = self.jobs.get(job_id).and_then(|j| j.text_key.clone()) else {
             return;
         };
         let waiters = self.text.owner_ended(&key, job_id);
