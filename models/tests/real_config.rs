@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -22,6 +20,7 @@ use reelfarm_models::wan::config::TransformerConfig;
 use reelfarm_models::wan::sampling::{denoise, Conditioning};
 use reelfarm_models::wan::transformer::WanTransformer;
 use reelfarm_models::weights::check::check_component;
+use reelfarm_models::weights::random::write_random_component;
 use reelfarm_models::weights::{load_component, read_config};
 
 /// `sum(p.numel() for p in WanTransformer3DModel(**config).parameters())` in diffusers 0.42.1
@@ -121,59 +120,6 @@ fn the_published_1_3b_config_parses_and_has_diffusers_parameter_count() {
     );
 }
 
-/// Uniform in ±1/sqrt(fan_in) for weight matrices (torch's `nn.Linear` bound), ±1/sqrt(dim)
-/// for the modulation tables (diffusers draws them as randn/sqrt(dim)), ones for norm scales,
-/// ±0.02 for biases: activations stay O(1) through all 30 blocks, so a finite output means
-/// the arithmetic is sound, not that the weights were too small to matter.
-fn random_weight(name: &str, shape: &[usize]) -> candle_core::Result<Tensor> {
-    let cpu = &Device::Cpu;
-    let uniform = |a: f64| Tensor::rand(-a as f32, a as f32, shape, cpu);
-    let t = if name.ends_with("scale_shift_table") {
-        uniform(1.0 / (*shape.last().expect("a 3-d table") as f64).sqrt())?
-    } else if shape.len() >= 2 {
-        uniform(1.0 / (shape[1..].iter().product::<usize>() as f64).sqrt())?
-    } else if name.ends_with("weight") {
-        Tensor::ones(shape, DType::F32, cpu)?
-    } else {
-        uniform(0.02)?
-    };
-    t.to_dtype(DType::BF16)
-}
-
-/// Writes `tensors` as diffusers shards a sharded checkpoint: one file per block plus one
-/// for the rest, and `diffusion_pytorch_model.safetensors.index.json` naming each tensor's
-/// file. One shard is in memory at a time (~93 MB in bf16).
-fn write_random_shards(dir: &Path, tensors: &[(String, Vec<usize>)]) {
-    let mut shards: BTreeMap<String, Vec<&(String, Vec<usize>)>> = BTreeMap::new();
-    for t in tensors {
-        let shard = match t.0.strip_prefix("blocks.") {
-            Some(rest) => format!("block{:03}", rest.split('.').next().unwrap_or("")),
-            None => "rest".to_string(),
-        };
-        shards.entry(shard).or_default().push(t);
-    }
-    let total = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    for (i, members) in shards.values().enumerate() {
-        let file = format!(
-            "diffusion_pytorch_model-{:05}-of-{total:05}.safetensors",
-            i + 1
-        );
-        let mut data = HashMap::new();
-        for (name, shape) in members {
-            data.insert(name.clone(), random_weight(name, shape).expect("random"));
-            weight_map.insert(name.clone(), file.clone().into());
-        }
-        candle_core::safetensors::save(&data, dir.join(&file)).expect("writing a shard");
-    }
-    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
-    std::fs::write(
-        dir.join("diffusion_pytorch_model.safetensors.index.json"),
-        serde_json::to_string_pretty(&index).expect("JSON"),
-    )
-    .expect("writing the index");
-}
-
 /// `VmHWM` and `VmRSS` of this process in MiB (Linux), for the report. The high-water mark
 /// is reached while loading: the weights copied into memory plus the shards' pages mapped
 /// at the same moment (file pages the kernel can drop, unmapped when loading ends).
@@ -217,7 +163,7 @@ fn one_guided_step_of_the_1_3b_architecture_runs_from_sharded_bf16_safetensors()
     .expect("copying config.json");
 
     let started = Instant::now();
-    write_random_shards(&dir, &tensors);
+    write_random_component(&dir, &tensors, true, 7).expect("writing the shards");
     let written = started.elapsed();
 
     // The worker's start-up check, from the headers only.

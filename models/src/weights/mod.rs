@@ -3,6 +3,7 @@
 //! memory-mapped behind a candle `VarBuilder`.
 
 pub mod check;
+pub mod random;
 
 use std::path::{Path, PathBuf};
 

@@ -31,6 +31,7 @@ use reelfarm_models::wan::text_encoder::{prompt_embeds, PromptTokenizer, TextEnc
 use reelfarm_models::wan::transformer::WanTransformer;
 use reelfarm_models::wan::vae::{VaeConfig, WanVae};
 use reelfarm_models::weights::check::{check_component, CheckReport};
+use reelfarm_models::weights::random::write_random_component;
 use reelfarm_models::weights::{load_component, read_config, WeightsError};
 use serde::{Deserialize, Serialize};
 
@@ -526,77 +527,16 @@ const WAN_VAE_CONFIG: &str = r#"{
 /// weight matrices and kernels (torch's default bound), ±1/sqrt(dim) for the modulation
 /// tables, ones for norm scales, ±0.02 for biases, so activations stay O(1).
 fn write_random_model(dir: &Path, config: &Path, tcfg: TransformerConfig) -> anyhow::Result<()> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
     let transformer = dir.join("transformer");
     std::fs::create_dir_all(&transformer)?;
     std::fs::copy(config, transformer.join("config.json"))?;
     let tensors = architecture(|vb| WanTransformer::load(tcfg, vb))?;
-    let mut shards: std::collections::BTreeMap<String, Vec<(String, Vec<usize>)>> =
-        Default::default();
-    for (name, shape) in tensors {
-        let shard = match name.strip_prefix("blocks.") {
-            Some(rest) => format!("block{:03}", rest.split('.').next().unwrap_or("")),
-            None => "rest".into(),
-        };
-        shards.entry(shard).or_default().push((name, shape));
-    }
-    let total = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    for (i, members) in shards.values().enumerate() {
-        let file = format!(
-            "diffusion_pytorch_model-{:05}-of-{total:05}.safetensors",
-            i + 1
-        );
-        for (name, _) in members {
-            weight_map.insert(name.clone(), file.clone().into());
-        }
-        write_random_file(&transformer.join(&file), members, &mut rng)?;
-    }
-    std::fs::write(
-        transformer.join("diffusion_pytorch_model.safetensors.index.json"),
-        serde_json::to_vec_pretty(
-            &serde_json::json!({ "metadata": {}, "weight_map": weight_map }),
-        )?,
-    )?;
+    write_random_component(&transformer, &tensors, true, SEED)?;
 
     let vae = dir.join("vae");
     std::fs::create_dir_all(&vae)?;
     std::fs::write(vae.join("config.json"), WAN_VAE_CONFIG)?;
     let vcfg: VaeConfig = serde_json::from_str(WAN_VAE_CONFIG)?;
     let tensors = architecture(|vb| WanVae::load(vcfg, vb))?;
-    write_random_file(
-        &vae.join("diffusion_pytorch_model.safetensors"),
-        &tensors,
-        &mut rng,
-    )
-}
-
-fn write_random_file(
-    file: &Path,
-    tensors: &[(String, Vec<usize>)],
-    rng: &mut rand::rngs::StdRng,
-) -> anyhow::Result<()> {
-    let mut data = HashMap::new();
-    for (name, shape) in tensors {
-        let n: usize = shape.iter().product();
-        let uniform = |rng: &mut rand::rngs::StdRng, a: f32| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-a..a)).collect()
-        };
-        let values = if name.ends_with("scale_shift_table") {
-            uniform(rng, 1.0 / (*shape.last().unwrap_or(&1) as f32).sqrt())
-        } else if name.ends_with("gamma") || (shape.len() == 1 && name.ends_with("weight")) {
-            vec![1.0; n]
-        } else if shape.len() >= 2 {
-            uniform(
-                rng,
-                1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt(),
-            )
-        } else {
-            uniform(rng, 0.02)
-        };
-        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?.to_dtype(DType::BF16)?;
-        data.insert(name.clone(), t);
-    }
-    candle_core::safetensors::save(&data, file)?;
-    Ok(())
+    write_random_component(&vae, &tensors, false, SEED + 1)
 }
