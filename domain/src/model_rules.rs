@@ -6,6 +6,14 @@
 //! groups of 4), so a clip has 4k+1 frames; it compresses space 8× and the transformer
 //! patches latents 2×2, so width and height are multiples of 16.
 
+/// Classifier-free guidance scale bounds of a model job, and the default (WanPipeline's);
+/// 1 turns guidance off. The coordinator fills the default in; the worker checks again.
+pub const GUIDANCE_SCALE_MIN: f64 = 1.0;
+pub const GUIDANCE_SCALE_MAX: f64 = 20.0;
+pub const GUIDANCE_SCALE_DEFAULT: f64 = 5.0;
+/// A physics-guided job's strength when it names none (bounds 0..=1).
+pub const GUIDE_STRENGTH_DEFAULT: f64 = 0.7;
+
 /// The family name workers register for Wan 2.1 text-to-video folders.
 pub const WAN21_T2V: &str = "wan2.1-t2v";
 

@@ -42,12 +42,11 @@ pub const BATCH_MAX_JOBS: usize = 1000;
 pub const MODEL_NAME_MAX_CHARS: usize = 128;
 /// Negative prompt length in characters.
 pub const NEGATIVE_PROMPT_MAX_CHARS: usize = 2000;
-/// Classifier-free guidance scale bounds and default (WanPipeline's default).
-pub const GUIDANCE_MIN: f64 = 1.0;
-pub const GUIDANCE_MAX: f64 = 20.0;
-pub const GUIDANCE_DEFAULT: f64 = 5.0;
-/// Physics-guide strength default (bounds 0..=1).
-pub const GUIDE_STRENGTH_DEFAULT: f64 = 0.7;
+/// Classifier-free guidance scale bounds and default, and the guide strength default: the
+/// domain's, which the worker checks against too.
+pub use reelfarm_domain::model_rules::{
+    GUIDANCE_SCALE_DEFAULT, GUIDANCE_SCALE_MAX, GUIDANCE_SCALE_MIN, GUIDE_STRENGTH_DEFAULT,
+};
 /// ListJobs page size bounds and default.
 pub const PAGE_SIZE_MAX: u32 = 1000;
 pub const PAGE_SIZE_DEFAULT: u32 = 100;
@@ -251,12 +250,12 @@ fn model_spec(spec: &v1::JobSpec) -> Result<Option<ModelSpec>> {
         NEGATIVE_PROMPT_MAX_CHARS,
     )?;
     let guidance_scale = match spec.guidance_scale {
-        None => GUIDANCE_DEFAULT,
-        Some(g) if g.is_finite() && (GUIDANCE_MIN..=GUIDANCE_MAX).contains(&g) => g,
+        None => GUIDANCE_SCALE_DEFAULT,
+        Some(g) if g.is_finite() && (GUIDANCE_SCALE_MIN..=GUIDANCE_SCALE_MAX).contains(&g) => g,
         Some(g) => {
             return Err(FieldError::new(
                 "spec.guidance_scale",
-                format!("must be {GUIDANCE_MIN}..={GUIDANCE_MAX} (1 turns guidance off), got {g}"),
+                format!("must be {GUIDANCE_SCALE_MIN}..={GUIDANCE_SCALE_MAX} (1 turns guidance off), got {g}"),
             ))
         }
     };
@@ -575,7 +574,7 @@ mod tests {
         let m = job.spec.model.clone().expect("model job");
         assert_eq!(
             (m.guidance_scale, m.guide_strength),
-            (GUIDANCE_DEFAULT, None)
+            (GUIDANCE_SCALE_DEFAULT, None)
         );
         assert_eq!(
             job.spec.sampler,

@@ -170,14 +170,21 @@ fn model_task(s: &v1::JobSpec) -> Result<Option<ModelTask>, String> {
     if s.model.is_empty() {
         return Ok(None);
     }
-    let guidance_scale = s.guidance_scale.unwrap_or(5.0);
-    if !(guidance_scale.is_finite() && (1.0..=20.0).contains(&guidance_scale)) {
-        return Err(format!("guidance_scale {guidance_scale} out of 1..=20"));
+    use reelfarm_domain::model_rules::{
+        GUIDANCE_SCALE_DEFAULT, GUIDANCE_SCALE_MAX, GUIDANCE_SCALE_MIN, GUIDE_STRENGTH_DEFAULT,
+    };
+    let guidance_scale = s.guidance_scale.unwrap_or(GUIDANCE_SCALE_DEFAULT);
+    if !(guidance_scale.is_finite()
+        && (GUIDANCE_SCALE_MIN..=GUIDANCE_SCALE_MAX).contains(&guidance_scale))
+    {
+        return Err(format!(
+            "guidance_scale {guidance_scale} out of {GUIDANCE_SCALE_MIN}..={GUIDANCE_SCALE_MAX}"
+        ));
     }
     let guide_strength = match (s.guide, s.guide_strength) {
         (false, _) => None,
         (true, Some(g)) if g.is_finite() && (0.0..=1.0).contains(&g) => Some(g),
-        (true, None) => Some(0.7),
+        (true, None) => Some(GUIDE_STRENGTH_DEFAULT),
         (true, Some(g)) => return Err(format!("guide_strength {g} out of 0..=1")),
     };
     Ok(Some(ModelTask {
