@@ -97,6 +97,18 @@ if [ "${#python_still[@]}" -gt 0 ]; then
     exit 1
 fi
 
+# A clean build gains nothing from incremental caches, which cost gigabytes of disk; a caller
+# may still ask for them. The free space is logged because a full disk shows up later as a
+# linker crash (SIGBUS), far from its cause.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kib=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+log "free disk for $target_dir: $((free_kib / 1024 / 1024)) GiB"
+if [ "$free_kib" -lt $((12 * 1024 * 1024)) ]; then
+    log "warning: under 12 GiB free; the test build needs about that much and may fail to link"
+fi
+
 # (protoc: .cargo/config.toml points PROTOC at tools/protoc, which prefers the system one.)
 # --no-fail-fast: one failing suite must not hide the results of the others.
 exec cargo test --workspace --no-fail-fast "$@"
