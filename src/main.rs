@@ -188,10 +188,14 @@ enum Bench {
         /// Leave the audio stage out.
         #[arg(long)]
         no_audio: bool,
+        /// Engines, each run on every size: cpu, cuda (device 0; needs the binary built with
+        /// `--features cuda`).
+        #[arg(long, value_delimiter = ',', default_value = "cpu")]
+        engine: Vec<String>,
     },
-    /// Wan 2.1 model stages on CPU in f32 (seconds per denoising step with CFG, per VAE
-    /// decode, per text encoding; peak memory), beside diffusers + PyTorch on the same
-    /// machine, threads, weights and inputs, in the same run.
+    /// Wan 2.1 model stages (seconds per denoising step with CFG, per VAE decode, per text
+    /// encoding; peak memory), beside diffusers + PyTorch on the same machine, device,
+    /// dtype, threads, weights and inputs, in the same run.
     Model {
         /// wan-tiny-a or wan-tiny-b (the test fixtures), 1.3b (the real Wan2.1-T2V-1.3B
         /// transformer and Wan VAE architectures with random weights), or a path to a
@@ -230,6 +234,14 @@ enum Bench {
         /// Leave the PyTorch side out.
         #[arg(long)]
         no_pytorch: bool,
+        /// cpu, or cuda (device 0, for both sides; needs the binary built with `--features
+        /// cuda`).
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+        device: String,
+        /// f32 or bf16 for the transformer and the text encoder (the VAE runs in f32 on every
+        /// device, as WanPipeline's users run it).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+        dtype: String,
         /// Folder for the plan, the inputs, both sides' outputs and 1.3b's random weights,
         /// kept afterwards (to profile one stage: `--stage S --work DIR` runs it alone);
         /// default: a temporary folder, removed at the end.
@@ -348,12 +360,14 @@ async fn main() -> anyhow::Result<()> {
             fps,
             steps,
             no_audio,
+            engine,
         }) => cmd::bench::pipeline::run(cmd::bench::pipeline::PipelineArgs {
             sizes,
             seconds,
             fps,
             steps,
             audio: !no_audio,
+            engines: engine,
         }),
         Command::Bench(Bench::Model {
             config,
@@ -367,6 +381,8 @@ async fn main() -> anyhow::Result<()> {
             stages,
             python,
             no_pytorch,
+            device,
+            dtype,
             stage,
             work,
         }) => cmd::bench::model::run(cmd::bench::model::ModelArgs {
@@ -381,6 +397,8 @@ async fn main() -> anyhow::Result<()> {
             stages,
             python,
             pytorch: !no_pytorch,
+            device,
+            dtype,
             work,
             stage,
         }),

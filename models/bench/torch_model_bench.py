@@ -62,14 +62,27 @@ def main():
     inputs = load_file(args.work / "inputs.safetensors")
     model_dir = pathlib.Path(plan["model_dir"])
     f32 = torch.float32
+    # --device cuda / --dtype bf16 (older plans have neither: CPU, f32). Inputs are cast to
+    # the model's dtype as WanPipeline does; the VAE stays in f32 on every device (as ours).
+    device = torch.device(plan.get("device", "cpu"))
+    dtype = {"f32": f32, "bf16": torch.bfloat16}[plan.get("dtype", "f32")]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(json.dumps({"skipped": "torch sees no CUDA device"}))
+        return 0
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     started = time.perf_counter()
     if args.stage == "transformer":
         from diffusers import WanTransformer3DModel
 
-        model = WanTransformer3DModel.from_pretrained(model_dir / "transformer", torch_dtype=f32).eval()
-        latents, t = inputs["latents"], inputs["timestep"]
-        prompt, negative = inputs["context"], inputs["negative"]
+        model = WanTransformer3DModel.from_pretrained(model_dir / "transformer",
+                                                      torch_dtype=dtype).eval().to(device)
+        latents, t = inputs["latents"].to(dtype), inputs["timestep"]
+        prompt, negative = inputs["context"].to(dtype), inputs["negative"].to(dtype)
         scale = plan["guidance_scale"]
 
         def step():
@@ -81,7 +94,7 @@ def main():
     elif args.stage == "vae":
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan.from_pretrained(model_dir / "vae", torch_dtype=f32).eval()
+        vae = AutoencoderKLWan.from_pretrained(model_dir / "vae", torch_dtype=f32).eval().to(device)
         latents = inputs["vae_latents"]
 
         def step():
@@ -91,13 +104,14 @@ def main():
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
-        encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=f32).eval()
+        encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder",
+                                                   torch_dtype=dtype).eval().to(device)
         pipe = WanPipeline(tokenizer=tokenizer, text_encoder=encoder, transformer=None, vae=None,
                            scheduler=None)
 
         def step():
             return pipe._get_t5_prompt_embeds(plan["prompt"], max_sequence_length=plan["text_len"],
-                                              device=torch.device("cpu"), dtype=f32)
+                                              device=device, dtype=dtype)
     load_seconds = time.perf_counter() - started
     loaded = status_mib("VmRSS:")
     load_peak = status_mib("VmHWM:")
@@ -112,12 +126,16 @@ def main():
     with torch.inference_mode():
         for _ in range(plan["warmup"]):
             step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         seconds = []
         for _ in range(plan["repeat"]):
             started = time.perf_counter()
             out = step()
+            sync()
             seconds.append(time.perf_counter() - started)
-    save_file({"out": out.float().contiguous()}, args.work / f"torch-{args.stage}.safetensors")
+    save_file({"out": out.float().cpu().contiguous()}, args.work / f"torch-{args.stage}.safetensors")
 
     ordered = sorted(seconds)
     mid = len(ordered) // 2
@@ -130,6 +148,9 @@ def main():
         "load_peak_rss_mib": load_peak,
         "run_peak_rss_mib": status_mib("VmHWM:") if reset else None,
         "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu_peak_allocated_mib": (torch.cuda.max_memory_allocated() / 2**20
+                                   if device.type == "cuda" else None),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "diffusers": diffusers.__version__, "transformers": transformers.__version__},
     }))

@@ -58,6 +58,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     cluster: "demo".into(),
                     id: Some(format!("demo-worker-{i}")),
                     engine: reelfarm_worker::config::EngineChoice::Auto,
+                    gpu: 0,
                     slots: 1,
                     artifacts: StoreConfig::local(&out),
                     http_listen: loopback,

@@ -9,11 +9,12 @@ use reelfarm_artifacts::StoreConfig;
 /// Which engine runs the pipeline's math.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EngineChoice {
-    /// The best engine built into this binary: today always the CPU engine (logged), since
-    /// no CUDA engine is built yet.
+    /// CUDA when this binary is the CUDA build and the driver sees the `--gpu` device, else
+    /// the CPU (one log line says why).
     Auto,
     Cpu,
-    /// Refused at start: no CUDA engine is built into this version (README, Status).
+    /// The CUDA engine on device `--gpu`; refused at start by the CPU build or without a
+    /// driver and device.
     Cuda,
 }
 
@@ -44,10 +45,15 @@ pub struct Config {
     #[arg(long, env = "REELFARM_WORKER_ID")]
     pub id: Option<String>,
 
-    /// Engine: auto (the best one built in: cpu in this version), cpu, or cuda (refused at
-    /// start: no CUDA engine is built yet).
+    /// Engine: auto (cuda where this is the CUDA build and a device is present, else cpu),
+    /// cpu, or cuda (an error at start without a CUDA build, driver or device).
     #[arg(long, env = "REELFARM_ENGINE", value_enum, default_value = "auto")]
     pub engine: EngineChoice,
+
+    /// CUDA device ordinal this worker runs on: one worker per GPU (in Kubernetes each pod
+    /// gets one GPU, device 0; on a bare host start one worker per device).
+    #[arg(long, env = "REELFARM_GPU", default_value_t = 0)]
+    pub gpu: usize,
 
     /// Tasks run at once.
     #[arg(long, env = "REELFARM_SLOTS", default_value_t = 1)]

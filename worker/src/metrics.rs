@@ -3,8 +3,10 @@
 //! - [`Metrics`] (here): counters, gauges and histograms of tasks, frames, audio,
 //!   diffusion steps, slots, the session and the artifact store.
 //! - [`engine_busy`]: the engine busy ratio, computed at each scrape.
+//! - [`gpu`]: a CUDA worker's device: info, memory, utilisation, temperature.
 
 pub mod engine_busy;
+pub mod gpu;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -29,6 +31,8 @@ pub struct Metrics {
     pub session_seconds: Histogram,
     /// `reelfarm_worker_engine_busy_ratio{engine}`: mark engine work with `enter()`.
     pub engine_busy: engine_busy::EngineBusy,
+    /// `reelfarm_worker_gpu_*`: set by a CUDA worker (see [`gpu`]).
+    pub gpu: gpu::GpuGauges,
 }
 
 impl Metrics {
@@ -105,6 +109,7 @@ impl Metrics {
                 .buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0]),
             )),
             engine_busy: r.add(engine_busy::EngineBusy::new(engine)),
+            gpu: gpu::GpuGauges::new(&r),
             registry: r.into_registry(),
         };
         m.diffusion_steps.with_label_values(&[engine]);

@@ -202,5 +202,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         cordoned: w.cordoned,
         models: w.info.models.clone(),
         broken_models: w.info.broken_models.clone(),
+        gpu: w.info.gpu.clone(),
     }
 }

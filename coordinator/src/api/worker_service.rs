@@ -41,6 +41,9 @@ pub const MAX_SLOTS: u32 = 4096;
 /// handful of checkpoints, so more is a misbehaving worker.
 const MAX_MODELS: usize = 256;
 
+/// Longest text field of a registered GPU (a device name is ~30 bytes, a UUID 40).
+const MAX_GPU_TEXT: usize = 256;
+
 /// See the module docs.
 pub struct WorkerApi {
     role: RoleHandle,
@@ -93,6 +96,21 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
             )));
         }
     }
+    if let Some(gpu) = &r.gpu {
+        for (field, value) in [
+            ("register.gpu.name", &gpu.name),
+            ("register.gpu.uuid", &gpu.uuid),
+            ("register.gpu.compute_capability", &gpu.compute_capability),
+            ("register.gpu.driver_cuda_version", &gpu.driver_cuda_version),
+        ] {
+            if value.len() > MAX_GPU_TEXT {
+                return Err(Status::invalid_argument(format!(
+                    "{field} has {} bytes; at most {MAX_GPU_TEXT}",
+                    value.len()
+                )));
+            }
+        }
+    }
     Ok(WorkerInfo {
         id: r.worker_id.clone(),
         engine: r.engine.clone(),
@@ -104,6 +122,7 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         metrics_address: r.metrics_address.clone(),
         models: r.models.clone(),
         broken_models: r.broken_models.clone(),
+        gpu: r.gpu.clone(),
         // At most one per slot can be adopted; the rest would be cancelled anyway.
         running: r
             .running

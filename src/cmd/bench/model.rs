@@ -60,6 +60,10 @@ pub struct ModelArgs {
     pub stages: Vec<String>,
     pub python: String,
     pub pytorch: bool,
+    /// `cpu` or `cuda` (device 0; needs the `cuda` build).
+    pub device: String,
+    /// `f32` or `bf16` for the transformer and text encoder; the VAE runs in f32 always.
+    pub dtype: String,
     /// Where the plan, inputs, outputs (and `1.3b`'s weights) go; `None`: a temporary
     /// folder, removed at the end.
     pub work: Option<PathBuf>,
@@ -77,6 +81,40 @@ struct Plan {
     text_len: usize,
     prompt: String,
     guidance_scale: f64,
+    /// `cpu` or `cuda`.
+    #[serde(default = "default_device")]
+    device: String,
+    /// `f32` or `bf16`.
+    #[serde(default = "default_dtype")]
+    dtype: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+/// The candle device and dtype a plan names.
+fn device_and_dtype(plan: &Plan) -> anyhow::Result<(Device, DType)> {
+    let dtype = match plan.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype {other:?}: f32 or bf16"),
+    };
+    let device = match plan.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" if cfg!(feature = "cuda") => {
+            Device::new_cuda(0).context("--device cuda: candle's CUDA device 0")?
+        }
+        "cuda" => {
+            bail!("--device cuda: this binary is built without the `cuda` feature (README, CUDA)")
+        }
+        other => bail!("--device {other:?}: cpu or cuda"),
+    };
+    Ok((device, dtype))
 }
 
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
@@ -128,7 +166,11 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         text_len: args.text_len,
         prompt: PROMPT.into(),
         guidance_scale: GUIDANCE_SCALE,
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
     };
+    // Refuse a device or dtype this binary cannot run before any stage starts.
+    device_and_dtype(&plan)?;
     std::fs::write(work.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
 
     let mut stages = serde_json::Map::new();
@@ -158,8 +200,9 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "config": config_name,
         "model_dir": model_dir,
-        "dtype": "f32",
-        "device": "cpu",
+        "dtype": args.dtype,
+        "vae_dtype": "f32",
+        "device": args.device,
         "threads": threads,
         "size": {
             "frames": args.frames, "height": args.height, "width": args.width,
@@ -418,8 +461,8 @@ fn status_mib(key: &str) -> f64 {
 fn run_stage(stage: &str, work: &Path) -> anyhow::Result<serde_json::Value> {
     let plan: Plan = serde_json::from_slice(&std::fs::read(work.join("plan.json"))?)?;
     let baseline = status_mib("VmRSS:");
-    let cpu = Device::Cpu;
-    let inputs = candle_core::safetensors::load(work.join("inputs.safetensors"), &cpu)?;
+    let (device, dtype) = device_and_dtype(&plan)?;
+    let inputs = candle_core::safetensors::load(work.join("inputs.safetensors"), &device)?;
     let input = |k: &str| inputs.get(k).with_context(|| format!("inputs: no {k}"));
     let dir = &plan.model_dir;
     let started = Instant::now();
@@ -427,8 +470,8 @@ fn run_stage(stage: &str, work: &Path) -> anyhow::Result<serde_json::Value> {
         "transformer" => {
             let model = load_component(
                 &dir.join("transformer"),
-                DType::F32,
-                &cpu,
+                dtype,
+                &device,
                 WanTransformer::load,
             )?;
             let (latents, t) = (input("latents")?.clone(), input("timestep")?.clone());
@@ -441,20 +484,16 @@ fn run_stage(stage: &str, work: &Path) -> anyhow::Result<serde_json::Value> {
             })
         }
         "vae" => {
-            let vae = load_component(&dir.join("vae"), DType::F32, &cpu, WanVae::load)?;
+            let vae = load_component(&dir.join("vae"), DType::F32, &device, WanVae::load)?;
             let latents = input("vae_latents")?.clone();
             Box::new(move || Ok(vae.decode(&latents)?))
         }
         "text" => {
             let tok = PromptTokenizer::load(&dir.join("tokenizer/tokenizer.json"))?;
-            let enc = load_component(
-                &dir.join("text_encoder"),
-                DType::F32,
-                &cpu,
-                TextEncoder::load,
-            )?;
+            let enc = load_component(&dir.join("text_encoder"), dtype, &device, TextEncoder::load)?;
             let (prompt, len) = (plan.prompt.clone(), plan.text_len);
-            Box::new(move || prompt_embeds(&tok, &enc, &prompt, len, &Device::Cpu))
+            let on = device.clone();
+            Box::new(move || prompt_embeds(&tok, &enc, &prompt, len, &on))
         }
         other => bail!("unknown stage {other:?}"),
     };
@@ -467,14 +506,20 @@ fn run_stage(stage: &str, work: &Path) -> anyhow::Result<serde_json::Value> {
     for _ in 0..plan.warmup {
         step()?;
     }
+    // A GPU runs asynchronously: each timed run ends when the device has finished it.
+    device.synchronize()?;
     let mut seconds = Vec::with_capacity(plan.repeat);
     let mut out = None;
     for _ in 0..plan.repeat {
         let started = Instant::now();
         out = Some(step()?);
+        device.synchronize()?;
         seconds.push(started.elapsed().as_secs_f64());
     }
-    let out = out.context("no timed run")?.to_dtype(DType::F32)?;
+    let out = out
+        .context("no timed run")?
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?;
     candle_core::safetensors::save(
         &HashMap::from([("out", out)]),
         work.join(format!("ours-{stage}.safetensors")),
@@ -487,6 +532,7 @@ fn run_stage(stage: &str, work: &Path) -> anyhow::Result<serde_json::Value> {
         "load_peak_rss_mib": load_peak,
         "run_peak_rss_mib": reset.then(|| status_mib("VmHWM:")),
         "threads": candle_core::utils::get_num_threads(),
+        "device": plan.device,
     }))
 }
 

@@ -35,8 +35,8 @@ use reelfarm_artifacts::ArtifactStore;
 use reelfarm_domain::ClusterKeys;
 
 use self::tasks::TaskRegistry;
-use crate::config::{Config, EngineChoice};
-use crate::engine::{cpu::CpuEngine, Engine};
+use crate::config::Config;
+use crate::engine::GpuFacts;
 use crate::metrics::Metrics;
 
 /// A worker running in this process.
@@ -98,23 +98,16 @@ impl RunningWorker {
     }
 }
 
-/// Picks the engine for `choice`, logging why.
-pub(crate) fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engine>> {
-    match choice {
-        EngineChoice::Cpu => {
-            tracing::info!(engine = "cpu", "engine chosen by --engine cpu");
-            Ok(Arc::new(CpuEngine))
-        }
-        EngineChoice::Auto => {
-            tracing::info!(
-                engine = "cpu",
-                "engine auto: the CUDA engine is not built into this version; using cpu"
-            );
-            Ok(Arc::new(CpuEngine))
-        }
-        EngineChoice::Cuda => anyhow::bail!(
-            "--engine cuda: the CUDA engine is not built into this version (see README, Status)"
-        ),
+/// A device's facts as RegisterWorker carries them.
+fn gpu_device(g: &GpuFacts) -> v1::GpuDevice {
+    v1::GpuDevice {
+        ordinal: g.ordinal as u32,
+        name: g.name.clone(),
+        uuid: g.uuid.clone(),
+        compute_capability: format!("{}.{}", g.compute_capability.0, g.compute_capability.1),
+        total_memory_bytes: g.total_memory_bytes,
+        free_memory_bytes: g.free_memory_bytes,
+        driver_cuda_version: g.driver_cuda_version.clone(),
     }
 }
 
@@ -122,7 +115,8 @@ pub(crate) fn choose_engine(choice: EngineChoice) -> anyhow::Result<Arc<dyn Engi
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
     config.validate().map_err(anyhow::Error::msg)?;
     let id = config.worker_id();
-    let engine = choose_engine(config.engine)?;
+    let selected = crate::engine::select::select(config.engine, config.gpu)?;
+    let engine = selected.engine.clone();
     let metrics = Arc::new(Metrics::new(engine.name()));
     metrics
         .slots
@@ -139,6 +133,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     )
     .await?;
     let mut tasks = vec![http_task];
+    if let Some(gpu) = &selected.gpu {
+        metrics.gpu.set_device(gpu);
+        #[cfg(feature = "cuda")]
+        tasks.push(tokio::spawn(crate::metrics::gpu::sample_nvml(
+            gpu.clone(),
+            metrics.gpu.clone(),
+            shutdown.clone(),
+        )));
+    }
 
     let (models, broken_models) = crate::models::scan(config.models.as_deref())?;
     let model_host = Arc::new(crate::models::host::ModelHost::new(
@@ -148,13 +151,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .filter(|m| m.not_servable.is_empty())
             .map(|m| m.name.clone())
             .collect(),
+        selected.model_device.clone(),
     ));
     let register = v1::RegisterWorker {
         worker_id: id.clone(),
         engine: engine.name().to_string(),
-        gpu_model: String::new(),
-        gpu_memory_bytes: 0,
-        free_memory_bytes: 0,
+        gpu_model: selected
+            .gpu
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default(),
+        gpu_memory_bytes: selected.gpu.as_ref().map_or(0, |g| g.total_memory_bytes),
+        free_memory_bytes: selected.gpu.as_ref().map_or(0, |g| g.free_memory_bytes),
         slots: config.slots,
         hostname: crate::config::hostname(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -162,6 +170,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         running: vec![],
         models,
         broken_models,
+        gpu: selected.gpu.as_ref().map(gpu_device),
     };
     let mut leader_lookup = None;
     if !config.etcd.is_empty() {
@@ -174,6 +183,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             value: serde_json::to_vec(&serde_json::json!({
                 "id": id,
                 "engine": engine.name(),
+                "gpu_model": register.gpu_model,
                 "slots": config.slots,
                 "hostname": register.hostname,
                 "metrics_address": register.metrics_address,

@@ -11,18 +11,21 @@
 //! 4. convert to RGB8 with clamping ([`DiffusionBatch::read_rgb8`]).
 //!
 //! The per-element math of each operation is written once, in [`kernels`], as plain scalar
-//! Rust functions, and [`cpu::CpuEngine`] maps them over the batch with rayon. It is the only
-//! engine in this version: there is no CUDA engine yet (README, Status). The trait is shaped
-//! for one — batch state stays inside the engine between calls, so a device engine would
-//! copy frames back to the host only in [`DiffusionBatch::read_rgb8`], and its kernels would
-//! be tested against the functions in [`kernels`].
+//! Rust functions, and [`cpu::CpuEngine`] maps them over the batch with rayon. With the
+//! `cuda` feature, `cuda::CudaEngine` runs the same formulas as NVRTC-compiled kernels
+//! (`engine/cuda/kernels.cu`), keeps the batch in device memory between calls and copies
+//! frames back only in [`DiffusionBatch::read_rgb8`]; its parity tests compare it with the
+//! functions in [`kernels`], which stay the reference.
 //!
 //! Data layout (shared by every engine): a batch of `n` frames of `P = width·height` pixels is
 //! stored frame-major, pixels row-major, channels interleaved (`x[f·3P + 3p + c]`), in the
 //! diffusion's data units (RGB mapped from `[0, 1]` to `[-1, 1]`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub(crate) mod kernels;
+pub mod select;
 
 /// Everything an engine can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,22 @@ pub enum EngineError {
     /// The device failed (allocation, kernel launch, transfer).
     #[error("device: {0}")]
     Device(String),
+}
+
+/// One CUDA device as the worker registers it (filled from the driver by the CUDA build).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuFacts {
+    /// CUDA ordinal (what `--gpu` names).
+    pub ordinal: usize,
+    /// "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// "GPU-8f0e…", the id NVML and nvidia-smi use.
+    pub uuid: String,
+    pub compute_capability: (i32, i32),
+    pub total_memory_bytes: u64,
+    pub free_memory_bytes: u64,
+    /// The driver's CUDA version, "12.8" (cuDriverGetVersion).
+    pub driver_cuda_version: String,
 }
 
 /// What is the same for every frame of a batch.
@@ -105,7 +124,7 @@ pub trait DiffusionBatch {
 
 /// A compute engine for the pipeline's heavy math. Object-safe: the agent holds `&dyn Engine`.
 pub trait Engine: Send + Sync {
-    /// The engine's name in metrics and registration ("cpu" is the only one built today).
+    /// The engine's name in metrics and registration: "cpu" or "cuda".
     fn name(&self) -> &'static str;
     /// Uploads the conditioning of `frames` and draws their initial noise
     /// ([`kernels::initial_noise`] per element). Every frame's noise depends only on
@@ -115,4 +134,46 @@ pub trait Engine: Send + Sync {
         spec: &BatchSpec,
         frames: Vec<FrameConditioning>,
     ) -> Result<Box<dyn DiffusionBatch + 'a>, EngineError>;
+}
+
+/// Checks that every frame's conditioning has the sizes a `pixels`-pixel frame needs.
+pub(crate) fn check_conditioning(
+    pixels: usize,
+    frames: &[FrameConditioning],
+) -> Result<(), EngineError> {
+    for f in frames {
+        if f.guide.len() != 3 * pixels
+            || f.prior_var.len() != pixels
+            || f.noise_keys.len() != pixels
+        {
+            return Err(EngineError::InvalidBatch(format!(
+                "frame {}: guide {} / var {} / keys {} values, expected {} / {} / {}",
+                f.frame_index,
+                f.guide.len(),
+                f.prior_var.len(),
+                f.noise_keys.len(),
+                3 * pixels,
+                pixels,
+                pixels
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The element range of frame `frame` in a batch of `frames` frames of `pixels` pixels,
+/// checked against the caller's buffer length.
+pub(crate) fn frame_range(
+    frames: usize,
+    pixels: usize,
+    frame: usize,
+    out_len: usize,
+) -> Result<std::ops::Range<usize>, EngineError> {
+    let len = 3 * pixels;
+    if frame >= frames || out_len != len {
+        return Err(EngineError::InvalidBatch(format!(
+            "read of frame {frame} into {out_len} values; batch has {frames} frames of {len}"
+        )));
+    }
+    Ok(frame * len..(frame + 1) * len)
 }

@@ -37,12 +37,13 @@ pub struct ModelHost {
 }
 
 impl ModelHost {
-    /// `root` is `--models`; `served` the names its scan accepted.
-    pub fn new(root: Option<PathBuf>, served: Vec<String>) -> Self {
+    /// `root` is `--models`; `served` the names its scan accepted; `device` where the
+    /// models run (the worker's GPU under the CUDA engine, in bf16; else the CPU, in f32).
+    pub fn new(root: Option<PathBuf>, served: Vec<String>, device: Device) -> Self {
         Self {
             root,
             served,
-            device: Device::Cpu,
+            device,
             loaded: Mutex::new(None),
         }
     }

@@ -21,6 +21,8 @@ pub struct WorkerInfo {
     /// Models the worker serves, and model folders it found broken (as it reported them).
     pub models: Vec<reelfarm_proto::v1::ServedModel>,
     pub broken_models: Vec<reelfarm_proto::v1::BrokenModel>,
+    /// The CUDA device of a GPU worker, as it registered it.
+    pub gpu: Option<reelfarm_proto::v1::GpuDevice>,
 }
 
 /// A message for one worker's stream.

@@ -50,23 +50,7 @@ impl CpuBatch {
     fn new(spec: &BatchSpec, frames: Vec<FrameConditioning>) -> Result<Self, EngineError> {
         let pixels = spec.pixels();
         let n = frames.len();
-        for f in &frames {
-            if f.guide.len() != 3 * pixels
-                || f.prior_var.len() != pixels
-                || f.noise_keys.len() != pixels
-            {
-                return Err(EngineError::InvalidBatch(format!(
-                    "frame {}: guide {} / var {} / keys {} values, expected {} / {} / {}",
-                    f.frame_index,
-                    f.guide.len(),
-                    f.prior_var.len(),
-                    f.noise_keys.len(),
-                    3 * pixels,
-                    pixels,
-                    pixels
-                )));
-            }
-        }
+        super::check_conditioning(pixels, &frames)?;
         let mut x = vec![0.0f32; n * 3 * pixels];
         for (f, xs) in frames.iter().zip(x.chunks_mut(3 * pixels.max(1))) {
             xs.par_chunks_mut(CHUNK)
@@ -110,14 +94,7 @@ impl CpuBatch {
         frame: usize,
         out_len: usize,
     ) -> Result<std::ops::Range<usize>, EngineError> {
-        let len = 3 * self.pixels;
-        if frame >= self.frames || out_len != len {
-            return Err(EngineError::InvalidBatch(format!(
-                "read of frame {frame} into {out_len} values; batch has {} frames of {len}",
-                self.frames
-            )));
-        }
-        Ok(frame * len..(frame + 1) * len)
+        super::frame_range(self.frames, self.pixels, frame, out_len)
     }
 }
 
