@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (if missing), then runs every unit and
-# end-to-end test of the workspace. Usage: ./scripts/test.sh [extra `cargo test` args]
+# end-to-end test of the workspace, then the CUDA compile gate (scripts/cuda-check.sh).
+# Usage: ./scripts/test.sh [extra `cargo test` args]
 #
 # Needs only Rust on a fresh Debian 12 machine; installs with apt-get and pip (with sudo
 # when not root) only the tools that are not on PATH already, so a second run is quiet.
@@ -111,4 +112,10 @@ fi
 
 # (protoc: .cargo/config.toml points PROTOC at tools/protoc, which prefers the system one.)
 # --no-fail-fast: one failing suite must not hide the results of the others.
-exec cargo test --workspace --no-fail-fast "$@"
+status=0
+cargo test --workspace --no-fail-fast "$@" || status=$?
+
+# The CUDA build, the kernels' NVRTC/ptxas gate and the CUDA tests (which skip without a
+# GPU): see scripts/cuda-check.sh. It installs NVIDIA's toolchain wheels on first use.
+scripts/cuda-check.sh || status=$?
+exit "$status"

@@ -1315,3 +1315,122 @@ async fn a_broken_model_folder_is_reported_and_the_worker_serves_the_rest() {
         "{stdout}"
     );
 }
+
+/// What a CUDA worker says about its GPU at registration reaches ListWorkers and `reelfarm
+/// workers` (text and JSON). The registration is made over the real WorkerService stream by
+/// hand, as the CUDA worker sends it, because no GPU is at hand here; an oversized device
+/// name is refused naming the field.
+#[tokio::test]
+async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
+    use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let cluster = Cluster::start(no_workers(&[])).await;
+    let gpu = v1::GpuDevice {
+        ordinal: 0,
+        name: "NVIDIA H100 80GB HBM3".into(),
+        uuid: "GPU-8f0e1a2b-3c4d-5e6f-7081-92a3b4c5d6e7".into(),
+        compute_capability: "9.0".into(),
+        total_memory_bytes: 85_520_809_984,
+        free_memory_bytes: 84_987_740_160,
+        driver_cuda_version: "12.8".into(),
+    };
+    let register = |id: &str, gpu: v1::GpuDevice| v1::WorkerMessage {
+        body: Some(v1::worker_message::Body::Register(v1::RegisterWorker {
+            worker_id: id.into(),
+            engine: "cuda".into(),
+            gpu_model: gpu.name.clone(),
+            gpu_memory_bytes: gpu.total_memory_bytes,
+            free_memory_bytes: gpu.free_memory_bytes,
+            slots: 1,
+            gpu: Some(gpu),
+            ..Default::default()
+        })),
+    };
+    let mut client = WorkerServiceClient::connect(cluster.coordinator.url())
+        .await
+        .expect("WorkerService");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(register("gpu-worker-0", gpu.clone()))
+        .await
+        .unwrap();
+    let _session = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("the session opens");
+
+    let admin = cluster.admin();
+    let listed: v1::WorkerInfo = wait_until(
+        "the GPU worker was expected in ListWorkers",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let workers = admin
+                    .list_workers(v1::ListWorkersRequest {})
+                    .await
+                    .expect("ListWorkers")
+                    .into_inner()
+                    .workers;
+                workers
+                    .into_iter()
+                    .find(|w| w.id == "gpu-worker-0")
+                    .ok_or_else(|| "not yet".to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        listed.gpu.as_ref(),
+        Some(&gpu),
+        "WorkerInfo.gpu as registered"
+    );
+    assert_eq!(
+        (listed.engine.as_str(), listed.gpu_model.as_str()),
+        ("cuda", gpu.name.as_str())
+    );
+
+    let (ok, stdout, stderr) = cli(&cluster, &["workers"]).await;
+    assert!(ok, "reelfarm workers: {stderr}");
+    assert!(
+        stdout.contains("gpu 0 NVIDIA H100 80GB HBM3  compute 9.0  79.6 GiB")
+            && stdout.contains(&gpu.uuid),
+        "reelfarm workers shows the device: {stdout}"
+    );
+    let (ok, stdout, stderr) = cli(&cluster, &["--output", "json", "workers"]).await;
+    assert!(ok, "reelfarm --output json workers: {stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("gpu-worker-0"))
+        .expect("the worker's JSON line");
+    let json: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    assert_eq!(json["gpu"]["compute_capability"], "9.0", "{json}");
+    assert_eq!(
+        json["gpu"]["total_memory_bytes"], 85_520_809_984u64,
+        "{json}"
+    );
+
+    // A device name no driver reports is a misbehaving worker: refused, naming the field.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut bad = gpu.clone();
+    bad.name = "x".repeat(300);
+    tx.send(register("gpu-worker-1", bad)).await.unwrap();
+    let refused = match client.session(ReceiverStream::new(rx)).await {
+        Err(status) => status,
+        Ok(resp) => {
+            let mut inbound = resp.into_inner();
+            loop {
+                match inbound.message().await {
+                    Err(status) => break status,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the oversized registration was accepted"),
+                }
+            }
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("register.gpu.name"),
+        "{refused:?}"
+    );
+}

@@ -297,6 +297,100 @@ fn env<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|e| e["name"].as_str() == Some(name))
 }
 
+/// GPU workers (the production scenario): one nvidia.com/gpu per pod, the CUDA image,
+/// `--engine cuda`, GPU nodes and their taint, and the driver capabilities NVML needs; CPU
+/// scenarios ask for none of it. The scenario's worker arguments are then given to a worker
+/// binary: this (CPU) build must refuse `--engine cuda` by naming the cuda feature, which is
+/// why the chart runs the `-cuda` image; and where scripts/cuda-check.sh passes the CUDA
+/// build in REELFARM_CUDA_WORKER, it must accept every argument and stop only at the driver
+/// check (no GPU here) — on a GPU node that is where it starts.
+#[test]
+fn gpu_workers_request_a_gpu_run_the_cuda_image_and_accept_their_arguments() {
+    let mut gpu_scenarios = 0;
+    for set in sets() {
+        let name = set["name"].as_str().unwrap_or("?");
+        let worker = workloads(set)
+            .into_iter()
+            .find(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-worker"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no worker workload"));
+        let pod = &worker["spec"]["template"]["spec"];
+        let w = &pod["containers"][0];
+        let gpus = &w["resources"]["limits"]["nvidia.com/gpu"];
+        let image = w["image"].as_str().unwrap_or("");
+        if name != "external-etcd-s3-values" {
+            assert!(gpus.is_null(), "{name}: a CPU scenario requests {gpus}");
+            assert!(!image.ends_with("-cuda"), "{name}: CPU workers run {image}");
+            continue;
+        }
+        gpu_scenarios += 1;
+        assert_eq!(gpus.as_i64(), Some(1), "{name}: one GPU per worker pod");
+        assert_eq!(
+            image, "registry.example.com/reelfarm/reelfarm:0.1.0-cuda",
+            "{name}: GPU workers run the CUDA image"
+        );
+        assert_eq!(arg(w, "engine"), Some("cuda"), "{name}");
+        assert_eq!(
+            env(w, "NVIDIA_DRIVER_CAPABILITIES").map(|e| &e["value"]),
+            Some(&Value::from("compute,utility")),
+            "{name}: NVML (utility) for the GPU gauges"
+        );
+        assert_eq!(
+            pod["nodeSelector"]["nvidia.com/gpu.present"], "true",
+            "{name}"
+        );
+        assert!(
+            pod["tolerations"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["key"] == "nvidia.com/gpu")),
+            "{name}: GPU nodes' taint is tolerated: {}",
+            pod["tolerations"]
+        );
+
+        let args: Vec<String> = w["args"]
+            .as_array()
+            .expect("worker args")
+            .iter()
+            .map(|a| a.as_str().expect("string args").to_string())
+            .collect();
+        let start = |binary: &str| {
+            let mut cmd = without_reelfarm_env(Command::new(binary));
+            let out = cmd.args(&args).output().expect("the worker binary runs");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, log) = start(WORKER);
+        assert!(
+            !ok && log.contains("built without the `cuda` feature"),
+            "{name}: the CPU build must refuse --engine cuda by naming the feature:\n{log}"
+        );
+        match std::env::var("REELFARM_CUDA_WORKER") {
+            Ok(cuda_worker) => {
+                let (ok, log) = start(&cuda_worker);
+                assert!(
+                    !ok && log.contains("--engine cuda: no CUDA driver"),
+                    "{name}: the CUDA build must accept the chart's arguments and stop only at \
+                     the driver check on this GPU-less machine:\n{log}"
+                );
+                println!(
+                    "{name}: the CUDA worker accepts the chart's arguments: {}",
+                    log.trim()
+                );
+            }
+            Err(_) => println!(
+                "{name}: REELFARM_CUDA_WORKER not set: the CUDA worker's start with these \
+                 arguments is checked by scripts/cuda-check.sh"
+            ),
+        }
+    }
+    assert_eq!(gpu_scenarios, 1, "the production scenario runs GPU workers");
+}
+
 #[test]
 fn chart_runs_standby_coordinators_and_one_artifact_store() {
     for set in sets() {

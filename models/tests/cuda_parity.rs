@@ -22,7 +22,9 @@ fn gpu_or_skip() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            eprintln!("skipped: no CUDA driver ({e})");
+            // candle's error carries a backtrace: its first line says why.
+            let why = e.to_string();
+            eprintln!("skipped: no CUDA driver ({})", why.lines().next().unwrap_or(""));
             None
         }
     }

@@ -13,6 +13,11 @@ fn print(w: &v1::WorkerInfo, format: Format) {
         Format::Json => println!(
             "{}",
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
+                "gpu_memory_bytes": w.gpu_memory_bytes,
+                "gpu": w.gpu.as_ref().map(|g| serde_json::json!({"ordinal": g.ordinal, "name": g.name,
+                    "uuid": g.uuid, "compute_capability": g.compute_capability,
+                    "total_memory_bytes": g.total_memory_bytes, "free_memory_bytes": g.free_memory_bytes,
+                    "driver_cuda_version": g.driver_cuda_version})),
                 "cordoned": w.cordoned, "slots": w.slots, "running": w.running, "tasks_done": w.tasks_done,
                 "hostname": w.hostname, "metrics_address": w.metrics_address,
                 "models": w.models.iter().map(|m| serde_json::json!({"name": m.name, "family": m.family,
@@ -33,6 +38,19 @@ fn print(w: &v1::WorkerInfo, format: Format) {
                 w.tasks_done,
                 w.metrics_address
             );
+            // The device on an indented line of its own, like the models below.
+            if let Some(g) = &w.gpu {
+                println!(
+                    "    gpu {} {}  compute {}  {:.1} GiB ({:.1} GiB free at start)  driver CUDA {}  {}",
+                    g.ordinal,
+                    g.name,
+                    g.compute_capability,
+                    g.total_memory_bytes as f64 / (1u64 << 30) as f64,
+                    g.free_memory_bytes as f64 / (1u64 << 30) as f64,
+                    g.driver_cuda_version,
+                    g.uuid
+                );
+            }
             // One indented line per model, so the worker's line stays one line.
             for m in &w.models {
                 let state = if m.not_servable.is_empty() {

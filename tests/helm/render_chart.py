@@ -23,7 +23,7 @@ NAMESPACE = "reelfarm"
 # Values the schema must refuse at install time, each with why.
 BAD_VALUES = {
     "coordinator.replicas=0": {"coordinator": {"replicas": 0}},
-    "worker.engine=gpu (not auto|cpu)": {"worker": {"engine": "gpu"}},
+    "worker.engine=gpu (not auto|cpu|cuda)": {"worker": {"engine": "gpu"}},
     "worker.slots=0": {"worker": {"slots": 0}},
     "worker.kind=StatefulSet": {"worker": {"kind": "StatefulSet"}},
     "etcd disabled without external endpoints": {"etcd": {"enabled": False}},
@@ -34,10 +34,8 @@ BAD_VALUES = {
     },
     "cluster with capitals": {"cluster": "Prod"},
     "worker.engine=cuda without gpu.enabled": {"worker": {"engine": "cuda"}},
-    # The worker refuses --engine cuda at start (no CUDA engine is built yet): a crash loop.
-    "worker.engine=cuda with gpu.enabled (no CUDA engine built)": {
-        "worker": {"engine": "cuda", "gpu": {"enabled": True}}
-    },
+    # One worker per GPU: the worker runs on one device (--gpu), so a second would sit idle.
+    "worker.gpu.count=2": {"worker": {"gpu": {"enabled": True, "count": 2}}},
     "worker.models.enabled without a volume": {"worker": {"models": {"enabled": True}}},
     "worker.models.mountPath relative": {
         "worker": {"models": {"enabled": True, "mountPath": "models", "volume": {"emptyDir": {}}}}

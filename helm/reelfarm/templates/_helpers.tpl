@@ -90,6 +90,20 @@ The image reference; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
+The worker's image: GPU workers run the CUDA build (tag "<tag>-cuda" unless
+worker.gpu.imageTag says otherwise), CPU workers the main image.
+*/}}
+{{- define "reelfarm.workerImage" -}}
+{{- $w := .Values.worker }}
+{{- if $w.gpu.enabled }}
+{{- $tag := default (printf "%s-cuda" (default .Chart.AppVersion .Values.image.tag)) $w.gpu.imageTag }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- else }}
+{{- include "reelfarm.image" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 The farm Secret's name: the existing one, or the chart-created one.
 */}}
 {{- define "reelfarm.farmSecretName" -}}
@@ -252,7 +266,7 @@ spec:
     {{- toYaml .Values.podSecurityContext | nindent 4 }}
   containers:
     - name: worker
-      image: {{ include "reelfarm.image" . }}
+      image: {{ include "reelfarm.workerImage" . }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       command:
         - /usr/local/bin/reelfarm-worker
@@ -286,6 +300,12 @@ spec:
             secretKeyRef:
               name: {{ include "reelfarm.farmSecretName" . }}
               key: {{ .Values.farmSecret.key }}
+        {{- if $w.gpu.enabled }}
+        # The NVIDIA container runtime mounts libcuda (compute) and libnvidia-ml, which the
+        # worker's GPU gauges read (utility), only when asked.
+        - name: NVIDIA_DRIVER_CAPABILITIES
+          value: compute,utility
+        {{- end }}
         {{- include "reelfarm.commonEnv" . | nindent 8 }}
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
