@@ -24,7 +24,10 @@ fn gpu_or_skip() -> Option<Device> {
         Err(e) => {
             // candle's error carries a backtrace: its first line says why.
             let why = e.to_string();
-            eprintln!("skipped: no CUDA driver ({})", why.lines().next().unwrap_or(""));
+            eprintln!(
+                "skipped: no CUDA driver ({})",
+                why.lines().next().unwrap_or("")
+            );
             None
         }
     }
