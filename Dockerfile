@@ -22,12 +22,14 @@
 ARG RUST_VERSION=1
 ARG DEBIAN_RELEASE=bookworm
 
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build-env
 RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler g++ nasm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+
+FROM build-env AS builder
 # Cache mounts keep the registry and target dir between builds; the binaries are copied out
 # of the cache mount because it is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -36,7 +38,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && mkdir -p /out \
  && cp target/release/reelfarm-coordinator target/release/reelfarm-worker target/release/reelfarm /out/
 
-FROM builder AS builder-cuda
+FROM build-env AS builder-cuda
 ARG CUDA_COMPUTE_CAP=90
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
@@ -52,7 +54,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        "$CUDA_HOME"/lib/libcurand.so.10 "$CUDA_HOME"/lib/libnvrtc.so.13 \
        "$CUDA_HOME"/lib/libnvrtc-builtins.so.13.0 "$CUDA_HOME"/lib/libcudart.so.13 /out/cuda-lib/
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime-cuda
+# What both runtime images share: the libraries the binaries need and the unprivileged user.
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime-base
+# ca-certificates: TLS to etcd and S3 endpoints; libstdc++6: OpenH264 is C++.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
@@ -61,6 +65,8 @@ RUN apt-get update \
         --shell /usr/sbin/nologin reelfarm \
  && mkdir -p /var/lib/reelfarm/artifacts \
  && chown -R 10001:10001 /var/lib/reelfarm
+
+FROM runtime-base AS runtime-cuda
 COPY --from=builder-cuda /out/cuda-lib/ /usr/local/lib/reelfarm-cuda/
 COPY --from=builder-cuda /out/reelfarm-coordinator /out/reelfarm-worker /out/reelfarm /usr/local/bin/
 ENV LD_LIBRARY_PATH=/usr/local/lib/reelfarm-cuda \
@@ -75,16 +81,7 @@ ENTRYPOINT ["/usr/local/bin/reelfarm-worker"]
 CMD ["--http-listen", "0.0.0.0:9465"]
 
 # The CPU image, last so that a plain `docker build .` makes it.
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# ca-certificates: TLS to etcd and S3 endpoints; libstdc++6: OpenH264 is C++.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --gid 10001 reelfarm \
- && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin reelfarm \
- && mkdir -p /var/lib/reelfarm/artifacts \
- && chown -R 10001:10001 /var/lib/reelfarm
+FROM runtime-base AS runtime
 COPY --from=builder /out/reelfarm-coordinator /out/reelfarm-worker /out/reelfarm /usr/local/bin/
 USER 10001:10001
 WORKDIR /var/lib/reelfarm

@@ -1325,7 +1325,7 @@ async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
     use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
     use tokio_stream::wrappers::ReceiverStream;
 
-    let cluster = Cluster::start(no_workers(&[])).await;
+    let mut cluster = Cluster::start(no_workers(&[])).await;
     let gpu = v1::GpuDevice {
         ordinal: 0,
         name: "NVIDIA H100 80GB HBM3".into(),
@@ -1359,27 +1359,20 @@ async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
         .await
         .expect("the session opens");
 
-    let admin = cluster.admin();
-    let listed: v1::WorkerInfo = wait_until(
-        "the GPU worker was expected in ListWorkers",
-        std::time::Duration::from_secs(10),
-        || {
-            let mut admin = admin.clone();
-            async move {
-                let workers = admin
-                    .list_workers(v1::ListWorkersRequest {})
-                    .await
-                    .expect("ListWorkers")
-                    .into_inner()
-                    .workers;
-                workers
-                    .into_iter()
-                    .find(|w| w.id == "gpu-worker-0")
-                    .ok_or_else(|| "not yet".to_string())
-            }
-        },
-    )
-    .await;
+    // Workers not started by the cluster are only waited for in ListWorkers.
+    cluster
+        .wait_workers_connected(&["gpu-worker-0".to_string()])
+        .await;
+    let listed = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("ListWorkers")
+        .into_inner()
+        .workers
+        .into_iter()
+        .find(|w| w.id == "gpu-worker-0")
+        .expect("the GPU worker is listed");
     assert_eq!(
         listed.gpu.as_ref(),
         Some(&gpu),

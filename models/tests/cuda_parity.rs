@@ -33,20 +33,6 @@ fn gpu_or_skip() -> Option<Device> {
     }
 }
 
-fn relative_error(ours: &Tensor, theirs: &Tensor) -> f32 {
-    let ours = ours.to_device(&Device::Cpu).unwrap();
-    let scale = theirs
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    max_abs_diff(&ours, theirs) / scale
-}
-
 fn check(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
     let err = relative_error(ours, theirs);
     eprintln!("{what}: relative error {err:.2e} (tolerance {tolerance:.0e})");

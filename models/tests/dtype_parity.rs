@@ -21,22 +21,6 @@ use reelfarm_models::wan::transformer::WanTransformer;
 use reelfarm_models::wan::vae::WanVae;
 use reelfarm_models::weights::load_component;
 
-/// `max |ours - theirs| / max |theirs|`.
-fn relative_error(ours: &Tensor, theirs: &Tensor) -> f32 {
-    let scale = theirs
-        .to_dtype(DType::F32)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    max_abs_diff(ours, theirs) / scale
-}
-
 fn check(what: &str, ours: &Tensor, theirs: &Tensor, dtype: DType, tolerance: f32) {
     assert_eq!(ours.dtype(), dtype, "{what}: computed in {dtype:?}");
     let err = relative_error(ours, theirs);

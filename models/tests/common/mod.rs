@@ -28,19 +28,18 @@ pub fn call(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("references.json is JSON")
 }
 
+/// `max |t|` as f32.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.to_dtype(candle_core::DType::F32)
+        .and_then(|t| t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .unwrap()
+}
+
 /// Largest absolute difference, after checking the shapes agree.
 pub fn max_abs_diff(ours: &Tensor, theirs: &Tensor) -> f32 {
     assert_eq!(ours.dims(), theirs.dims(), "shapes differ");
-    let d = (ours.to_dtype(candle_core::DType::F32).unwrap()
-        - theirs.to_dtype(candle_core::DType::F32).unwrap())
-    .unwrap()
-    .abs()
-    .unwrap()
-    .flatten_all()
-    .unwrap()
-    .max(0)
-    .unwrap();
-    d.to_scalar::<f32>().unwrap()
+    let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    max_abs(&(f32(ours) - f32(theirs)).unwrap())
 }
 
 /// Asserts `ours` equals diffusers' `theirs` within `tol` (absolute, f32 on CPU).
@@ -50,4 +49,10 @@ pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
         diff <= tol,
         "{what}: max |ours - diffusers| = {diff:e} > {tol:e}"
     );
+}
+
+/// `max |ours - theirs| / max |theirs|`, with `ours` on any device (copied to the CPU).
+pub fn relative_error(ours: &Tensor, theirs: &Tensor) -> f32 {
+    let ours = ours.to_device(&Device::Cpu).unwrap();
+    max_abs_diff(&ours, theirs) / max_abs(theirs)
 }

@@ -88,14 +88,6 @@ impl CpuBatch {
             var,
         })
     }
-
-    fn frame_range(
-        &self,
-        frame: usize,
-        out_len: usize,
-    ) -> Result<std::ops::Range<usize>, EngineError> {
-        super::frame_range(self.frames, self.pixels, frame, out_len)
-    }
 }
 
 impl DiffusionBatch for CpuBatch {
@@ -135,7 +127,7 @@ impl DiffusionBatch for CpuBatch {
     }
 
     fn read_rgb8(&self, frame: usize, out: &mut [u8]) -> Result<(), EngineError> {
-        let range = self.frame_range(frame, out.len())?;
+        let range = super::frame_range(self.frames, self.pixels, frame, out.len())?;
         for (o, &v) in out.iter_mut().zip(&self.x[range]) {
             *o = kernels::to_u8(v);
         }
@@ -143,7 +135,7 @@ impl DiffusionBatch for CpuBatch {
     }
 
     fn read_state(&self, frame: usize, out: &mut [f32]) -> Result<(), EngineError> {
-        let range = self.frame_range(frame, out.len())?;
+        let range = super::frame_range(self.frames, self.pixels, frame, out.len())?;
         out.copy_from_slice(&self.x[range]);
         Ok(())
     }

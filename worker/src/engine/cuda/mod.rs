@@ -197,14 +197,6 @@ impl<'a> CudaBatch<'a> {
     fn elements(&self) -> usize {
         self.frames * 3 * self.pixels
     }
-
-    fn frame_range(
-        &self,
-        frame: usize,
-        out_len: usize,
-    ) -> Result<std::ops::Range<usize>, EngineError> {
-        super::frame_range(self.frames, self.pixels, frame, out_len)
-    }
 }
 
 impl DiffusionBatch for CudaBatch<'_> {
@@ -255,7 +247,7 @@ impl DiffusionBatch for CudaBatch<'_> {
     }
 
     fn read_rgb8(&self, frame: usize, out: &mut [u8]) -> Result<(), EngineError> {
-        let range = self.frame_range(frame, out.len())?;
+        let range = super::frame_range(self.frames, self.pixels, frame, out.len())?;
         let len = range.len();
         let mut rgb = self
             .stream
@@ -275,7 +267,7 @@ impl DiffusionBatch for CudaBatch<'_> {
     }
 
     fn read_state(&self, frame: usize, out: &mut [f32]) -> Result<(), EngineError> {
-        let range = self.frame_range(frame, out.len())?;
+        let range = super::frame_range(self.frames, self.pixels, frame, out.len())?;
         self.stream
             .memcpy_dtoh(&self.x.slice(range), out)
             .map_err(device_error("downloading the state"))?;
