@@ -31,7 +31,7 @@ cargo build --features cuda --bins
 cuda_bin="$target/cuda-bin"
 mkdir -p "$cuda_bin"
 cp "$target"/debug/reelfarm-worker "$target"/debug/reelfarm-coordinator "$target"/debug/reelfarm "$cuda_bin"/
-cargo test --features cuda -p reelfarm-worker -p reelfarm-models --no-run
+cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity --no-run
 log "CUDA build: $((SECONDS - started)) s"
 
 # Whether the NVIDIA driver's libcuda.so.1 is known to the loader.

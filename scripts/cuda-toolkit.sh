@@ -34,7 +34,8 @@ if [ ! -f "$stamp" ] || ! cmp -s "$stamp" tools/cuda/requirements.txt; then
         DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3-venv >/dev/null
         python3 -m venv "$toolkit/venv" >&2
     }
-    "$toolkit/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    # No pip cache: it would keep a second copy of the 1.2 GB of wheels.
+    "$toolkit/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
         -r tools/cuda/requirements.txt >&2
     cp tools/cuda/requirements.txt "$stamp"
 fi

@@ -37,7 +37,7 @@ cargo build --features cuda --bins
 target="${CARGO_TARGET_DIR:-target}/cuda-bin"
 mkdir -p "$target"
 cp "${CARGO_TARGET_DIR:-target}"/debug/{reelfarm-worker,reelfarm-coordinator,reelfarm} "$target"/
-cargo test --features cuda -p reelfarm-worker -p reelfarm-models --no-run
+cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity --no-run
 log "built in $((SECONDS - started)) s"
 
 {
