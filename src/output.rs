@@ -28,6 +28,7 @@ pub fn job_json(job: &v1::Job) -> serde_json::Value {
         "outputs": job.outputs.iter().map(|o| serde_json::json!({
             "kind": o.kind, "uri": o.uri, "sha256": o.sha256, "bytes": o.bytes})).collect::<Vec<_>>(),
         "error": job.error,
+        "error_code": job.error_code,
         "cached_from": job.cached_from,
         "waiting": job.waiting,
         "scene": serde_json::from_str::<serde_json::Value>(&job.scene).unwrap_or(serde_json::Value::Null),
@@ -57,7 +58,10 @@ pub fn print_job(job: &v1::Job, format: Format) {
         Format::Text => {
             println!("{}", job_line(job));
             if !job.error.is_empty() {
-                println!("  error: {}", job.error);
+                match job.error_code.as_str() {
+                    "" => println!("  error: {}", job.error),
+                    code => println!("  error ({code}): {}", job.error),
+                }
             }
             if !job.waiting.is_empty() {
                 println!("  waiting: {}", job.waiting);

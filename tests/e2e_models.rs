@@ -339,3 +339,43 @@ async fn a_job_for_a_model_no_live_worker_serves_is_refused_and_nothing_is_store
         .len();
     assert_eq!(before, after, "no job was stored");
 }
+
+/// A model whose weights are broken after the worker's start-up check (which reads only
+/// the safetensors headers) fails its job on the first attempt, not after five: the worker
+/// reports the load error as permanent, and the job says why with `error_code`.
+#[tokio::test]
+async fn a_model_that_cannot_load_fails_its_job_at_once_with_a_code() {
+    let models = tiny_models_folder(MODEL);
+    let cluster = model_cluster(&models).await;
+    // Truncate the transformer's tensor data, keeping its header: the start-up check
+    // passed, loading now cannot.
+    let weights = models
+        .path()
+        .join(MODEL)
+        .join("transformer/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    std::fs::write(&weights, &bytes[..header + (bytes.len() - header) / 2]).unwrap();
+
+    let job = cluster.submit(model_spec("a red ball", 3)).await;
+    let job = cluster.wait_terminal(&job.id).await;
+    assert_eq!(state(&job), v1::JobState::Failed, "{}", describe(&job));
+    assert_eq!(job.error_code, "model_load", "{}", job.error);
+    assert!(
+        job.error.contains("permanent") && job.error.contains("model load"),
+        "{}",
+        job.error
+    );
+    let failed: Vec<_> = job
+        .task_details
+        .iter()
+        .filter(|t| t.failures > 0)
+        .collect();
+    assert_eq!(failed.len(), 1, "one task failed: {}", describe(&job));
+    assert_eq!(
+        (failed[0].failures, failed[0].attempt),
+        (1, 1),
+        "on its first attempt, not retried: {}",
+        describe(&job)
+    );
+}

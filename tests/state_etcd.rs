@@ -75,6 +75,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
             artifacts_swept: false,
             cached_from: None,
             adjustments: vec![],
+            error_code: None,
         })
         .collect();
     for batch in records.chunks(100) {

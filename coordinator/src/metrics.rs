@@ -34,6 +34,7 @@ pub struct Metrics {
     pub tasks_dispatched: IntCounterVec,
     pub tasks_completed: IntCounterVec,
     pub tasks_retried: IntCounterVec,
+    pub task_failures: IntCounterVec,
     pub stale_reports: IntCounter,
     pub jobs_forgotten: IntCounter,
     pub artifacts_collected: IntCounter,
@@ -86,6 +87,13 @@ impl Metrics {
                     "Task attempts that ended without a result and went back to READY (or failed the job), by reason."
                 ),
                 &["reason"]
+            )),
+            task_failures: r.add(IntCounterVec::new(
+                Opts::new(
+                    "reelfarm_task_failures_total",
+                    "Failed attempts workers reported, by class (transient: retried; permanent: the job failed at once) and code."
+                ),
+                &["class", "code"]
             )),
             jobs_forgotten: r.add(IntCounter::new(
                 "reelfarm_jobs_forgotten_total",

@@ -138,6 +138,7 @@ pub fn job(v: &JobView) -> v1::Job {
         waiting: v.waiting.clone(),
         cached_from: v.cached_from.clone(),
         adjustments: v.adjustments.clone(),
+        error_code: v.error_code.clone(),
         idempotency_key: v.idempotency_key.clone(),
         scene: v.scene.clone(),
     }

@@ -31,7 +31,7 @@ use super::convert;
 use crate::model::Output;
 use crate::role::RoleHandle;
 use crate::scheduler::verify::VerifyOutcome;
-use crate::scheduler::{Scheduler, ToWorker, WorkerInfo};
+use crate::scheduler::{Failure, Scheduler, ToWorker, WorkerInfo};
 
 /// A connecting worker must register within this time (it sends the message right away).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -311,8 +311,12 @@ fn handle(
                 error,
                 outputs,
                 scene,
+                error_class,
+                error_code,
                 ..
             } = r;
+            let failure =
+                Failure::from_report(error_class == v1::ErrorClass::Permanent as i32, &error_code);
             let outputs: Vec<Output> = outputs
                 .into_iter()
                 .map(|o| Output {
@@ -328,7 +332,7 @@ fn handle(
             let store_checked = store_checked.clone();
             let worker_id = worker_id.to_string();
             return Some(Box::pin(async move {
-                let (mut ok, mut error) = (ok, error);
+                let (mut ok, mut error, mut failure) = (ok, error, failure);
                 // A worker that writes to another store is caught by its first result; later
                 // results of the same session skip the lookup (it costs a stat or a HEAD
                 // request per output, a large share of the scheduler's work per task).
@@ -340,14 +344,15 @@ fn handle(
                     if let Err(e) = checked {
                         tracing::warn!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
                             attempt = token.attempt, error = %e, "result refused: output missing from the artifact store");
-                        (ok, error) = (
+                        (ok, error, failure) = (
                             false,
                             format!("{e} (the worker and the coordinator must share one artifact store: same --artifacts)"),
+                            Failure::from_report(false, "output_missing"),
                         );
                     }
                 }
                 if let Err(e) = scheduler
-                    .result(&worker_id, &token, ok, &error, outputs, scene)
+                    .result(&worker_id, &token, ok, &error, &failure, outputs, scene)
                     .await
                 {
                     tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,

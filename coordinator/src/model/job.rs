@@ -187,4 +187,8 @@ pub struct JobRecord {
     /// What the coordinator changed to fit the model's rules (Job.adjustments).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adjustments: Vec<String>,
+    /// Why a FAILED job failed, as a code (Job.error_code): a worker's permanent error
+    /// code, or "attempts_exhausted".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! Reports from a worker's stream: step progress, attempts handed back on shutdown, and
 //! results, each checked against the task's current attempt token (fencing) by the farm.
 
-use super::{Rejection, Scheduler};
+use super::{Failure, Rejection, Scheduler};
 use crate::model::{AttemptToken, Output};
 
 impl Scheduler {
@@ -39,18 +39,19 @@ impl Scheduler {
         token: &AttemptToken,
         ok: bool,
         error: &str,
+        failure: &Failure,
         outputs: Vec<Output>,
         scene: Option<String>,
     ) -> Result<(), Rejection> {
         let commit = {
             let mut farm = self.lock();
-            let c = farm.begin_result(worker_id, token, ok, error, outputs, scene)?;
+            let c = farm.begin_result(worker_id, token, ok, error, failure, outputs, scene)?;
             farm.dispatch();
             c
         };
         if !ok {
             tracing::warn!(job_id = %token.job_id, task_id = %token.task_id, attempt = token.attempt,
-                worker_id, error, "task attempt failed");
+                worker_id, error, class = failure.class(), code = %failure.code, "task attempt failed");
         }
         if let Some(commit) = commit {
             let _ = self.run_commit(commit).await;

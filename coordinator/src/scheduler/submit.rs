@@ -91,6 +91,7 @@ impl Scheduler {
                 artifacts_swept: false,
                 cached_from: None,
                 adjustments: job.adjustments.clone(),
+                error_code: None,
             };
             if let Some((from, outputs)) = &cached {
                 // Born SUCCEEDED with the earlier job's files; it has none of its own to sweep.

@@ -32,6 +32,8 @@ pub struct JobView {
     /// A cache hit: the earlier job whose outputs this one has.
     pub cached_from: String,
     pub adjustments: Vec<String>,
+    /// Job.error_code.
+    pub error_code: String,
 }
 
 /// One task of a job.

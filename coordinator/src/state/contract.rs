@@ -32,6 +32,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
         artifacts_swept: false,
         cached_from: None,
         adjustments: vec![],
+        error_code: None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use reelfarm_proto::v1;
 
+use super::failure::TaskFailure;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::models::host::ModelHost;
@@ -220,7 +221,7 @@ impl Executor {
         task: Task,
         progress: tokio::sync::watch::Sender<(u64, u64)>,
         cancel: Arc<AtomicBool>,
-    ) -> Result<Produced, String> {
+    ) -> Result<Produced, TaskFailure> {
         let kind = task.kind;
         let started = Instant::now();
         let result = self.run_timed(task, progress, cancel).await;
@@ -240,7 +241,7 @@ impl Executor {
         task: Task,
         progress: tokio::sync::watch::Sender<(u64, u64)>,
         cancel: Arc<AtomicBool>,
-    ) -> Result<Produced, String> {
+    ) -> Result<Produced, TaskFailure> {
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for (kind, _, output) in &task.inputs {
             match self.store.get(output).await {
@@ -252,7 +253,7 @@ impl Executor {
                         "shared text embeddings unreadable; encoding again");
                     inputs.push(Vec::new());
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string().into()),
             }
         }
         let this = self.clone();
@@ -288,7 +289,7 @@ impl Executor {
         mut inputs: Vec<Vec<u8>>,
         progress: &tokio::sync::watch::Sender<(u64, u64)>,
         cancel: &AtomicBool,
-    ) -> Result<Computed, String> {
+    ) -> Result<Computed, TaskFailure> {
         let mut report = |done: u64, total: u64| {
             progress.send_replace((done, total));
         };
@@ -300,7 +301,7 @@ impl Executor {
         let id = &task.token.task_id;
         match task.kind {
             v1::TaskKind::Plan => {
-                let plan = pipeline::run_plan(&task.spec).map_err(|e| e.to_string())?;
+                let plan = pipeline::run_plan(&task.spec)?;
                 report(1, 1);
                 Ok(
                     Computed::files(vec![(format!("{id}.{tag}.json"), "plan", plan.bytes)])
@@ -320,8 +321,7 @@ impl Executor {
                         self.engine.as_ref(),
                         &mut report,
                         cancel,
-                    )
-                    .map_err(|e| e.to_string())?
+                    )?
                 };
                 let frames = u64::from(task.frame_end - task.frame_start);
                 self.count_steps(frames, task.spec.steps, started);
@@ -333,8 +333,7 @@ impl Executor {
             }
             v1::TaskKind::Audio => {
                 let plan = input(task, &inputs, "plan")?;
-                let audio = pipeline::run_audio(&task.spec, plan, &mut report)
-                    .map_err(|e| e.to_string())?;
+                let audio = pipeline::run_audio(&task.spec, plan, &mut report)?;
                 self.metrics
                     .audio_seconds
                     .inc_by(task.spec.duration_seconds);
@@ -351,8 +350,7 @@ impl Executor {
                     .map(|i| inputs[i].as_slice())
                     .filter(|b| !b.is_empty());
                 let _busy = self.metrics.engine_busy.enter();
-                let encoded = stages::text_encode(&self.models, &task.spec, model, reused)
-                    .map_err(|e| e.to_string())?;
+                let encoded = stages::text_encode(&self.models, &task.spec, model, reused)?;
                 report(1, 1);
                 Ok(match (encoded, shared) {
                     (Some(bytes), _) => {
@@ -380,8 +378,7 @@ impl Executor {
                         plan,
                         &mut report,
                         cancel,
-                    )
-                    .map_err(|e| e.to_string())?
+                    )?
                 };
                 self.count_steps(u64::from(task.spec.frame_count()), task.spec.steps, started);
                 Ok(Computed::files(vec![(
@@ -395,8 +392,7 @@ impl Executor {
                 let latents = input(task, &inputs, "denoise")?;
                 let (chunk, info) = {
                     let _busy = self.metrics.engine_busy.enter();
-                    stages::decode(&self.models, &task.spec, &ctx, model, latents, &mut report)
-                        .map_err(|e| e.to_string())?
+                    stages::decode(&self.models, &task.spec, &ctx, model, latents, &mut report)?
                 };
                 self.metrics
                     .frames
@@ -424,7 +420,8 @@ impl Executor {
                         "assemble got {} segments, expected {}",
                         segments.len(),
                         task.segment_count
-                    ));
+                    )
+                    .into());
                 }
                 let provenance = match task.model {
                     None => None,
@@ -456,8 +453,7 @@ impl Executor {
                     &chunks,
                     audio,
                     provenance.as_ref(),
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 report(1, 1);
                 Ok(Computed::files(
                     artifacts

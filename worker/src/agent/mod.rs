@@ -10,6 +10,7 @@
 //!   shutdown.
 //! - [`executor`]: decodes an assignment and runs its pipeline stage on a blocking thread,
 //!   reading inputs from and writing outputs to the artifact store.
+//! - [`failure`]: a failed attempt's class (transient or permanent) and code.
 //! - [`content_check`]: VerifyContent's provenance check, which the coordinator hands to a
 //!   worker because only workers link the decoders and hold the farm secret.
 //!
@@ -19,6 +20,7 @@
 pub(crate) mod connect;
 pub(crate) mod content_check;
 pub mod executor;
+pub mod failure;
 pub(crate) mod lease;
 pub(crate) mod session;
 pub(crate) mod tasks;

@@ -24,6 +24,7 @@ use reelfarm_artifacts::Output;
 use super::connect::{dial, leader_hint, Connector, LeaderLookup};
 use super::content_check::ContentChecks;
 use super::executor::{decode, Executor, Produced};
+use super::failure::TaskFailure;
 use super::tasks::{hand_back_message, TaskRegistry};
 
 /// Progress messages per task at most this often (the latest step wins).
@@ -183,7 +184,10 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         Err(e) => {
             tracing::warn!(error = %e, "undecodable assignment");
             if let Some(token) = assignment.token {
-                tasks.send(result_message(token, Err(format!("bad assignment: {e}"))));
+                // No worker of this version can run it: the coordinator fails it at once.
+                let refused =
+                    TaskFailure::permanent("spec_refused", format!("bad assignment: {e}"));
+                tasks.send(result_message(token, Err(refused)));
             }
             return;
         }
@@ -287,7 +291,10 @@ async fn forward_progress(
 }
 
 /// The TaskResult message of the attempt `token`: its outputs, or the error it ended with.
-fn result_message(token: v1::AttemptToken, result: Result<Produced, String>) -> v1::WorkerMessage {
+fn result_message(
+    token: v1::AttemptToken,
+    result: Result<Produced, TaskFailure>,
+) -> v1::WorkerMessage {
     let output = |o: &Output| v1::Output {
         kind: o.kind.clone(),
         uri: o.uri.clone(),
@@ -301,11 +308,15 @@ fn result_message(token: v1::AttemptToken, result: Result<Produced, String>) -> 
             error: String::new(),
             outputs: p.outputs.iter().map(output).collect(),
             scene: p.scene.unwrap_or_default(),
+            error_class: v1::ErrorClass::Unspecified as i32,
+            error_code: String::new(),
         },
         Err(e) => v1::TaskResult {
             token: Some(token),
             ok: false,
-            error: e,
+            error_class: e.class as i32,
+            error_code: e.code.to_string(),
+            error: e.message,
             outputs: vec![],
             scene: String::new(),
         },

@@ -35,8 +35,18 @@ pub struct ModelTask {
 
 pub use crate::pipeline::provenance::manifest::ModelProvenance;
 
+/// A model computation's error: out of device memory (the driver's
+/// CUDA_ERROR_OUT_OF_MEMORY, which candle passes on by name, or an allocator's "out of
+/// memory"), which no retry of the same task fits either, or an engine error.
 fn model_error(e: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Engine(format!("model: {e}"))
+    let text = e.to_string();
+    if text.contains("CUDA_ERROR_OUT_OF_MEMORY")
+        || text.to_ascii_lowercase().contains("out of memory")
+    {
+        PipelineError::OutOfMemory(format!("model: {text}"))
+    } else {
+        PipelineError::Engine(format!("model: {text}"))
+    }
 }
 
 fn sampler_kind(s: Sampler) -> Result<SamplerKind, PipelineError> {
@@ -66,7 +76,7 @@ pub fn text_encode(
             }
         }
     }
-    let m = host.get(&task.name).map_err(model_error)?;
+    let m = host.get(&task.name).map_err(PipelineError::ModelLoad)?;
     let text = m
         .model
         .encode_text(&spec.prompt, &task.negative_prompt, task.guidance_scale)
@@ -100,7 +110,7 @@ pub fn denoise(
     progress: Progress<'_>,
     cancel: &AtomicBool,
 ) -> Result<Vec<u8>, PipelineError> {
-    let m = host.get(&task.name).map_err(model_error)?;
+    let m = host.get(&task.name).map_err(PipelineError::ModelLoad)?;
     let text = read_text(text)?;
     if task.guidance_scale > 1.0 && text.negative.is_none() {
         return Err(PipelineError::InvalidInput(
@@ -190,7 +200,7 @@ pub fn decode(
     latents: &[u8],
     progress: Progress<'_>,
 ) -> Result<(Vec<u8>, ModelProvenance), PipelineError> {
-    let m = host.get(&task.name).map_err(model_error)?;
+    let m = host.get(&task.name).map_err(PipelineError::ModelLoad)?;
     let latents = from_safetensors(latents, &Device::Cpu)
         .map_err(model_error)?
         .remove("latents")

@@ -52,6 +52,13 @@ pub enum PipelineError {
     Engine(String),
     #[error("media: {0}")]
     Media(String),
+    /// An open model could not be loaded (its files are broken or missing): no retry of
+    /// the task on this worker's folder can succeed.
+    #[error("model load: {0}")]
+    ModelLoad(String),
+    /// The device ran out of memory running one task (batch 1): a retry cannot fit either.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     #[error("{0}")]
     Other(String),
 }

@@ -299,6 +299,7 @@ impl Farm {
                 job_id: id.to_string(),
                 state: JobState::Cancelled,
                 error: Some("cancelled by request".into()),
+                error_code: None,
             },
         }))
     }
@@ -416,5 +417,6 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
         waiting: String::new(),
         cached_from: job.record.cached_from.clone().unwrap_or_default(),
         adjustments: job.record.adjustments.clone(),
+        error_code: job.record.error_code.clone().unwrap_or_default(),
     }
 }

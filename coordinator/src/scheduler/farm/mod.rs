@@ -56,7 +56,7 @@ pub use dispatch::{Assignment, TaskInput};
 use gauges::GAUGE_REFRESH;
 pub(crate) use jobs::CancelRefusal;
 use jobs::{enqueue, JobEntry, Pending};
-pub(crate) use reports::Rejection;
+pub(crate) use reports::{Failure, Rejection};
 pub use sweeps::Sweep;
 use text_share::TextShares;
 pub(crate) use workers::ToWorker;
@@ -96,6 +96,7 @@ pub(crate) enum AfterCommit {
         job_id: JobId,
         state: JobState,
         error: Option<String>,
+        error_code: Option<String>,
     },
 }
 

@@ -73,7 +73,15 @@ fn output(name: &str) -> Output {
 
 fn succeed(farm: &mut Farm, worker: &str, a: &Assignment, outputs: Vec<Output>) {
     let commit = farm
-        .begin_result(worker, &a.token, true, "", outputs, None)
+        .begin_result(
+            worker,
+            &a.token,
+            true,
+            "",
+            &Failure::transient(),
+            outputs,
+            None,
+        )
         .expect("current token accepted")
         .expect("a success needs a commit");
     farm.finish_commit(commit.after, Ok(()));

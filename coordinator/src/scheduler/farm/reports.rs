@@ -76,14 +76,16 @@ impl Farm {
         Ok(())
     }
 
-    /// A worker's result. A success returns the commit to make durable; a failure is
-    /// handled at once (requeue), or returns the job failure to persist when out of attempts.
+    /// A worker's result. A success returns the commit to make durable; a transient
+    /// failure is handled at once (requeue), or returns the job failure to persist when out
+    /// of attempts; a permanent one (`failure.permanent`) fails the job at once.
     pub(crate) fn begin_result(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
         ok: bool,
         error: &str,
+        failure: &Failure,
         outputs: Vec<Output>,
         scene: Option<String>,
     ) -> Result<Option<Commit>, Rejection> {
@@ -92,6 +94,13 @@ impl Farm {
         })?;
         self.release_slot(worker_id, &token.job_id, index as u32, ok);
         if !ok {
+            self.metrics
+                .task_failures
+                .with_label_values(&[failure.class(), &failure.code])
+                .inc();
+            if failure.permanent {
+                return Ok(self.fail_permanently(&token.job_id, index as u32, failure, error));
+            }
             return Ok(self.requeue(&token.job_id, index as u32, "task_error", error));
         }
         let job = self.jobs.get_mut(&token.job_id).expect("checked");
@@ -189,23 +198,7 @@ impl Farm {
                 "task {} failed {} times; last error: {reason}: {error}",
                 job.record.tasks[index as usize].id, task.failures
             );
-            job.touch();
-            if job.pending.is_some() || job.record.state.is_terminal() {
-                return None;
-            }
-            job.pending = Some(Pending::Failing);
-            let mut record = job.record.clone();
-            record.state = JobState::Failed;
-            record.finished_ms = Some(now_ms());
-            record.error = Some(message.clone());
-            return Some(Commit {
-                writes: vec![Write::Job(Box::new(record))],
-                after: AfterCommit::JobTerminal {
-                    job_id: job_id.to_string(),
-                    state: JobState::Failed,
-                    error: Some(message),
-                },
-            });
+            return fail_job(job, message, ATTEMPTS_EXHAUSTED);
         }
         task.state = TaskState::Ready;
         task.ready_at = Instant::now();
@@ -214,6 +207,32 @@ impl Farm {
             enqueue(&mut self.ready, &mut self.text, &self.metrics, job, index);
         }
         None
+    }
+
+    /// Fails task `index` and its job at once: its worker said no attempt can succeed.
+    fn fail_permanently(
+        &mut self,
+        job_id: &str,
+        index: u32,
+        failure: &Failure,
+        error: &str,
+    ) -> Option<Commit> {
+        let job = self.jobs.get_mut(job_id)?;
+        let task = &mut job.tasks[index as usize];
+        if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+            return None;
+        }
+        task.failures += 1;
+        task.worker = None;
+        task.progress = 0.0;
+        task.steps_per_second = 0.0;
+        task.state = TaskState::Failed;
+        task.error = Some(format!("{}: {error}", failure.code));
+        let message = format!(
+            "task {} failed with a permanent error, not retried: {}: {error}",
+            job.record.tasks[index as usize].id, failure.code
+        );
+        fail_job(job, message, &failure.code)
     }
 
     /// Applies a transition once its writes are durable (`Ok`), or undoes its first half
@@ -244,9 +263,10 @@ impl Farm {
                     job_id,
                     state,
                     error,
+                    error_code,
                 },
                 Ok(()),
-            ) => self.apply_terminal(&job_id, state, error),
+            ) => self.apply_terminal(&job_id, state, error, error_code),
             (AfterCommit::JobTerminal { job_id, .. }, Err(_)) => {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.pending = None;
@@ -325,7 +345,7 @@ impl Farm {
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.record.outputs = outputs;
             }
-            self.apply_terminal(&id, JobState::Succeeded, None);
+            self.apply_terminal(&id, JobState::Succeeded, None, None);
             return;
         }
         if job.pending.is_none() && !job.record.state.is_terminal() {
@@ -336,7 +356,13 @@ impl Farm {
         self.release_text_waiters(text_waiters);
     }
 
-    fn apply_terminal(&mut self, job_id: &str, state: JobState, error: Option<String>) {
+    fn apply_terminal(
+        &mut self,
+        job_id: &str,
+        state: JobState,
+        error: Option<String>,
+        error_code: Option<String>,
+    ) {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return;
         };
@@ -346,6 +372,7 @@ impl Farm {
         job.pending = None;
         job.record.state = state;
         job.record.error = error;
+        job.record.error_code = error_code;
         let priority = job.record.spec.priority;
         for t in job.tasks.iter_mut() {
             if t.queued {
@@ -409,4 +436,76 @@ impl Farm {
         }
         self.text_owner_ended(job_id);
     }
+}
+
+/// Job.error_code of a job whose task ran out of attempts.
+pub(crate) const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+
+/// How a worker classed a failed attempt (TaskResult.error_class, error_code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) permanent: bool,
+    /// `[a-z0-9_]{1,64}`; "task_error" when the worker gave none or an invalid one.
+    pub(crate) code: String,
+}
+
+impl Failure {
+    /// A transient failure with the generic code (what older workers report).
+    #[cfg(test)]
+    pub(crate) fn transient() -> Self {
+        Self {
+            permanent: false,
+            code: "task_error".into(),
+        }
+    }
+
+    /// From the worker's fields; an unusable code becomes "task_error" (it is a metric
+    /// label and a stored field: a misbehaving worker must not choose its text).
+    pub(crate) fn from_report(permanent: bool, code: &str) -> Self {
+        let valid = !code.is_empty()
+            && code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        Self {
+            permanent,
+            code: if valid {
+                code.into()
+            } else {
+                "task_error".into()
+            },
+        }
+    }
+
+    pub(crate) fn class(&self) -> &'static str {
+        if self.permanent {
+            "permanent"
+        } else {
+            "transient"
+        }
+    }
+}
+
+/// Marks `job` failing with `message` and returns the write that makes it FAILED, unless
+/// it is already ending.
+fn fail_job(job: &mut JobEntry, message: String, code: &str) -> Option<Commit> {
+    job.touch();
+    if job.pending.is_some() || job.record.state.is_terminal() {
+        return None;
+    }
+    job.pending = Some(Pending::Failing);
+    let mut record = job.record.clone();
+    record.state = JobState::Failed;
+    record.finished_ms = Some(now_ms());
+    record.error = Some(message.clone());
+    record.error_code = Some(code.to_string());
+    Some(Commit {
+        writes: vec![Write::Job(Box::new(record))],
+        after: AfterCommit::JobTerminal {
+            job_id: job.record.id.clone(),
+            state: JobState::Failed,
+            error: Some(message),
+            error_code: Some(code.to_string()),
+        },
+    })
 }

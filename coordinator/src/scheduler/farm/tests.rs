@@ -67,6 +67,7 @@ fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
             artifacts_swept: false,
             cached_from: None,
             adjustments: vec![],
+            error_code: None,
         },
         &[],
     );
@@ -98,7 +99,15 @@ pub(super) fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Ass
 /// Reports success for `a` from `worker` and applies the commit as if it were durable.
 fn succeed(farm: &mut Farm, worker: &str, a: &Assignment) {
     let commit = farm
-        .begin_result(worker, &a.token, true, "", vec![], None)
+        .begin_result(
+            worker,
+            &a.token,
+            true,
+            "",
+            &Failure::transient(),
+            vec![],
+            None,
+        )
         .expect("current token accepted")
         .expect("a success needs a commit");
     farm.finish_commit(commit.after, Ok(()));
@@ -190,7 +199,15 @@ fn stale_attempt_cannot_overwrite_result() {
     );
     // The old worker comes back (same id) and reports its stale result.
     let _old_again = worker(&mut f, "old", 1);
-    let stale = f.begin_result("old", &first.token, true, "", vec![], None);
+    let stale = f.begin_result(
+        "old",
+        &first.token,
+        true,
+        "",
+        &Failure::transient(),
+        vec![],
+        None,
+    );
     assert_eq!(
         stale.err(),
         Some(Rejection::Stale),
@@ -214,7 +231,8 @@ fn result_from_an_older_term_is_rejected() {
     let mut a = assignments(&mut rx).pop().expect("assignment");
     a.token.term = TERM - 1;
     assert_eq!(
-        f.begin_result("w", &a.token, true, "", vec![], None).err(),
+        f.begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
+            .err(),
         Some(Rejection::Stale),
         "a token from another term is stale"
     );
@@ -229,8 +247,16 @@ fn result_from_another_worker_is_rejected() {
     f.dispatch();
     let a = assignments(&mut rx).pop().expect("assignment to w");
     assert_eq!(
-        f.begin_result("other", &a.token, true, "", vec![], None)
-            .err(),
+        f.begin_result(
+            "other",
+            &a.token,
+            true,
+            "",
+            &Failure::transient(),
+            vec![],
+            None
+        )
+        .err(),
         Some(Rejection::Stale),
         "only the assigned worker may report"
     );
@@ -244,16 +270,32 @@ fn failed_attempts_are_retried_then_fail_the_job() {
     f.dispatch();
     let a1 = assignments(&mut rx).pop().expect("first attempt");
     assert!(
-        f.begin_result("w", &a1.token, false, "boom", vec![], None)
-            .expect("accepted")
-            .is_none(),
+        f.begin_result(
+            "w",
+            &a1.token,
+            false,
+            "boom",
+            &Failure::transient(),
+            vec![],
+            None
+        )
+        .expect("accepted")
+        .is_none(),
         "the first failure only requeues"
     );
     f.dispatch();
     let a2 = assignments(&mut rx).pop().expect("second attempt");
     assert_eq!(a2.token.attempt, 2);
     let commit = f
-        .begin_result("w", &a2.token, false, "boom again", vec![], None)
+        .begin_result(
+            "w",
+            &a2.token,
+            false,
+            "boom again",
+            &Failure::transient(),
+            vec![],
+            None,
+        )
         .expect("accepted")
         .expect("out of attempts: the job failure must be persisted");
     f.finish_commit(commit.after, Ok(()));
@@ -264,6 +306,55 @@ fn failed_attempts_are_retried_then_fail_the_job() {
         "the last error is reported: {}",
         job.error
     );
+    assert_eq!(job.error_code, "attempts_exhausted");
+}
+
+#[test]
+fn a_permanent_failure_fails_the_job_at_once_with_its_code() {
+    let mut f = farm();
+    add_job(&mut f, "000000000000000a", Priority::Normal);
+    let mut rx = worker(&mut f, "w", 1);
+    f.dispatch();
+    let a = assignments(&mut rx).pop().expect("first attempt");
+    let commit = f
+        .begin_result(
+            "w",
+            &a.token,
+            false,
+            "model load: transformer/diffusion_pytorch_model.safetensors: truncated",
+            &Failure::from_report(true, "model_load"),
+            vec![],
+            None,
+        )
+        .expect("accepted")
+        .expect("a permanent failure must fail the job on its first attempt");
+    f.finish_commit(commit.after, Ok(()));
+    let job = f.job_view("000000000000000a", true).expect("job");
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_code, "model_load");
+    assert!(
+        job.error.contains("permanent") && job.error.contains("truncated"),
+        "{}",
+        job.error
+    );
+    assert_eq!(job.tasks[0].failures, 1, "one attempt, not retried");
+    f.dispatch();
+    assert!(assignments(&mut rx).is_empty(), "nothing is retried");
+}
+
+#[test]
+fn a_workers_error_code_is_checked_before_it_becomes_a_label() {
+    assert_eq!(
+        Failure::from_report(true, "out_of_memory").code,
+        "out_of_memory"
+    );
+    for bad in ["", "Model Load", "x\n", &"a".repeat(65)] {
+        assert_eq!(
+            Failure::from_report(false, bad).code,
+            "task_error",
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
@@ -303,7 +394,15 @@ fn job_succeeds_when_every_task_is_committed_and_carries_the_assemble_outputs() 
                 vec![]
             };
             let c = f
-                .begin_result("w", &a.token, true, "", outputs, None)
+                .begin_result(
+                    "w",
+                    &a.token,
+                    true,
+                    "",
+                    &Failure::transient(),
+                    outputs,
+                    None,
+                )
                 .expect("ok")
                 .expect("commit");
             f.finish_commit(c.after, Ok(()));
@@ -340,7 +439,8 @@ fn cancel_stops_running_tasks_and_frees_their_slots() {
         JobState::Cancelled
     );
     assert_eq!(
-        f.begin_result("w", &a.token, true, "", vec![], None).err(),
+        f.begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
+            .err(),
         Some(Rejection::Stale),
         "a late result of a cancelled job is rejected"
     );
@@ -354,7 +454,7 @@ fn a_failed_commit_runs_the_task_again() {
     f.dispatch();
     let a = assignments(&mut rx).pop().expect("assignment");
     let c = f
-        .begin_result("w", &a.token, true, "", vec![], None)
+        .begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
         .expect("ok")
         .expect("commit");
     f.finish_commit(c.after, Err("etcd unavailable".into()));
@@ -384,6 +484,7 @@ pub(super) fn record_of(id: &str, spec: JobSpec) -> JobRecord {
         artifacts_swept: false,
         cached_from: None,
         adjustments: vec![],
+        error_code: None,
     }
 }
 
@@ -489,8 +590,16 @@ fn an_offered_attempt_whose_task_went_to_another_worker_is_cancelled() {
     let mut w1 = worker_running(&mut f, "w1", 1, vec![plan.token.clone()]);
     assert_eq!(cancels(&mut w1), vec![plan.token.clone()]);
     assert_eq!(
-        f.begin_result("w1", &plan.token, true, "", vec![], None)
-            .err(),
+        f.begin_result(
+            "w1",
+            &plan.token,
+            true,
+            "",
+            &Failure::transient(),
+            vec![],
+            None
+        )
+        .err(),
         Some(Rejection::Stale)
     );
     succeed(&mut f, "w2", &again);
@@ -801,7 +910,15 @@ fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
         bytes: 1,
     };
     let commit = f
-        .begin_result("w", &plan.token, true, "", vec![output.clone()], None)
+        .begin_result(
+            "w",
+            &plan.token,
+            true,
+            "",
+            &Failure::transient(),
+            vec![output.clone()],
+            None,
+        )
         .expect("current token")
         .expect("a commit");
     f.finish_commit(commit.after, Ok(()));
@@ -894,7 +1011,15 @@ fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
             };
             last_outputs = vec![output.clone()];
             let commit = f
-                .begin_result("w", &a.token, true, "", vec![output], None)
+                .begin_result(
+                    "w",
+                    &a.token,
+                    true,
+                    "",
+                    &Failure::transient(),
+                    vec![output],
+                    None,
+                )
                 .expect("current")
                 .expect("a commit");
             f.finish_commit(commit.after, Ok(()));
