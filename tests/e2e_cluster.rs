@@ -1427,3 +1427,98 @@ async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
         "{refused:?}"
     );
 }
+
+/// A worker that fails every attempt (it writes to another artifact store than the
+/// coordinator's, so its results are refused and it cannot read other workers' outputs)
+/// is excluded from a job after two failed attempts of it, and cordoned as unhealthy after
+/// three across jobs; every job still succeeds on the healthy worker, `reelfarm workers`
+/// says why the bad one is out, and `reelfarm uncordon` brings it back.
+#[tokio::test]
+async fn a_failing_worker_is_excluded_then_cordoned_as_unhealthy_and_jobs_still_succeed() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        coordinator_args: [
+            "--exclude-worker-after",
+            "2",
+            "--unhealthy-after",
+            "3",
+            "--max-attempts",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    })
+    .await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    cluster.add_worker_with_args(
+        "worker-bad",
+        &[
+            "--artifacts".to_string(),
+            elsewhere.path().display().to_string(),
+        ],
+    );
+    cluster
+        .wait_workers_connected(&["worker-bad".to_string()])
+        .await;
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            cluster
+                .submit(spec(&format!("a red ball, take {i}")))
+                .await
+                .id,
+        );
+    }
+    for id in &ids {
+        let job = cluster.wait_succeeded(id).await;
+        for t in &job.task_details {
+            assert_eq!(
+                t.worker_id,
+                "worker-0",
+                "every task was done by the healthy worker: {}",
+                describe(&job)
+            );
+        }
+    }
+    let listed = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("ListWorkers")
+        .into_inner()
+        .workers;
+    let bad = listed
+        .iter()
+        .find(|w| w.id == "worker-bad")
+        .expect("the bad worker is still connected");
+    assert!(
+        bad.cordoned && bad.health.starts_with("unhealthy: 3 failed attempts"),
+        "cordoned as unhealthy: {bad:?}"
+    );
+    assert!(
+        cluster
+            .etcd_keys("cordons/")
+            .await
+            .iter()
+            .any(|k| k.ends_with("worker-bad")),
+        "the unhealthy mark is a durable cordon"
+    );
+    let (ok, stdout, _) = cli(&cluster, &["workers"]).await;
+    assert!(
+        ok && stdout.contains("unhealthy: 3 failed attempts"),
+        "reelfarm workers says why: {stdout}"
+    );
+    let (ok, stdout, stderr) = cli(&cluster, &["uncordon", "worker-bad"]).await;
+    assert!(ok, "reelfarm uncordon worker-bad: {stdout} {stderr}");
+    let listed = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("ListWorkers")
+        .into_inner()
+        .workers;
+    let bad = listed.iter().find(|w| w.id == "worker-bad").unwrap();
+    assert!(!bad.cordoned && bad.health.is_empty(), "{bad:?}");
+}

@@ -366,11 +366,7 @@ async fn a_model_that_cannot_load_fails_its_job_at_once_with_a_code() {
         "{}",
         job.error
     );
-    let failed: Vec<_> = job
-        .task_details
-        .iter()
-        .filter(|t| t.failures > 0)
-        .collect();
+    let failed: Vec<_> = job.task_details.iter().filter(|t| t.failures > 0).collect();
     assert_eq!(failed.len(), 1, "one task failed: {}", describe(&job));
     assert_eq!(
         (failed[0].failures, failed[0].attempt),

@@ -84,6 +84,20 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
 
+    /// A worker whose attempts of one job failed this many times gets none of that job's
+    /// tasks any more (lost streams and expired leases are not counted); 0: never.
+    #[arg(long, env = "REELFARM_EXCLUDE_WORKER_AFTER", default_value_t = 2)]
+    pub exclude_worker_after: u32,
+
+    /// A worker with this many failed attempts within --unhealthy-window-seconds, across
+    /// jobs, is cordoned as unhealthy until an operator uncordons it; 0: never.
+    #[arg(long, env = "REELFARM_UNHEALTHY_AFTER", default_value_t = 5)]
+    pub unhealthy_after: u32,
+
+    /// The window of --unhealthy-after, in seconds.
+    #[arg(long, env = "REELFARM_UNHEALTHY_WINDOW_SECONDS", default_value_t = 600)]
+    pub unhealthy_window_seconds: u64,
+
     /// A running task is stuck (and reassigned) when its progress stopped for longer than
     /// this many times its expected step time (from the speed its worker reports).
     #[arg(long, env = "REELFARM_STUCK_FACTOR", default_value_t = 10.0)]
@@ -132,6 +146,9 @@ impl Config {
             max_queued_jobs,
             max_queued_jobs_per_tenant: 0,
             max_attempts: 3,
+            exclude_worker_after: 2,
+            unhealthy_after: 5,
+            unhealthy_window_seconds: 600,
             segment_frames: 12,
             max_segments: 64,
             advertise_address: None,
@@ -172,6 +189,12 @@ impl Config {
         }
         if self.max_attempts == 0 {
             return Err("--max-attempts must be at least 1".into());
+        }
+        if self.unhealthy_window_seconds == 0 || self.unhealthy_window_seconds > 7 * 86_400 {
+            return Err(format!(
+                "--unhealthy-window-seconds must be 1..=604800, got {}",
+                self.unhealthy_window_seconds
+            ));
         }
         if self.segment_frames == 0 || self.max_segments == 0 {
             return Err("--segment-frames and --max-segments must be at least 1".into());
@@ -233,6 +256,9 @@ impl Config {
                 tenant_weights: self.tenant_weights.clone(),
                 artifact_gc_grace: (self.artifact_gc_grace_seconds > 0.0)
                     .then(|| std::time::Duration::from_secs_f64(self.artifact_gc_grace_seconds)),
+                exclude_worker_after: self.exclude_worker_after,
+                unhealthy_after: self.unhealthy_after,
+                unhealthy_window: std::time::Duration::from_secs(self.unhealthy_window_seconds),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub tasks_completed: IntCounterVec,
     pub tasks_retried: IntCounterVec,
     pub task_failures: IntCounterVec,
+    pub workers_excluded: IntCounter,
+    pub workers_marked_unhealthy: IntCounter,
     pub stale_reports: IntCounter,
     pub jobs_forgotten: IntCounter,
     pub artifacts_collected: IntCounter,
@@ -94,6 +96,14 @@ impl Metrics {
                     "Failed attempts workers reported, by class (transient: retried; permanent: the job failed at once) and code."
                 ),
                 &["class", "code"]
+            )),
+            workers_excluded: r.add(IntCounter::new(
+                "reelfarm_workers_excluded_total",
+                "Times a worker was excluded from one job's tasks after failing them (--exclude-worker-after)."
+            )),
+            workers_marked_unhealthy: r.add(IntCounter::new(
+                "reelfarm_workers_marked_unhealthy_total",
+                "Workers cordoned as unhealthy after repeated failures (--unhealthy-after)."
             )),
             jobs_forgotten: r.add(IntCounter::new(
                 "reelfarm_jobs_forgotten_total",

@@ -13,7 +13,7 @@ fn print(w: &v1::WorkerInfo, format: Format) {
         Format::Json => println!(
             "{}",
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
-                "gpu_memory_bytes": w.gpu_memory_bytes,
+                "gpu_memory_bytes": w.gpu_memory_bytes, "health": w.health,
                 "gpu": w.gpu.as_ref().map(|g| serde_json::json!({"ordinal": g.ordinal, "name": g.name,
                     "uuid": g.uuid, "compute_capability": g.compute_capability,
                     "total_memory_bytes": g.total_memory_bytes, "free_memory_bytes": g.free_memory_bytes,
@@ -38,6 +38,9 @@ fn print(w: &v1::WorkerInfo, format: Format) {
                 w.tasks_done,
                 w.metrics_address
             );
+            if !w.health.is_empty() {
+                println!("    {}", w.health);
+            }
             // The device on an indented line of its own, like the models below.
             if let Some(g) = &w.gpu {
                 println!(

@@ -410,7 +410,8 @@ impl Cluster {
         self.add_worker_with_args(id, &[])
     }
 
-    /// [`Cluster::add_worker`] with extra worker flags, e.g. `["--models", dir]`.
+    /// [`Cluster::add_worker`] with extra worker flags, e.g. `["--models", dir]`; with
+    /// `--artifacts` among them, the worker gets that store instead of the cluster's.
     pub fn add_worker_with_args(&mut self, id: &str, extra: &[String]) -> &mut Worker {
         let http_port = free_port();
         let args = [
@@ -433,7 +434,14 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
-        .chain(self.store.args(&self.artifacts))
+        // A worker given its own --artifacts (a misconfigured one, in tests) skips the
+        // cluster's store flags: clap takes each flag once.
+        .chain(
+            (!extra.iter().any(|a| a == "--artifacts"))
+                .then(|| self.store.args(&self.artifacts))
+                .into_iter()
+                .flatten(),
+        )
         .chain(extra.iter().cloned())
         .collect();
         let mut process = Process::new(

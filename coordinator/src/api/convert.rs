@@ -204,5 +204,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         models: w.info.models.clone(),
         broken_models: w.info.broken_models.clone(),
         gpu: w.info.gpu.clone(),
+        health: w.health.clone(),
     }
 }

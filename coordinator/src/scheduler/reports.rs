@@ -43,12 +43,20 @@ impl Scheduler {
         outputs: Vec<Output>,
         scene: Option<String>,
     ) -> Result<(), Rejection> {
-        let commit = {
+        let (commit, unhealthy) = {
             let mut farm = self.lock();
             let c = farm.begin_result(worker_id, token, ok, error, failure, outputs, scene)?;
             farm.dispatch();
-            c
+            (c, farm.take_unhealthy())
         };
+        // A worker that keeps failing is cordoned like an operator's drain (durable), so it
+        // stays out of work across reconnects and failovers until an operator lifts it.
+        for (id, reason) in unhealthy {
+            tracing::warn!(worker_id = %id, %reason, "worker marked unhealthy: cordoned");
+            if let Err(e) = self.cordon_worker(&id, true).await {
+                tracing::warn!(worker_id = %id, error = %e, "could not cordon the unhealthy worker");
+            }
+        }
         if !ok {
             tracing::warn!(job_id = %token.job_id, task_id = %token.task_id, attempt = token.attempt,
                 worker_id, error, class = failure.class(), code = %failure.code, "task attempt failed");

@@ -64,4 +64,6 @@ pub struct WorkerView {
     pub running: u32,
     pub connected_ms: u64,
     pub tasks_done: u64,
+    /// Why it was cordoned as unhealthy (WorkerInfo.health), if it was.
+    pub health: String,
 }

@@ -50,11 +50,15 @@ impl Farm {
                 continue; // removed while listed in `idle`
             };
             let (jobs, metrics) = (&mut self.jobs, &self.metrics);
-            let Some(item) = self.ready.pop_for(serves, |i| {
+            // Tasks of jobs this worker is excluded from (see `health`): not charged to
+            // their tenant, queued again once this worker has its task.
+            let mut excluded: Vec<(JobId, u32)> = Vec::new();
+            let popped = self.ready.pop_for(serves, |i| {
                 let Some(j) = jobs.get_mut(&i.job_id) else {
                     return false;
                 };
                 let pending = j.pending.is_some();
+                let skip = j.excluded.contains(&worker_id);
                 let t = &mut j.tasks[i.task_index as usize];
                 if !t.queued {
                     return false;
@@ -63,9 +67,20 @@ impl Farm {
                 // queued again if that write is abandoned (`requeue_ready_tasks`).
                 t.queued = false;
                 metrics.queue_depth(i.priority).dec();
+                if skip && !pending && t.state == TaskState::Ready {
+                    excluded.push((i.job_id.clone(), i.task_index));
+                    return false;
+                }
                 !pending && t.state == TaskState::Ready
-            }) else {
-                if self.ready.only_model_work() {
+            });
+            let skipped_some = !excluded.is_empty();
+            for (job_id, index) in excluded {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    enqueue(&mut self.ready, &mut self.text, &self.metrics, job, index);
+                }
+            }
+            let Some(item) = popped else {
+                if self.ready.only_model_work() || skipped_some {
                     passed.push(worker_id);
                     continue;
                 }

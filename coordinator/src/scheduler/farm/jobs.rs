@@ -60,6 +60,10 @@ pub(super) struct JobEntry {
     pub(super) text_key: Option<String>,
     /// Bumped on every change; WatchJob streams follow it.
     pub(super) changed: watch::Sender<u64>,
+    /// Failed attempts of this job per worker, and the workers excluded from it for that
+    /// (see `health`); in memory only.
+    pub(super) failed_by: HashMap<String, u32>,
+    pub(super) excluded: HashSet<String>,
 }
 
 impl JobEntry {
@@ -208,6 +212,8 @@ impl Farm {
             pending: None,
             text_key,
             changed,
+            failed_by: HashMap::new(),
+            excluded: HashSet::new(),
         };
         if !terminal {
             self.active_jobs += 1;

@@ -18,6 +18,7 @@
 //! - `workers`: the worker registry — register and remove, cordons, drains, views.
 //! - `dispatch`: READY tasks onto workers' free slots ([`Assignment`]).
 //! - `reports`: progress and results from workers, commits, retries, terminal states.
+//! - `health`: failures charged to workers: per-job exclusion, the unhealthy mark.
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
 //! - `text_share`: model jobs' text encodings, run once per (model, prompt, negative).
 //! - `retention`: finished jobs kept up to a limit, older ones forgotten.
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 
 mod dispatch;
 mod gauges;
+mod health;
 mod jobs;
 mod liveness;
 #[cfg(test)]
@@ -84,6 +86,13 @@ pub struct FarmConfig {
     /// How long after a job finished the files of its uncommitted attempts are deleted
     /// (see `sweeps`); `None`: never.
     pub artifact_gc_grace: Option<Duration>,
+    /// Failed attempts of one job after which a worker gets none of its tasks (see
+    /// `health`); 0: never excluded.
+    pub exclude_worker_after: u32,
+    /// Failed attempts within `unhealthy_window`, across jobs, after which a worker is
+    /// cordoned as unhealthy (see `health`); 0: never.
+    pub unhealthy_after: u32,
+    pub unhealthy_window: Duration,
 }
 
 /// The second half of a transition, applied once its writes are durable.
@@ -141,6 +150,8 @@ pub(crate) struct Farm {
     active_by_tenant: HashMap<String, usize>,
     /// Model jobs' text encodings, shared by content key (see `text_share`).
     text: TextShares,
+    /// Charged failures per worker and the unhealthy marks (see `health`).
+    health: health::WorkerHealth,
 }
 
 struct DispatchHold {
@@ -171,6 +182,7 @@ impl Farm {
             by_content: HashMap::new(),
             active_by_tenant: HashMap::new(),
             text: TextShares::default(),
+            health: Default::default(),
         }
     }
 

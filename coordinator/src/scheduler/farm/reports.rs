@@ -101,6 +101,7 @@ impl Farm {
             if failure.permanent {
                 return Ok(self.fail_permanently(&token.job_id, index as u32, failure, error));
             }
+            self.charge_failure(worker_id, &token.job_id);
             return Ok(self.requeue(&token.job_id, index as u32, "task_error", error));
         }
         let job = self.jobs.get_mut(&token.job_id).expect("checked");

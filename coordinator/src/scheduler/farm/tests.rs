@@ -38,6 +38,9 @@ pub(super) fn config() -> FarmConfig {
         retain_finished: 1000,
         tenant_weights: Default::default(),
         artifact_gc_grace: Some(std::time::Duration::from_secs(60)),
+        exclude_worker_after: 2,
+        unhealthy_after: 0,
+        unhealthy_window: std::time::Duration::from_secs(600),
     }
 }
 
@@ -1094,4 +1097,138 @@ fn verifier_prefers_free_workers_and_skips_tried_and_draining_ones() {
     );
     let all = HashSet::from(["a".to_string(), "b".to_string()]);
     assert!(farm.verifier(&all, 0).is_none(), "no worker left to try");
+}
+
+/// Fails `a` as its worker would, with a transient error.
+fn fail(f: &mut Farm, worker: &str, a: &Assignment) -> Option<Commit> {
+    f.begin_result(
+        worker,
+        &a.token,
+        false,
+        "boom",
+        &Failure::transient(),
+        vec![],
+        None,
+    )
+    .expect("accepted")
+}
+
+#[test]
+fn a_worker_that_fails_a_jobs_tasks_twice_gets_no_more_of_them() {
+    let mut f = farm_with(
+        TERM,
+        FarmConfig {
+            max_attempts: 5,
+            ..config()
+        },
+    );
+    add_job(&mut f, "000000000000000a", Priority::Normal);
+    let mut bad = worker(&mut f, "bad", 1);
+    for attempt in 1..=2 {
+        f.dispatch();
+        let a = assignments(&mut bad)
+            .pop()
+            .expect("the only worker gets the task");
+        assert_eq!(a.token.attempt, attempt);
+        assert!(fail(&mut f, "bad", &a).is_none());
+    }
+    f.dispatch();
+    assert!(
+        assignments(&mut bad).is_empty(),
+        "excluded after two failures of this job"
+    );
+    let view = f.job_view("000000000000000a", false).expect("job");
+    assert!(
+        view.waiting.contains("excluded"),
+        "the job says why it waits: {:?}",
+        view.waiting
+    );
+    // Another job's tasks still go to it: the exclusion is per job.
+    add_job(&mut f, "000000000000000b", Priority::Normal);
+    f.dispatch();
+    let b = assignments(&mut bad).pop().expect("another job's task");
+    assert_eq!(b.token.job_id, "000000000000000b");
+    // A worker that was not excluded takes the first job's task.
+    let mut good = worker(&mut f, "good", 1);
+    f.dispatch();
+    let a = assignments(&mut good)
+        .pop()
+        .expect("the excluded job's task");
+    assert_eq!(
+        (a.token.job_id.as_str(), a.token.attempt),
+        ("000000000000000a", 3)
+    );
+}
+
+#[test]
+fn repeated_failures_across_jobs_mark_a_worker_unhealthy_until_uncordoned() {
+    let mut f = farm_with(
+        TERM,
+        FarmConfig {
+            max_attempts: 5,
+            exclude_worker_after: 0,
+            unhealthy_after: 3,
+            ..config()
+        },
+    );
+    add_job(&mut f, "000000000000000a", Priority::Normal);
+    add_job(&mut f, "000000000000000b", Priority::Normal);
+    let mut bad = worker(&mut f, "bad", 1);
+    for _ in 0..3 {
+        f.dispatch();
+        let a = assignments(&mut bad).pop().expect("a task");
+        fail(&mut f, "bad", &a);
+        if f.health_reason("bad").is_none() {
+            assert!(
+                f.take_unhealthy().is_empty(),
+                "not before the third failure"
+            );
+        }
+    }
+    let marked = f.take_unhealthy();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0].0, "bad");
+    assert!(marked[0].1.contains("3 failed attempts"), "{}", marked[0].1);
+    assert!(f.take_unhealthy().is_empty(), "reported once");
+    // The scheduler makes the cordon durable, then applies it.
+    f.set_cordon("bad", true);
+    f.dispatch();
+    assert!(
+        assignments(&mut bad).is_empty(),
+        "a cordoned worker gets no work"
+    );
+    assert!(f
+        .worker_view("bad")
+        .unwrap()
+        .health
+        .starts_with("unhealthy"));
+    f.set_cordon("bad", false);
+    assert_eq!(
+        f.worker_view("bad").unwrap().health,
+        "",
+        "uncordoning clears it"
+    );
+    f.dispatch();
+    assert_eq!(assignments(&mut bad).len(), 1, "back to work");
+}
+
+#[test]
+fn lost_streams_are_not_charged_to_the_worker() {
+    let mut f = farm_with(
+        TERM,
+        FarmConfig {
+            max_attempts: 10,
+            unhealthy_after: 2,
+            ..config()
+        },
+    );
+    add_job(&mut f, "000000000000000a", Priority::Normal);
+    for round in 0..4 {
+        let mut rx = worker(&mut f, "w", 1);
+        f.dispatch();
+        assert_eq!(assignments(&mut rx).len(), 1, "round {round}: not excluded");
+        f.remove_worker("w", None, "stream_closed");
+    }
+    assert!(f.take_unhealthy().is_empty());
+    assert_eq!(f.health_reason("w"), None);
 }

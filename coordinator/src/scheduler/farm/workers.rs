@@ -164,6 +164,7 @@ impl Farm {
             self.cordoned.insert(id.to_string());
         } else {
             self.cordoned.remove(id);
+            self.clear_health(id);
         }
         self.apply_draining(id);
         self.worker_view(id)
@@ -194,6 +195,7 @@ impl Farm {
             running: w.running.len() as u32,
             connected_ms: w.connected_ms,
             tasks_done: w.tasks_done,
+            health: self.health_reason(id).unwrap_or_default().to_string(),
         })
     }
 
