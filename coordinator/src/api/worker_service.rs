@@ -31,7 +31,7 @@ use super::convert;
 use crate::model::Output;
 use crate::role::RoleHandle;
 use crate::scheduler::verify::VerifyOutcome;
-use crate::scheduler::{Failure, Scheduler, ToWorker, WorkerInfo};
+use crate::scheduler::{AttemptResult, Failure, Scheduler, ToWorker, WorkerInfo};
 
 /// A connecting worker must register within this time (it sends the message right away).
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -352,7 +352,17 @@ fn handle(
                     }
                 }
                 if let Err(e) = scheduler
-                    .result(&worker_id, &token, ok, &error, &failure, outputs, scene)
+                    .result(
+                        &worker_id,
+                        &token,
+                        AttemptResult {
+                            ok,
+                            error,
+                            failure,
+                            outputs,
+                            scene,
+                        },
+                    )
                     .await
                 {
                     tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,

@@ -56,7 +56,7 @@ use admission::{FinishRate, Reserved};
 pub(crate) use errors::{CancelError, CordonError, SubmitError};
 use farm::Farm;
 pub use farm::{Assignment, FarmConfig, TaskInput, WorkerInfo};
-pub(crate) use farm::{CancelRefusal, Commit, Failure, Rejection, ToWorker};
+pub(crate) use farm::{AttemptResult, CancelRefusal, Commit, Failure, Rejection, ToWorker};
 pub use queue::{TenantWeights, MAX_TENANT_WEIGHT};
 pub use submit::NewJob;
 pub use view::{JobView, TaskRunView, WorkerView};

@@ -1,8 +1,8 @@
 //! Reports from a worker's stream: step progress, attempts handed back on shutdown, and
 //! results, each checked against the task's current attempt token (fencing) by the farm.
 
-use super::{Failure, Rejection, Scheduler};
-use crate::model::{AttemptToken, Output};
+use super::{AttemptResult, Rejection, Scheduler};
+use crate::model::AttemptToken;
 
 impl Scheduler {
     /// Step progress from a worker, with the speed it measured.
@@ -37,15 +37,17 @@ impl Scheduler {
         &self,
         worker_id: &str,
         token: &AttemptToken,
-        ok: bool,
-        error: &str,
-        failure: &Failure,
-        outputs: Vec<Output>,
-        scene: Option<String>,
+        result: AttemptResult,
     ) -> Result<(), Rejection> {
+        let (ok, error, class, code) = (
+            result.ok,
+            result.error.clone(),
+            result.failure.class(),
+            result.failure.code.clone(),
+        );
         let (commit, unhealthy) = {
             let mut farm = self.lock();
-            let c = farm.begin_result(worker_id, token, ok, error, failure, outputs, scene)?;
+            let c = farm.begin_result(worker_id, token, result)?;
             farm.dispatch();
             (c, farm.take_unhealthy())
         };
@@ -59,7 +61,7 @@ impl Scheduler {
         }
         if !ok {
             tracing::warn!(job_id = %token.job_id, task_id = %token.task_id, attempt = token.attempt,
-                worker_id, error, class = failure.class(), code = %failure.code, "task attempt failed");
+                worker_id, error, class, code = %code, "task attempt failed");
         }
         if let Some(commit) = commit {
             let _ = self.run_commit(commit).await;

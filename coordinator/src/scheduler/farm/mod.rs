@@ -58,7 +58,7 @@ pub use dispatch::{Assignment, TaskInput};
 use gauges::GAUGE_REFRESH;
 pub(crate) use jobs::CancelRefusal;
 use jobs::{enqueue, JobEntry, Pending};
-pub(crate) use reports::{Failure, Rejection};
+pub(crate) use reports::{AttemptResult, Failure, Rejection};
 pub use sweeps::Sweep;
 use text_share::TextShares;
 pub(crate) use workers::ToWorker;

@@ -73,15 +73,7 @@ fn output(name: &str) -> Output {
 
 fn succeed(farm: &mut Farm, worker: &str, a: &Assignment, outputs: Vec<Output>) {
     let commit = farm
-        .begin_result(
-            worker,
-            &a.token,
-            true,
-            "",
-            &Failure::transient(),
-            outputs,
-            None,
-        )
+        .begin_result(worker, &a.token, AttemptResult::success(outputs))
         .expect("current token accepted")
         .expect("a success needs a commit");
     farm.finish_commit(commit.after, Ok(()));

@@ -83,12 +83,16 @@ impl Farm {
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
-        ok: bool,
-        error: &str,
-        failure: &Failure,
-        outputs: Vec<Output>,
-        scene: Option<String>,
+        result: AttemptResult,
     ) -> Result<Option<Commit>, Rejection> {
+        let AttemptResult {
+            ok,
+            error,
+            failure,
+            outputs,
+            scene,
+        } = result;
+        let (error, failure) = (error.as_str(), &failure);
         let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
             self.metrics.stale_reports.inc();
         })?;
@@ -441,6 +445,44 @@ impl Farm {
 
 /// Job.error_code of a job whose task ran out of attempts.
 pub(crate) const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+
+/// What a worker reported of one attempt (a TaskResult, checked).
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptResult {
+    pub(crate) ok: bool,
+    /// Why it failed, when `!ok`.
+    pub(crate) error: String,
+    pub(crate) failure: Failure,
+    pub(crate) outputs: Vec<Output>,
+    /// PLAN tasks: the scene JSON.
+    pub(crate) scene: Option<String>,
+}
+
+impl AttemptResult {
+    /// A successful attempt with its outputs.
+    #[cfg(test)]
+    pub(crate) fn success(outputs: Vec<Output>) -> Self {
+        Self {
+            ok: true,
+            error: String::new(),
+            failure: Failure::transient(),
+            outputs,
+            scene: None,
+        }
+    }
+
+    /// A failed attempt.
+    #[cfg(test)]
+    pub(crate) fn failed(error: &str, failure: Failure) -> Self {
+        Self {
+            ok: false,
+            error: error.into(),
+            failure,
+            outputs: vec![],
+            scene: None,
+        }
+    }
+}
 
 /// How a worker classed a failed attempt (TaskResult.error_class, error_code).
 #[derive(Clone, Debug, PartialEq, Eq)]

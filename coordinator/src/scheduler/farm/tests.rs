@@ -102,15 +102,7 @@ pub(super) fn assignments(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<Ass
 /// Reports success for `a` from `worker` and applies the commit as if it were durable.
 fn succeed(farm: &mut Farm, worker: &str, a: &Assignment) {
     let commit = farm
-        .begin_result(
-            worker,
-            &a.token,
-            true,
-            "",
-            &Failure::transient(),
-            vec![],
-            None,
-        )
+        .begin_result(worker, &a.token, AttemptResult::success(vec![]))
         .expect("current token accepted")
         .expect("a success needs a commit");
     farm.finish_commit(commit.after, Ok(()));
@@ -202,15 +194,7 @@ fn stale_attempt_cannot_overwrite_result() {
     );
     // The old worker comes back (same id) and reports its stale result.
     let _old_again = worker(&mut f, "old", 1);
-    let stale = f.begin_result(
-        "old",
-        &first.token,
-        true,
-        "",
-        &Failure::transient(),
-        vec![],
-        None,
-    );
+    let stale = f.begin_result("old", &first.token, AttemptResult::success(vec![]));
     assert_eq!(
         stale.err(),
         Some(Rejection::Stale),
@@ -234,7 +218,7 @@ fn result_from_an_older_term_is_rejected() {
     let mut a = assignments(&mut rx).pop().expect("assignment");
     a.token.term = TERM - 1;
     assert_eq!(
-        f.begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
+        f.begin_result("w", &a.token, AttemptResult::success(vec![]))
             .err(),
         Some(Rejection::Stale),
         "a token from another term is stale"
@@ -250,16 +234,8 @@ fn result_from_another_worker_is_rejected() {
     f.dispatch();
     let a = assignments(&mut rx).pop().expect("assignment to w");
     assert_eq!(
-        f.begin_result(
-            "other",
-            &a.token,
-            true,
-            "",
-            &Failure::transient(),
-            vec![],
-            None
-        )
-        .err(),
+        f.begin_result("other", &a.token, AttemptResult::success(vec![]))
+            .err(),
         Some(Rejection::Stale),
         "only the assigned worker may report"
     );
@@ -276,11 +252,7 @@ fn failed_attempts_are_retried_then_fail_the_job() {
         f.begin_result(
             "w",
             &a1.token,
-            false,
-            "boom",
-            &Failure::transient(),
-            vec![],
-            None
+            AttemptResult::failed("boom", Failure::transient())
         )
         .expect("accepted")
         .is_none(),
@@ -293,11 +265,7 @@ fn failed_attempts_are_retried_then_fail_the_job() {
         .begin_result(
             "w",
             &a2.token,
-            false,
-            "boom again",
-            &Failure::transient(),
-            vec![],
-            None,
+            AttemptResult::failed("boom again", Failure::transient()),
         )
         .expect("accepted")
         .expect("out of attempts: the job failure must be persisted");
@@ -323,11 +291,10 @@ fn a_permanent_failure_fails_the_job_at_once_with_its_code() {
         .begin_result(
             "w",
             &a.token,
-            false,
-            "model load: transformer/diffusion_pytorch_model.safetensors: truncated",
-            &Failure::from_report(true, "model_load"),
-            vec![],
-            None,
+            AttemptResult::failed(
+                "model load: transformer/diffusion_pytorch_model.safetensors: truncated",
+                Failure::from_report(true, "model_load"),
+            ),
         )
         .expect("accepted")
         .expect("a permanent failure must fail the job on its first attempt");
@@ -397,15 +364,7 @@ fn job_succeeds_when_every_task_is_committed_and_carries_the_assemble_outputs() 
                 vec![]
             };
             let c = f
-                .begin_result(
-                    "w",
-                    &a.token,
-                    true,
-                    "",
-                    &Failure::transient(),
-                    outputs,
-                    None,
-                )
+                .begin_result("w", &a.token, AttemptResult::success(outputs))
                 .expect("ok")
                 .expect("commit");
             f.finish_commit(c.after, Ok(()));
@@ -442,7 +401,7 @@ fn cancel_stops_running_tasks_and_frees_their_slots() {
         JobState::Cancelled
     );
     assert_eq!(
-        f.begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
+        f.begin_result("w", &a.token, AttemptResult::success(vec![]))
             .err(),
         Some(Rejection::Stale),
         "a late result of a cancelled job is rejected"
@@ -457,7 +416,7 @@ fn a_failed_commit_runs_the_task_again() {
     f.dispatch();
     let a = assignments(&mut rx).pop().expect("assignment");
     let c = f
-        .begin_result("w", &a.token, true, "", &Failure::transient(), vec![], None)
+        .begin_result("w", &a.token, AttemptResult::success(vec![]))
         .expect("ok")
         .expect("commit");
     f.finish_commit(c.after, Err("etcd unavailable".into()));
@@ -593,16 +552,8 @@ fn an_offered_attempt_whose_task_went_to_another_worker_is_cancelled() {
     let mut w1 = worker_running(&mut f, "w1", 1, vec![plan.token.clone()]);
     assert_eq!(cancels(&mut w1), vec![plan.token.clone()]);
     assert_eq!(
-        f.begin_result(
-            "w1",
-            &plan.token,
-            true,
-            "",
-            &Failure::transient(),
-            vec![],
-            None
-        )
-        .err(),
+        f.begin_result("w1", &plan.token, AttemptResult::success(vec![]))
+            .err(),
         Some(Rejection::Stale)
     );
     succeed(&mut f, "w2", &again);
@@ -916,11 +867,7 @@ fn a_finished_job_is_swept_once_after_the_grace_keeping_committed_outputs() {
         .begin_result(
             "w",
             &plan.token,
-            true,
-            "",
-            &Failure::transient(),
-            vec![output.clone()],
-            None,
+            AttemptResult::success(vec![output.clone()]),
         )
         .expect("current token")
         .expect("a commit");
@@ -1014,15 +961,7 @@ fn a_succeeded_job_serves_its_content_key_until_retention_forgets_it() {
             };
             last_outputs = vec![output.clone()];
             let commit = f
-                .begin_result(
-                    "w",
-                    &a.token,
-                    true,
-                    "",
-                    &Failure::transient(),
-                    vec![output],
-                    None,
-                )
+                .begin_result("w", &a.token, AttemptResult::success(vec![output]))
                 .expect("current")
                 .expect("a commit");
             f.finish_commit(commit.after, Ok(()));
@@ -1104,11 +1043,7 @@ fn fail(f: &mut Farm, worker: &str, a: &Assignment) -> Option<Commit> {
     f.begin_result(
         worker,
         &a.token,
-        false,
-        "boom",
-        &Failure::transient(),
-        vec![],
-        None,
+        AttemptResult::failed("boom", Failure::transient()),
     )
     .expect("accepted")
 }
