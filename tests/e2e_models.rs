@@ -256,6 +256,28 @@ async fn model_jobs_render_mp4s_share_text_encodings_and_follow_the_physics_guid
     assert!(guided_spec.guide);
     assert_eq!(guided_spec.guide_strength, Some(0.5));
     cluster.worker("worker-gpu").process.assert_alive();
+
+    // The worker said what it holds loaded (WorkerStatus), for warm placement.
+    let workers = cluster
+        .admin()
+        .list_workers(v1::ListWorkersRequest {})
+        .await
+        .expect("ListWorkers")
+        .into_inner()
+        .workers;
+    let gpu = workers
+        .iter()
+        .find(|w| w.id == "worker-gpu")
+        .expect("listed");
+    assert_eq!(
+        gpu.resident
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        [MODEL],
+        "{gpu:?}"
+    );
+    assert!(gpu.resident[0].weight_bytes > 0, "{gpu:?}");
 }
 
 #[tokio::test]

@@ -94,6 +94,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_UNHEALTHY_AFTER", default_value_t = 5)]
     pub unhealthy_after: u32,
 
+    /// How long a model task is left to a worker that holds its model loaded before a worker
+    /// that would have to load it may take it, in ms; 0: no affinity.
+    #[arg(long, env = "REELFARM_AFFINITY_WAIT_MS", default_value_t = 20_000)]
+    pub affinity_wait_ms: u64,
+
     /// The window of --unhealthy-after, in seconds.
     #[arg(long, env = "REELFARM_UNHEALTHY_WINDOW_SECONDS", default_value_t = 600)]
     pub unhealthy_window_seconds: u64,
@@ -149,6 +154,7 @@ impl Config {
             exclude_worker_after: 2,
             unhealthy_after: 5,
             unhealthy_window_seconds: 600,
+            affinity_wait_ms: 20_000,
             segment_frames: 12,
             max_segments: 64,
             advertise_address: None,
@@ -259,6 +265,7 @@ impl Config {
                 exclude_worker_after: self.exclude_worker_after,
                 unhealthy_after: self.unhealthy_after,
                 unhealthy_window: std::time::Duration::from_secs(self.unhealthy_window_seconds),
+                affinity_wait: std::time::Duration::from_millis(self.affinity_wait_ms),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

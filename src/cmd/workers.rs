@@ -14,6 +14,8 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             "{}",
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
                 "gpu_memory_bytes": w.gpu_memory_bytes, "health": w.health,
+                "resident": w.resident.iter().map(|r| serde_json::json!({"name": r.name,
+                    "weight_bytes": r.weight_bytes})).collect::<Vec<_>>(),
                 "gpu": w.gpu.as_ref().map(|g| serde_json::json!({"ordinal": g.ordinal, "name": g.name,
                     "uuid": g.uuid, "compute_capability": g.compute_capability,
                     "total_memory_bytes": g.total_memory_bytes, "free_memory_bytes": g.free_memory_bytes,
@@ -56,7 +58,10 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             }
             // One indented line per model, so the worker's line stays one line.
             for m in &w.models {
-                let state = if m.not_servable.is_empty() {
+                let loaded = w.resident.iter().any(|r| r.name == m.name);
+                let state = if m.not_servable.is_empty() && loaded {
+                    "serving, loaded".to_string()
+                } else if m.not_servable.is_empty() {
                     "serving".to_string()
                 } else {
                     format!("listed, not servable: {}", m.not_servable.join("; "))

@@ -205,5 +205,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         broken_models: w.info.broken_models.clone(),
         gpu: w.info.gpu.clone(),
         health: w.health.clone(),
+        resident: w.info.resident.clone(),
     }
 }

@@ -89,6 +89,7 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
     for (field, count) in [
         ("register.models", r.models.len()),
         ("register.broken_models", r.broken_models.len()),
+        ("register.resident", r.resident.len()),
     ] {
         if count > MAX_MODELS {
             return Err(Status::invalid_argument(format!(
@@ -123,6 +124,7 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         models: r.models.clone(),
         broken_models: r.broken_models.clone(),
         gpu: r.gpu.clone(),
+        resident: r.resident.clone(),
         // At most one per slot can be adopted; the rest would be cancelled anyway.
         running: r
             .running
@@ -372,6 +374,16 @@ fn handle(
         }
         Some(Body::Register(_)) => {
             tracing::warn!(worker_id, "second register on one session ignored");
+        }
+        Some(Body::Status(s)) if s.resident.len() <= MAX_MODELS => {
+            scheduler.worker_status(worker_id, s.resident);
+        }
+        Some(Body::Status(s)) => {
+            tracing::warn!(
+                worker_id,
+                resident = s.resident.len(),
+                "status with too many resident models ignored"
+            );
         }
         Some(Body::Drain(_)) if scheduler.worker_shutting_down(worker_id).is_some() => {
             tracing::info!(worker_id, "worker shutting down: draining");

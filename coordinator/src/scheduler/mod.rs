@@ -140,6 +140,13 @@ impl Scheduler {
         self.lock().worker_shutting_down(id)
     }
 
+    /// What a worker now holds loaded (WorkerStatus): placement follows it.
+    pub(crate) fn worker_status(&self, id: &str, resident: Vec<reelfarm_proto::v1::ResidentModel>) {
+        let mut farm = self.lock();
+        farm.set_resident(id, resident);
+        farm.dispatch();
+    }
+
     pub fn workers(&self) -> Vec<WorkerView> {
         self.lock().worker_views()
     }

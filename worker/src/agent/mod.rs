@@ -173,6 +173,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         models,
         broken_models,
         gpu: selected.gpu.as_ref().map(gpu_device),
+        // Filled per session from the model host.
+        resident: vec![],
     };
     let mut leader_lookup = None;
     if !config.etcd.is_empty() {

@@ -115,6 +115,7 @@ async fn serve(
     let (out, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
     let mut register = config.register.clone();
     register.running = tasks.offered();
+    register.resident = executor.models.resident();
     let offered = register.running.len();
     let register = v1::WorkerMessage {
         body: Some(v1::worker_message::Body::Register(register)),
@@ -250,6 +251,12 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         tasks
             .finish(token.clone(), result_message(token, result))
             .await;
+        // A task that loaded another model: the coordinator places by what is loaded.
+        if let Some(status) = executor.models.status_if_changed() {
+            tasks.send(v1::WorkerMessage {
+                body: Some(v1::worker_message::Body::Status(status)),
+            });
+        }
     });
 }
 

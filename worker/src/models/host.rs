@@ -12,11 +12,13 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
 use parking_lot::Mutex;
 use reelfarm_models::wan::pipeline::{default_dtype, WanModel};
+use reelfarm_proto::v1;
 use sha2::{Digest, Sha256};
 
 /// A loaded model with its identity.
@@ -25,6 +27,8 @@ pub struct LoadedModel {
     pub model: WanModel,
     /// See the module docs.
     pub weights_sha256: String,
+    /// Bytes of its `*.safetensors` files.
+    pub weight_bytes: u64,
 }
 
 /// The worker's served models and the one loaded.
@@ -34,6 +38,10 @@ pub struct ModelHost {
     served: Vec<String>,
     device: Device,
     loaded: Mutex<Option<Arc<LoadedModel>>>,
+    /// Bumped whenever the loaded model changes; `reported` is the value the coordinator
+    /// last heard (see [`ModelHost::status_if_changed`]).
+    generation: AtomicU64,
+    reported: AtomicU64,
 }
 
 impl ModelHost {
@@ -45,7 +53,36 @@ impl ModelHost {
             served,
             device,
             loaded: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         }
+    }
+
+    /// What is loaded now, as RegisterWorker and WorkerStatus carry it; marks it reported.
+    /// While a load holds the lock (seconds to minutes) it answers nothing loaded without
+    /// waiting, and the next status after the load says what is.
+    pub fn resident(&self) -> Vec<v1::ResidentModel> {
+        let Some(loaded) = self.loaded.try_lock() else {
+            return Vec::new();
+        };
+        self.reported
+            .store(self.generation.load(Ordering::SeqCst), Ordering::SeqCst);
+        loaded
+            .iter()
+            .map(|m| v1::ResidentModel {
+                name: m.name.clone(),
+                weight_bytes: m.weight_bytes,
+            })
+            .collect()
+    }
+
+    /// A WorkerStatus when the loaded model changed since the coordinator last heard.
+    pub fn status_if_changed(&self) -> Option<v1::WorkerStatus> {
+        (self.generation.load(Ordering::SeqCst) != self.reported.load(Ordering::SeqCst)).then(
+            || v1::WorkerStatus {
+                resident: self.resident(),
+            },
+        )
     }
 
     /// The model `name`, loading it (and dropping the one loaded before) if needed.
@@ -60,7 +97,9 @@ impl ModelHost {
             return Ok(m.clone());
         }
         // Drop the old model before loading the new one: both may not fit.
-        *loaded = None;
+        if loaded.take().is_some() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         let dir = root.join(name);
         let started = std::time::Instant::now();
         let weights_sha256 = weights_sha256(&dir).map_err(|e| format!("model {name:?}: {e}"))?;
@@ -72,10 +111,26 @@ impl ModelHost {
             name: name.to_string(),
             model,
             weights_sha256,
+            weight_bytes: safetensors_bytes(&dir),
         });
         *loaded = Some(m.clone());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(m)
     }
+}
+
+/// Bytes of the `*.safetensors` files under `dir` (0 for what cannot be read).
+fn safetensors_bytes(dir: &Path) -> u64 {
+    let mut files = BTreeMap::new();
+    if collect(dir, dir, &mut files).is_err() {
+        return 0;
+    }
+    files
+        .values()
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// See the module docs.

@@ -46,20 +46,37 @@ impl Farm {
                 self.idle.push_front(worker_id);
                 break;
             }
-            let Some(serves) = self.workers.get(&worker_id).map(|w| &w.serves) else {
+            let Some((serves, resident)) = self
+                .workers
+                .get(&worker_id)
+                .map(|w| (&w.serves, &w.info.resident))
+            else {
                 continue; // removed while listed in `idle`
             };
-            let (jobs, metrics) = (&mut self.jobs, &self.metrics);
-            // Tasks of jobs this worker is excluded from (see `health`): not charged to
-            // their tenant, queued again once this worker has its task.
+            let (jobs, metrics, warm) = (&mut self.jobs, &self.metrics, &self.warm);
+            let affinity_wait = self.config.affinity_wait;
+            // Tasks of jobs this worker is excluded from (see `health`), and model tasks left
+            // to a worker holding their model (see `placement`): not charged to their
+            // tenant, queued again once this worker has its task.
             let mut excluded: Vec<(JobId, u32)> = Vec::new();
             let popped = self.ready.pop_for(serves, |i| {
                 let Some(j) = jobs.get_mut(&i.job_id) else {
                     return false;
                 };
                 let pending = j.pending.is_some();
-                let skip = j.excluded.contains(&worker_id);
+                let needs_model = j.record.tasks[i.task_index as usize].kind.needs_model();
+                let model = j.record.spec.model.as_ref().filter(|_| needs_model);
                 let t = &mut j.tasks[i.task_index as usize];
+                let skip = j.excluded.contains(&worker_id)
+                    || model.is_some_and(|m| {
+                        Farm::leave_to_warm(
+                            warm,
+                            resident,
+                            &m.name,
+                            t.ready_at.elapsed(),
+                            affinity_wait,
+                        )
+                    });
                 if !t.queued {
                     return false;
                 }

@@ -19,6 +19,7 @@
 //! - `dispatch`: READY tasks onto workers' free slots ([`Assignment`]).
 //! - `reports`: progress and results from workers, commits, retries, terminal states.
 //! - `health`: failures charged to workers: per-job exclusion, the unhealthy mark.
+//! - `placement`: warm placement, model tasks left to a worker holding the model.
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
 //! - `text_share`: model jobs' text encodings, run once per (model, prompt, negative).
 //! - `retention`: finished jobs kept up to a limit, older ones forgotten.
@@ -38,6 +39,7 @@ mod jobs;
 mod liveness;
 #[cfg(test)]
 mod model_tests;
+mod placement;
 mod reports;
 mod retention;
 mod sweeps;
@@ -58,6 +60,7 @@ pub use dispatch::{Assignment, TaskInput};
 use gauges::GAUGE_REFRESH;
 pub(crate) use jobs::CancelRefusal;
 use jobs::{enqueue, JobEntry, Pending};
+use reelfarm_proto::v1::ResidentModel;
 pub(crate) use reports::{AttemptResult, Failure, Rejection};
 pub use sweeps::Sweep;
 use text_share::TextShares;
@@ -93,6 +96,9 @@ pub struct FarmConfig {
     /// cordoned as unhealthy (see `health`); 0: never.
     pub unhealthy_after: u32,
     pub unhealthy_window: Duration,
+    /// How long a model task is left to a worker that holds its model loaded before a cold
+    /// one may take it (see `placement`); zero: no affinity.
+    pub affinity_wait: Duration,
 }
 
 /// The second half of a transition, applied once its writes are durable.
@@ -152,6 +158,8 @@ pub(crate) struct Farm {
     text: TextShares,
     /// Charged failures per worker and the unhealthy marks (see `health`).
     health: health::WorkerHealth,
+    /// Connected workers holding each model loaded (see `placement`).
+    warm: HashMap<String, u32>,
 }
 
 struct DispatchHold {
@@ -183,6 +191,7 @@ impl Farm {
             active_by_tenant: HashMap::new(),
             text: TextShares::default(),
             health: Default::default(),
+            warm: HashMap::new(),
         }
     }
 

@@ -204,3 +204,74 @@ fn a_waiter_takes_over_when_the_owner_of_the_encoding_is_cancelled() {
     assert!(b[0].inputs.is_empty(), "b encodes itself");
     assert_eq!(f.text.len(), 1, "b owns the key now");
 }
+
+fn loaded(name: &str) -> Vec<reelfarm_proto::v1::ResidentModel> {
+    vec![reelfarm_proto::v1::ResidentModel {
+        name: name.into(),
+        weight_bytes: 5 << 30,
+    }]
+}
+
+#[test]
+fn a_model_task_is_left_to_the_worker_holding_its_model() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    // The cold worker asks first (round-robin order) and has room for everything.
+    let mut cold = worker(&mut f, "cold", 4, &["wan"]);
+    let mut warm = worker(&mut f, "warm", 1, &["wan"]);
+    f.set_resident("warm", loaded("wan"));
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut cold)),
+        [("000000000000000a", TaskKind::Plan)],
+        "the cold worker takes the plan, not the model task"
+    );
+    assert_eq!(
+        kinds(&assignments(&mut warm)),
+        [("000000000000000a", TaskKind::TextEncode)],
+        "the worker holding the model gets it"
+    );
+}
+
+#[test]
+fn affinity_is_bounded_and_ends_with_the_warm_worker() {
+    // No wait: any worker serving the model takes it at once.
+    let mut f = Farm::new(
+        1,
+        FarmConfig {
+            affinity_wait: std::time::Duration::ZERO,
+            ..config()
+        },
+        Arc::new(Metrics::new()),
+    );
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    let mut cold = worker(&mut f, "cold", 4, &["wan"]);
+    let _warm = worker(&mut f, "warm", 1, &["wan"]);
+    f.set_resident("warm", loaded("wan"));
+    f.dispatch();
+    let got = kinds(&assignments(&mut cold))
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect::<Vec<_>>();
+    assert!(got.contains(&TaskKind::TextEncode), "{got:?}");
+
+    // With a wait, a warm worker that leaves (or loads another model) ends the deferral.
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000b", "a robot", 2);
+    let mut cold = worker(&mut f, "cold", 4, &["wan"]);
+    let _warm = worker(&mut f, "warm", 1, &[]);
+    f.set_resident("warm", loaded("wan"));
+    // "warm" holds wan but does not serve it here, so it never takes the task; once it
+    // loads something else, nobody holds wan and the cold worker takes it.
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut cold)),
+        [("000000000000000b", TaskKind::Plan)]
+    );
+    f.set_resident("warm", loaded("other"));
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut cold)),
+        [("000000000000000b", TaskKind::TextEncode)]
+    );
+}

@@ -41,6 +41,7 @@ pub(super) fn config() -> FarmConfig {
         exclude_worker_after: 2,
         unhealthy_after: 0,
         unhealthy_window: std::time::Duration::from_secs(600),
+        affinity_wait: std::time::Duration::from_secs(20),
     }
 }
 

@@ -21,6 +21,8 @@ pub struct WorkerInfo {
     /// Models the worker serves, and model folders it found broken (as it reported them).
     pub models: Vec<reelfarm_proto::v1::ServedModel>,
     pub broken_models: Vec<reelfarm_proto::v1::BrokenModel>,
+    /// Models it holds loaded, as it last said (see `placement`).
+    pub resident: Vec<reelfarm_proto::v1::ResidentModel>,
     /// The CUDA device of a GPU worker, as it registered it.
     pub gpu: Option<reelfarm_proto::v1::GpuDevice>,
 }
@@ -73,6 +75,7 @@ impl Farm {
             .filter(|m| m.not_servable.is_empty())
             .map(|m| m.name.clone())
             .collect();
+        placement::count_warm(&mut self.warm, &info.resident);
         self.workers.insert(
             id.clone(),
             WorkerEntry {
@@ -117,6 +120,7 @@ impl Farm {
             _ => return vec![],
         }
         let worker = self.workers.remove(id).expect("checked above");
+        placement::forget_warm(&mut self.warm, &worker.info.resident);
         self.idle.retain(|w| w != id);
         let mut commits = Vec::new();
         for (job_id, index) in worker.running {

@@ -1,0 +1,58 @@
+//! Warm placement: a model task prefers a worker that holds its model loaded.
+//!
+//! Workers say what they hold loaded (RegisterWorker.resident, then WorkerStatus when it
+//! changes). Dispatch is worker-driven (a free slot asks for the best task it can run), so
+//! affinity is a deferral: a cold worker skips a model task while another connected worker
+//! holds that model and the task has been READY for less than `affinity_wait`, leaving it
+//! for the warm one; after that any worker serving the model takes it (the watchdog's tick
+//! dispatches again), so affinity never starves a task. Loading a 14B model costs tens of
+//! seconds, a GPU holds one: a wait of that order saves a load.
+
+use super::*;
+
+impl Farm {
+    /// The worker now holds `resident` loaded (WorkerStatus).
+    pub(crate) fn set_resident(&mut self, worker_id: &str, resident: Vec<ResidentModel>) {
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut w.info.resident, resident);
+        let new = w.info.resident.clone();
+        forget_warm(&mut self.warm, &old);
+        count_warm(&mut self.warm, &new);
+    }
+
+    /// Whether a cold worker should leave this model task to a warm one (see the module
+    /// docs): `model` is loaded on some connected worker but not on this one, and the task
+    /// has not waited `affinity_wait` yet.
+    pub(super) fn leave_to_warm(
+        warm: &HashMap<String, u32>,
+        resident_here: &[ResidentModel],
+        model: &str,
+        ready_for: Duration,
+        affinity_wait: Duration,
+    ) -> bool {
+        ready_for < affinity_wait
+            && !resident_here.iter().any(|r| r.name == model)
+            && warm.get(model).is_some_and(|&n| n > 0)
+    }
+}
+
+/// Counts `resident` as loaded on one more worker.
+pub(super) fn count_warm(warm: &mut HashMap<String, u32>, resident: &[ResidentModel]) {
+    for r in resident {
+        *warm.entry(r.name.clone()).or_insert(0) += 1;
+    }
+}
+
+/// ...and on one fewer (the worker left or loaded something else).
+pub(super) fn forget_warm(warm: &mut HashMap<String, u32>, resident: &[ResidentModel]) {
+    for r in resident {
+        if let Some(n) = warm.get_mut(&r.name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                warm.remove(&r.name);
+            }
+        }
+    }
+}
