@@ -8,7 +8,10 @@
 //! quarter of the dispatched work, whatever their queue lengths, and a tenant that submits
 //! 10,000 jobs does not hold back one that submits ten. A tenant that had nothing queued
 //! starts at the farm's current virtual time: idle time earns no credit to burst later.
-//! Virtual times live in memory only; a new leader starts every tenant level.
+//! Virtual times live in memory; a new leader rebuilds them from the committed work of the
+//! unfinished jobs ([`ReadyQueues::credit`], then [`ReadyQueues::settle`]): the service each
+//! backlogged tenant already had in the current backlog, so a failover does not hand the
+//! tenant that was ahead a fresh start.
 //!
 //! Entries are never removed from the middle: a task that leaves READY (cancelled, or its
 //! job failed) stays queued and is skipped when popped (lazy deletion); a skipped entry
@@ -236,6 +239,41 @@ impl ReadyQueue {
         }
     }
 
+    /// Charges `cost` of work `tenant` already had (rebuilding after a failover); a tenant
+    /// with nothing queued here has no backlog to weigh and is left out.
+    /// Unlike a dispatch's charge it leaves the farm's virtual time alone: every tenant's
+    /// credits count from the same start.
+    pub fn credit(&mut self, tenant: &str, cost: u64) {
+        let Some((key, state)) = self.tenants.get_key_value(tenant) else {
+            return;
+        };
+        let (key, old) = (key.clone(), state.vtime);
+        let state = self.tenants.get_mut(tenant).expect("just found");
+        state.vtime =
+            old + VTime::from(cost) * VTime::from(MAX_TENANT_WEIGHT) / VTime::from(state.weight);
+        let new = state.vtime;
+        for class in self.classes.values_mut() {
+            if class.order.remove(&(old, key.clone())) {
+                class.order.insert((new, key.clone()));
+            }
+        }
+    }
+
+    /// After the credits: the farm's virtual time is the least of the backlogged tenants',
+    /// where it would have been had they been served here, so a tenant arriving next starts
+    /// level with them rather than ahead.
+    pub fn settle(&mut self) {
+        if let Some(least) = self
+            .tenants
+            .values()
+            .filter(|s| s.classes > 0)
+            .map(|s| s.vtime)
+            .min()
+        {
+            self.system_vtime = least;
+        }
+    }
+
     /// Drops a tenant with nothing queued and no debt (its state would be rebuilt the same),
     /// so the map holds only recently active tenants.
     fn forget_if_idle(&mut self, tenant: &Arc<str>) {
@@ -334,6 +372,26 @@ impl ReadyQueues {
     /// one will not (it may serve other models).
     pub fn only_model_work(&self) -> bool {
         self.any.is_empty() && !self.by_model.is_empty()
+    }
+
+    /// [`ReadyQueue::credit`] in the queue of `model` (or the shared one).
+    pub fn credit(&mut self, model: Option<&str>, tenant: &str, cost: u64) {
+        match model {
+            None => self.any.credit(tenant, cost),
+            Some(m) => {
+                if let Some(q) = self.by_model.get_mut(m) {
+                    q.credit(tenant, cost);
+                }
+            }
+        }
+    }
+
+    /// [`ReadyQueue::settle`] in every queue.
+    pub fn settle(&mut self) {
+        self.any.settle();
+        for q in self.by_model.values_mut() {
+            q.settle();
+        }
     }
 }
 
@@ -501,5 +559,28 @@ mod tests {
         );
         let e = TenantWeights::parse(&["a=1", "a=2"]).expect_err("twice");
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn credits_rebuild_the_lead_of_the_tenant_that_was_served() {
+        // After a failover: "a" had 10 units of work in this backlog, "b" none.
+        let mut q = ReadyQueue::new(TenantWeights::default());
+        push_n(&mut q, "a", 10, 1);
+        push_n(&mut q, "b", 20, 1);
+        q.credit("a", 10);
+        q.credit("nobody", 5); // nothing queued: no backlog to weigh
+        q.settle();
+        let first = drain(&mut q, 10);
+        assert_eq!(count(&first, "b"), 10, "b catches up first: {first:?}");
+        let next = drain(&mut q, 10);
+        assert_eq!(count(&next, "a"), 5, "then they alternate: {next:?}");
+        // A tenant arriving now starts level with the backlogged ones, not ahead.
+        let mut q = ReadyQueue::new(TenantWeights::default());
+        push_n(&mut q, "a", 4, 1);
+        q.credit("a", 6);
+        q.settle();
+        push_n(&mut q, "c", 4, 1);
+        let got = drain(&mut q, 4);
+        assert!(count(&got, "a") >= 1, "the newcomer gets no burst: {got:?}");
     }
 }

@@ -37,6 +37,7 @@ impl Scheduler {
             farm.insert_job(job.clone(), &done);
         }
         farm.restore_cordons(snapshot.cordoned.iter().cloned());
+        farm.rebuild_fair_share();
         metrics.leader.set(1);
         tracing::info!(
             term,

@@ -123,6 +123,31 @@ impl Farm {
 
     /// Adds a stored job with the completions already committed for it (from a snapshot on
     /// recovery, none for a new job), and queues whatever is ready.
+    /// After a failover, once every job is inserted: each unfinished job's committed tasks
+    /// are charged to its tenant's fair share, as they were when dispatched (see
+    /// `queue`), so the tenant that was ahead stays ahead of the one that waited.
+    pub(crate) fn rebuild_fair_share(&mut self) {
+        for job in self.jobs.values() {
+            if job.record.state.is_terminal() {
+                continue;
+            }
+            let spec = &job.record.spec;
+            for (def, run) in job.record.tasks.iter().zip(&job.tasks) {
+                if run.state != TaskState::Done {
+                    continue;
+                }
+                let model = spec
+                    .model
+                    .as_ref()
+                    .filter(|_| def.kind.needs_model())
+                    .map(|m| m.name.as_str());
+                let cost = crate::planner::estimated_work(spec, def);
+                self.ready.credit(model, &spec.tenant, cost);
+            }
+        }
+        self.ready.settle();
+    }
+
     pub(crate) fn insert_job(&mut self, record: JobRecord, completions: &[TaskCompletion]) {
         let now = Instant::now();
         let mut tasks: Vec<TaskRun> = record

@@ -1168,3 +1168,44 @@ fn lost_streams_are_not_charged_to_the_worker() {
     assert!(f.take_unhealthy().is_empty());
     assert_eq!(f.health_reason("w"), None);
 }
+
+/// After a failover the fair share is rebuilt from committed work: tenant "a", whose job
+/// already had its plan done, waits behind tenant "b", who had nothing yet (with the
+/// queue's tie order alone "a" would go first).
+#[test]
+fn fair_share_is_rebuilt_from_committed_work_after_a_failover() {
+    for rebuild in [false, true] {
+        let mut f = farm();
+        let job = |id: &str, tenant: &str| {
+            let mut s = spec(Priority::Normal);
+            s.tenant = tenant.into();
+            let mut r = record_of(id, s.clone());
+            r.tasks = planner::plan(&s, PlannerConfig::default());
+            r
+        };
+        let plan_done = TaskCompletion {
+            job_id: "000000000000000a".into(),
+            task_index: 0,
+            attempt: 1,
+            term: TERM - 1,
+            worker_id: "w".into(),
+            outputs: vec![],
+            scene: None,
+            finished_ms: 0,
+        };
+        f.insert_job(job("000000000000000a", "a"), &[plan_done]);
+        f.insert_job(job("000000000000000b", "b"), &[]);
+        if rebuild {
+            f.rebuild_fair_share();
+        }
+        let mut rx = worker(&mut f, "w", 1);
+        f.dispatch();
+        let first = assignments(&mut rx).pop().expect("a task");
+        let expected = if rebuild {
+            "000000000000000b"
+        } else {
+            "000000000000000a"
+        };
+        assert_eq!(first.token.job_id, expected, "rebuild: {rebuild}");
+    }
+}
