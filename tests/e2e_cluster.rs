@@ -1522,3 +1522,91 @@ async fn a_failing_worker_is_excluded_then_cordoned_as_unhealthy_and_jobs_still_
     let bad = listed.iter().find(|w| w.id == "worker-bad").unwrap();
     assert!(!bad.cordoned && bad.health.is_empty(), "{bad:?}");
 }
+
+/// A model job for a model that fits no live worker's GPU is accepted (a worker lists the
+/// model) and says at once, over the real API, why it waits.
+#[tokio::test]
+async fn a_model_too_large_for_every_gpu_says_so_in_waiting() {
+    use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let mut cluster = Cluster::start(no_workers(&[])).await;
+    let mut client = WorkerServiceClient::connect(cluster.coordinator.url())
+        .await
+        .expect("WorkerService");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::WorkerMessage {
+        body: Some(v1::worker_message::Body::Register(v1::RegisterWorker {
+            worker_id: "gpu-small".into(),
+            engine: "cuda".into(),
+            slots: 1,
+            models: vec![v1::ServedModel {
+                name: "wan-14b".into(),
+                family: "wan2.1-t2v".into(),
+                parameters: 14_000_000_000,
+                dtypes: vec!["BF16".into()],
+                weight_bytes: 28 << 30,
+                ..Default::default()
+            }],
+            gpu: Some(v1::GpuDevice {
+                name: "NVIDIA L4".into(),
+                compute_capability: "8.9".into(),
+                total_memory_bytes: 24 << 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let _session = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .expect("the session opens");
+    cluster
+        .wait_workers_connected(&["gpu-small".to_string()])
+        .await;
+    let job = cluster
+        .submit(v1::JobSpec {
+            prompt: "a robot dancing".into(),
+            model: "wan-14b".into(),
+            duration_seconds: 0.75,
+            fps: 12,
+            width: 64,
+            height: 64,
+            steps: 2,
+            ..Default::default()
+        })
+        .await;
+    let waiting = wait_until(
+        "the job was expected to say why it waits",
+        std::time::Duration::from_secs(10),
+        || {
+            let mut jobs = cluster.jobs();
+            let id = job.id.clone();
+            async move {
+                let j = jobs
+                    .get_job(v1::GetJobRequest {
+                        id,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("GetJob")
+                    .into_inner()
+                    .job
+                    .expect("the job");
+                if j.waiting.contains("needs about") {
+                    Ok(j.waiting)
+                } else {
+                    Err(j.waiting)
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        waiting.contains("model \"wan-14b\" needs about 33.6 GiB")
+            && waiting.contains("at most 24.0 GiB"),
+        "{waiting}"
+    );
+}

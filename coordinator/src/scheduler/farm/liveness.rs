@@ -254,6 +254,15 @@ impl Farm {
                 .map(str::to_string)
         });
         if let Some(m) = unserved_model.filter(|_| !self.workers.is_empty()) {
+            if let Some((need, largest)) = self.too_large_everywhere(&m.name) {
+                let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+                return Some(format!(
+                    "model {:?} needs about {:.1} GiB of GPU memory (its weights and a fifth more); the live workers that have it hold at most {:.1} GiB: its tasks wait for a larger GPU",
+                    m.name,
+                    gib(need),
+                    gib(largest)
+                ));
+            }
             return Some(format!(
                 "no live worker serves model {:?}: its tasks wait for a worker with it in --models",
                 m.name

@@ -275,3 +275,51 @@ fn affinity_is_bounded_and_ends_with_the_warm_worker() {
         [("000000000000000b", TaskKind::TextEncode)]
     );
 }
+
+#[test]
+fn a_model_too_large_for_every_gpu_is_not_served_and_says_so() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    let gpu_worker = |f: &mut Farm, id: &str, gib: u64| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        f.register_worker(
+            WorkerInfo {
+                id: id.into(),
+                slots: 1,
+                models: vec![ServedModel {
+                    name: "wan".into(),
+                    family: "wan2.1-t2v".into(),
+                    weight_bytes: 28 << 30,
+                    ..Default::default()
+                }],
+                gpu: Some(reelfarm_proto::v1::GpuDevice {
+                    total_memory_bytes: gib << 30,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            tx,
+        );
+        rx
+    };
+    let mut small = gpu_worker(&mut f, "small", 24);
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut small)),
+        [("000000000000000a", TaskKind::Plan)],
+        "a 24 GiB GPU takes the plan, not the 28 GiB model's tasks"
+    );
+    let view = f.job_view("000000000000000a", false).expect("job");
+    assert!(
+        view.waiting.contains("needs about 33.6 GiB") && view.waiting.contains("at most 24.0 GiB"),
+        "{}",
+        view.waiting
+    );
+    let mut large = gpu_worker(&mut f, "large", 80);
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut large)),
+        [("000000000000000a", TaskKind::TextEncode)],
+        "an 80 GiB GPU serves it"
+    );
+}

@@ -7,8 +7,26 @@
 //! for the warm one; after that any worker serving the model takes it (the watchdog's tick
 //! dispatches again), so affinity never starves a task. Loading a 14B model costs tens of
 //! seconds, a GPU holds one: a wait of that order saves a load.
+//!
+//! Memory fit: a GPU worker serves a model only if the model fits its device: the weights
+//! as the worker listed them (bytes of its safetensors, which a GPU loads as they are, in
+//! bf16) plus a fifth for activations and the text encoder's working set, a rough bound
+//! until workers report measured peaks. A model that fits no live worker's GPU is said so
+//! in the job's `waiting` at once. CPU workers (no GPU) are not sized.
+
+use reelfarm_proto::v1::{GpuDevice, ServedModel};
 
 use super::*;
+
+/// GPU memory a model needs on a worker: its weights and a fifth more (module docs).
+pub(super) fn gpu_need(model: &ServedModel) -> u64 {
+    model.weight_bytes.saturating_add(model.weight_bytes / 5)
+}
+
+/// Whether `model` fits `gpu` (always, on a worker without one).
+pub(super) fn fits(model: &ServedModel, gpu: Option<&GpuDevice>) -> bool {
+    gpu.is_none_or(|g| gpu_need(model) <= g.total_memory_bytes)
+}
 
 impl Farm {
     /// The worker now holds `resident` loaded (WorkerStatus).

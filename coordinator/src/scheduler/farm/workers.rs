@@ -69,10 +69,11 @@ impl Farm {
         let id = info.id.clone();
         let offered = std::mem::take(&mut info.running);
         let cordoned = self.cordoned.contains(&id);
+        // A model too large for the worker's GPU is listed but not served (see `placement`).
         let serves = info
             .models
             .iter()
-            .filter(|m| m.not_servable.is_empty())
+            .filter(|m| m.not_servable.is_empty() && placement::fits(m, info.gpu.as_ref()))
             .map(|m| m.name.clone())
             .collect();
         placement::count_warm(&mut self.warm, &info.resident);
@@ -232,6 +233,29 @@ impl Farm {
         self.workers
             .values()
             .any(|w| !w.draining && w.serves.iter().any(|m| m == model))
+    }
+
+    /// For a model some live worker lists but none can hold: (GPU memory it needs, the
+    /// largest GPU among the workers listing it).
+    pub(super) fn too_large_everywhere(&self, model: &str) -> Option<(u64, u64)> {
+        let mut need = None;
+        let mut largest = 0;
+        for w in self.workers.values() {
+            let Some(m) = w.info.models.iter().find(|m| m.name == model) else {
+                continue;
+            };
+            if !m.not_servable.is_empty() {
+                continue;
+            }
+            match &w.info.gpu {
+                Some(g) if !placement::fits(m, Some(g)) => {
+                    need = Some(placement::gpu_need(m));
+                    largest = largest.max(g.total_memory_bytes);
+                }
+                _ => return None,
+            }
+        }
+        need.map(|n| (n, largest))
     }
 
     pub(crate) fn worker_views(&self) -> Vec<WorkerView> {
