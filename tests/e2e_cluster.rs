@@ -1347,31 +1347,15 @@ async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
             ..Default::default()
         })),
     };
-    let mut client = WorkerServiceClient::connect(cluster.coordinator.url())
-        .await
-        .expect("WorkerService");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(register("gpu-worker-0", gpu.clone()))
-        .await
-        .unwrap();
-    let _session = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .expect("the session opens");
-
-    // Workers not started by the cluster are only waited for in ListWorkers.
-    cluster
-        .wait_workers_connected(&["gpu-worker-0".to_string()])
-        .await;
+    let Some(v1::worker_message::Body::Register(first)) =
+        register("gpu-worker-0", gpu.clone()).body
+    else {
+        unreachable!()
+    };
+    let _session = cluster.register_by_hand(first).await;
     let listed = cluster
-        .admin()
-        .list_workers(v1::ListWorkersRequest {})
+        .listed_worker("gpu-worker-0")
         .await
-        .expect("ListWorkers")
-        .into_inner()
-        .workers
-        .into_iter()
-        .find(|w| w.id == "gpu-worker-0")
         .expect("the GPU worker is listed");
     assert_eq!(
         listed.gpu.as_ref(),
@@ -1404,6 +1388,9 @@ async fn a_gpu_workers_device_is_listed_by_list_workers_and_the_cli() {
     );
 
     // A device name no driver reports is a misbehaving worker: refused, naming the field.
+    let mut client = WorkerServiceClient::connect(cluster.coordinator.url())
+        .await
+        .expect("WorkerService");
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut bad = gpu.clone();
     bad.name = "x".repeat(300);
@@ -1482,16 +1469,9 @@ async fn a_failing_worker_is_excluded_then_cordoned_as_unhealthy_and_jobs_still_
             );
         }
     }
-    let listed = cluster
-        .admin()
-        .list_workers(v1::ListWorkersRequest {})
+    let bad = cluster
+        .listed_worker("worker-bad")
         .await
-        .expect("ListWorkers")
-        .into_inner()
-        .workers;
-    let bad = listed
-        .iter()
-        .find(|w| w.id == "worker-bad")
         .expect("the bad worker is still connected");
     assert!(
         bad.cordoned && bad.health.starts_with("unhealthy: 3 failed attempts"),
@@ -1512,14 +1492,7 @@ async fn a_failing_worker_is_excluded_then_cordoned_as_unhealthy_and_jobs_still_
     );
     let (ok, stdout, stderr) = cli(&cluster, &["uncordon", "worker-bad"]).await;
     assert!(ok, "reelfarm uncordon worker-bad: {stdout} {stderr}");
-    let listed = cluster
-        .admin()
-        .list_workers(v1::ListWorkersRequest {})
-        .await
-        .expect("ListWorkers")
-        .into_inner()
-        .workers;
-    let bad = listed.iter().find(|w| w.id == "worker-bad").unwrap();
+    let bad = cluster.listed_worker("worker-bad").await.unwrap();
     assert!(!bad.cordoned && bad.health.is_empty(), "{bad:?}");
 }
 
@@ -1527,16 +1500,9 @@ async fn a_failing_worker_is_excluded_then_cordoned_as_unhealthy_and_jobs_still_
 /// model) and says at once, over the real API, why it waits.
 #[tokio::test]
 async fn a_model_too_large_for_every_gpu_says_so_in_waiting() {
-    use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
-    use tokio_stream::wrappers::ReceiverStream;
-
     let mut cluster = Cluster::start(no_workers(&[])).await;
-    let mut client = WorkerServiceClient::connect(cluster.coordinator.url())
-        .await
-        .expect("WorkerService");
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(v1::WorkerMessage {
-        body: Some(v1::worker_message::Body::Register(v1::RegisterWorker {
+    let _session = cluster
+        .register_by_hand(v1::RegisterWorker {
             worker_id: "gpu-small".into(),
             engine: "cuda".into(),
             slots: 1,
@@ -1555,16 +1521,7 @@ async fn a_model_too_large_for_every_gpu_says_so_in_waiting() {
                 ..Default::default()
             }),
             ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let _session = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .expect("the session opens");
-    cluster
-        .wait_workers_connected(&["gpu-small".to_string()])
+        })
         .await;
     let job = cluster
         .submit(v1::JobSpec {
@@ -1586,10 +1543,7 @@ async fn a_model_too_large_for_every_gpu_says_so_in_waiting() {
             let id = job.id.clone();
             async move {
                 let j = jobs
-                    .get_job(v1::GetJobRequest {
-                        id,
-                        ..Default::default()
-                    })
+                    .get_job(v1::GetJobRequest { id })
                     .await
                     .expect("GetJob")
                     .into_inner()

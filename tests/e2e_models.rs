@@ -258,17 +258,7 @@ async fn model_jobs_render_mp4s_share_text_encodings_and_follow_the_physics_guid
     cluster.worker("worker-gpu").process.assert_alive();
 
     // The worker said what it holds loaded (WorkerStatus), for warm placement.
-    let workers = cluster
-        .admin()
-        .list_workers(v1::ListWorkersRequest {})
-        .await
-        .expect("ListWorkers")
-        .into_inner()
-        .workers;
-    let gpu = workers
-        .iter()
-        .find(|w| w.id == "worker-gpu")
-        .expect("listed");
+    let gpu = cluster.listed_worker("worker-gpu").await.expect("listed");
     assert_eq!(
         gpu.resident
             .iter()

@@ -512,6 +512,48 @@ impl Cluster {
         AdminServiceClient::new(self.channel())
     }
 
+    /// Worker `id` as ListWorkers shows it now, if it is connected.
+    pub async fn listed_worker(&self, id: &str) -> Option<v1::WorkerInfo> {
+        self.admin()
+            .list_workers(v1::ListWorkersRequest {})
+            .await
+            .expect("ListWorkers")
+            .into_inner()
+            .workers
+            .into_iter()
+            .find(|w| w.id == id)
+    }
+
+    /// Registers over a real WorkerService session exactly as `register` says (what a
+    /// worker on hardware this machine lacks would send), waits until it is listed, and
+    /// returns what keeps the session open: drop both to end it.
+    pub async fn register_by_hand(
+        &mut self,
+        register: v1::RegisterWorker,
+    ) -> (
+        tokio::sync::mpsc::Sender<v1::WorkerMessage>,
+        tonic::Streaming<v1::CoordinatorMessage>,
+    ) {
+        use reelfarm_proto::v1::worker_service_client::WorkerServiceClient;
+        let id = register.worker_id.clone();
+        let mut client = WorkerServiceClient::connect(self.coordinator.url())
+            .await
+            .expect("WorkerService");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(v1::WorkerMessage {
+            body: Some(v1::worker_message::Body::Register(register)),
+        })
+        .await
+        .expect("queued");
+        let inbound = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("the session opens")
+            .into_inner();
+        self.wait_workers_connected(&[id]).await;
+        (tx, inbound)
+    }
+
     /// Submits one job and returns it (as stored: defaults and seed filled in).
     pub async fn submit(&self, spec: v1::JobSpec) -> v1::Job {
         self.jobs()
