@@ -23,35 +23,17 @@ fi
 
 eval "$(scripts/cuda-toolkit.sh)"
 log "toolkit: $(nvcc --version | tail -1)"
+source scripts/lib/cuda.sh
 
 started=$SECONDS
-target="${CARGO_TARGET_DIR:-target}"
-cargo build --features cuda --bins
-# The CPU and CUDA builds share target/debug/<bin> (the last build wins): keep these apart.
-cuda_bin="$target/cuda-bin"
-mkdir -p "$cuda_bin"
-cp "$target"/debug/reelfarm-worker "$target"/debug/reelfarm-coordinator "$target"/debug/reelfarm "$cuda_bin"/
-cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity --no-run
+cuda_build
 log "CUDA build: $((SECONDS - started)) s"
-
-# Whether the NVIDIA driver's libcuda.so.1 is known to the loader.
-has_driver() { { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libcuda\.so\.1 '; }
-# Only where no driver is installed does the stub stand in for it; on a GPU machine the
-# real libcuda.so.1 is found and the tests below run on the device.
-if ! has_driver; then
-    export LD_LIBRARY_PATH="$CUDA_HOME/lib/stubs-run:$LD_LIBRARY_PATH"
-    log "no NVIDIA driver on this machine: the libcuda link stub answers CUDA_ERROR_STUB_LIBRARY"
-fi
-
-# Kernel gate (prints the register table) and the kernel parity tests.
-# One cargo invocation for both packages: cargo resolves features per invocation, and
-# reelfarm-models alone would rebuild candle (and nvcc its kernels) with another set.
-# The model engine on candle's CUDA device against diffusers' references: on_cuda.
-cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity \
-    -- engine::cuda metrics::gpu on_cuda --nocapture
+# On a GPU machine the real libcuda.so.1 is found and the tests run on the device.
+cuda_stub_without_driver
+cuda_tests
 
 worker="$cuda_bin/reelfarm-worker"
-if has_driver; then
+if cuda_has_driver; then
     log "a driver is installed: skipping the no-driver start-up checks"
     exit 0
 fi

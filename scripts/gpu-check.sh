@@ -28,23 +28,16 @@ started=$SECONDS
 command -v nvidia-smi >/dev/null && nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || log "no nvidia-smi"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 eval "$(scripts/cuda-toolkit.sh)"
+source scripts/lib/cuda.sh
 { nvcc --version | tail -1; rustc --version; git rev-parse HEAD 2>/dev/null || true; } > "$OUT/versions.txt"
 
 # The dev profile: dependencies, the worker and the models build at opt-level 2 (Cargo.toml),
 # which is what the GPU work runs in; the bench drivers themselves are thin.
-cargo build --features cuda --bins
-# The CPU and CUDA builds share target/debug/<bin> (the last build wins): keep these apart.
-target="${CARGO_TARGET_DIR:-target}/cuda-bin"
-mkdir -p "$target"
-cp "${CARGO_TARGET_DIR:-target}"/debug/{reelfarm-worker,reelfarm-coordinator,reelfarm} "$target"/
-cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity --no-run
+cuda_build
 log "built in $((SECONDS - started)) s"
+target="$cuda_bin"
 
-{
-    # One invocation for both packages (cargo resolves features per invocation).
-    cargo test --features cuda -p reelfarm-worker -p reelfarm-models --lib --test cuda_parity \
-        -- engine::cuda metrics::gpu on_cuda --nocapture
-} 2>&1 | tee "$OUT/gpu-tests.log"
+cuda_tests 2>&1 | tee "$OUT/gpu-tests.log"
 if grep -q "skipped: no CUDA driver" "$OUT/gpu-tests.log"; then
     log "the GPU tests skipped: this machine's driver is not usable (see gpu-tests.log)"
     exit 1

@@ -214,28 +214,41 @@ impl ReadyQueue {
         }
     }
 
-    /// Advances `tenant`'s virtual time by `cost` / its weight, keeping every class's order.
+    /// Advances `tenant`'s virtual time by `cost` / its weight from where a dispatch starts
+    /// it (its own or the farm's, the later), keeping every class's order.
     fn charge(&mut self, tenant: &Arc<str>, cost: u64) {
-        let state = self
+        let vtime = self
             .tenants
-            .get_mut(tenant)
-            .expect("queued tenants are known");
-        let start = state.vtime.max(self.system_vtime);
+            .get(tenant)
+            .expect("queued tenants are known")
+            .vtime;
+        let start = vtime.max(self.system_vtime);
         self.system_vtime = start;
-        let old = state.vtime;
-        state.vtime =
-            start + VTime::from(cost) * VTime::from(MAX_TENANT_WEIGHT) / VTime::from(state.weight);
-        if state.classes > 0 {
-            for class in self.classes.values_mut() {
-                if class.order.remove(&(old, tenant.clone())) {
-                    class.order.insert((state.vtime, tenant.clone()));
-                }
-            }
-        }
+        self.advance(tenant, start, cost);
         self.charges += 1;
         if self.charges.is_multiple_of(SWEEP_EVERY) {
             let now = self.system_vtime;
             self.tenants.retain(|_, s| s.classes > 0 || s.vtime > now);
+        }
+    }
+
+    /// Sets `tenant`'s virtual time to `from` + `cost` / its weight and moves it to its new
+    /// place in every class it has entries in.
+    fn advance(&mut self, tenant: &Arc<str>, from: VTime, cost: u64) {
+        let state = self
+            .tenants
+            .get_mut(tenant)
+            .expect("queued tenants are known");
+        let old = state.vtime;
+        state.vtime =
+            from + VTime::from(cost) * VTime::from(MAX_TENANT_WEIGHT) / VTime::from(state.weight);
+        if state.classes > 0 {
+            let new = state.vtime;
+            for class in self.classes.values_mut() {
+                if class.order.remove(&(old, tenant.clone())) {
+                    class.order.insert((new, tenant.clone()));
+                }
+            }
         }
     }
 
@@ -247,16 +260,8 @@ impl ReadyQueue {
         let Some((key, state)) = self.tenants.get_key_value(tenant) else {
             return;
         };
-        let (key, old) = (key.clone(), state.vtime);
-        let state = self.tenants.get_mut(tenant).expect("just found");
-        state.vtime =
-            old + VTime::from(cost) * VTime::from(MAX_TENANT_WEIGHT) / VTime::from(state.weight);
-        let new = state.vtime;
-        for class in self.classes.values_mut() {
-            if class.order.remove(&(old, key.clone())) {
-                class.order.insert((new, key.clone()));
-            }
-        }
+        let (key, from) = (key.clone(), state.vtime);
+        self.advance(&key, from, cost);
     }
 
     /// After the credits: the farm's virtual time is the least of the backlogged tenants',

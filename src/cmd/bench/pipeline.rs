@@ -41,19 +41,19 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut results = Vec::new();
     for size in &args.sizes {
+        let (width, height) = parse_size(size)?;
+        let spec = ClipSpec {
+            prompt: "a red rubber ball bouncing on a wooden floor".into(),
+            duration_seconds: args.seconds,
+            fps: args.fps,
+            width,
+            height,
+            seed: 7,
+            steps: args.steps,
+            sampler: Sampler::DpmSolverPp2m,
+            audio: args.audio,
+        };
         for (engine_name, engine) in &engines {
-            let (width, height) = parse_size(size)?;
-            let spec = ClipSpec {
-                prompt: "a red rubber ball bouncing on a wooden floor".into(),
-                duration_seconds: args.seconds,
-                fps: args.fps,
-                width,
-                height,
-                seed: 7,
-                steps: args.steps,
-                sampler: Sampler::DpmSolverPp2m,
-                audio: args.audio,
-            };
             let timings = bench_stages(&spec, engine.as_ref()).map_err(|e| {
                 anyhow::anyhow!("{size} on {engine_name}: the pipeline failed: {e}")
             })?;

@@ -151,7 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         models
             .iter()
             .filter(|m| m.not_servable.is_empty())
-            .map(|m| m.name.clone())
+            .map(|m| (m.name.clone(), m.weight_bytes))
             .collect(),
         selected.model_device.clone(),
     ));

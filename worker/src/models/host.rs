@@ -9,7 +9,7 @@
 //! take about ten seconds; it is the exact identity of what ran, whatever the folder is
 //! called).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,15 +27,16 @@ pub struct LoadedModel {
     pub model: WanModel,
     /// See the module docs.
     pub weights_sha256: String,
-    /// Bytes of its `*.safetensors` files.
+    /// Bytes of the tensors it uses, as the start-up check counted them
+    /// (ServedModel.weight_bytes).
     pub weight_bytes: u64,
 }
 
 /// The worker's served models and the one loaded.
 pub struct ModelHost {
     root: Option<PathBuf>,
-    /// Names that passed the start-up check.
-    served: Vec<String>,
+    /// Names that passed the start-up check, with their weight bytes from it.
+    served: HashMap<String, u64>,
     device: Device,
     loaded: Mutex<Option<Arc<LoadedModel>>>,
     /// Bumped whenever the loaded model changes; `reported` is the value the coordinator
@@ -45,9 +46,10 @@ pub struct ModelHost {
 }
 
 impl ModelHost {
-    /// `root` is `--models`; `served` the names its scan accepted; `device` where the
-    /// models run (the worker's GPU under the CUDA engine, in bf16; else the CPU, in f32).
-    pub fn new(root: Option<PathBuf>, served: Vec<String>, device: Device) -> Self {
+    /// `root` is `--models`; `served` the models its scan accepted (name → weight bytes);
+    /// `device` where the models run (the worker's GPU under the CUDA engine, in bf16; else
+    /// the CPU, in f32).
+    pub fn new(root: Option<PathBuf>, served: HashMap<String, u64>, device: Device) -> Self {
         Self {
             root,
             served,
@@ -87,10 +89,10 @@ impl ModelHost {
 
     /// The model `name`, loading it (and dropping the one loaded before) if needed.
     pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, String> {
-        let root = self
+        let (root, &weight_bytes) = self
             .root
             .as_ref()
-            .filter(|_| self.served.iter().any(|s| s == name))
+            .zip(self.served.get(name))
             .ok_or_else(|| format!("model {name:?} is not served by this worker"))?;
         let mut loaded = self.loaded.lock();
         if let Some(m) = loaded.as_ref().filter(|m| m.name == name) {
@@ -111,26 +113,12 @@ impl ModelHost {
             name: name.to_string(),
             model,
             weights_sha256,
-            weight_bytes: safetensors_bytes(&dir),
+            weight_bytes,
         });
         *loaded = Some(m.clone());
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(m)
     }
-}
-
-/// Bytes of the `*.safetensors` files under `dir` (0 for what cannot be read).
-fn safetensors_bytes(dir: &Path) -> u64 {
-    let mut files = BTreeMap::new();
-    if collect(dir, dir, &mut files).is_err() {
-        return 0;
-    }
-    files
-        .values()
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// See the module docs.

@@ -58,16 +58,28 @@ impl Farm {
             // Tasks of jobs this worker is excluded from (see `health`), and model tasks left
             // to a worker holding their model (see `placement`): not charged to their
             // tenant, queued again once this worker has its task.
-            let mut excluded: Vec<(JobId, u32)> = Vec::new();
+            let mut deferred: Vec<(JobId, u32)> = Vec::new();
             let popped = self.ready.pop_for(serves, |i| {
                 let Some(j) = jobs.get_mut(&i.job_id) else {
                     return false;
                 };
                 let pending = j.pending.is_some();
-                let needs_model = j.record.tasks[i.task_index as usize].kind.needs_model();
-                let model = j.record.spec.model.as_ref().filter(|_| needs_model);
-                let t = &mut j.tasks[i.task_index as usize];
-                let skip = j.excluded.contains(&worker_id)
+                let index = i.task_index as usize;
+                let t = &mut j.tasks[index];
+                if !t.queued {
+                    return false;
+                }
+                // Popped either way: a task skipped because of a pending terminal write is
+                // queued again if that write is abandoned (`requeue_ready_tasks`).
+                t.queued = false;
+                metrics.queue_depth(i.priority).dec();
+                if pending || t.state != TaskState::Ready {
+                    return false;
+                }
+                let model = (j.record.tasks[index].kind.needs_model())
+                    .then_some(j.record.spec.model.as_ref())
+                    .flatten();
+                let defer = j.excluded.contains(&worker_id)
                     || model.is_some_and(|m| {
                         Farm::leave_to_warm(
                             warm,
@@ -77,21 +89,13 @@ impl Farm {
                             affinity_wait,
                         )
                     });
-                if !t.queued {
-                    return false;
+                if defer {
+                    deferred.push((i.job_id.clone(), i.task_index));
                 }
-                // Popped either way: a task skipped because of a pending terminal write is
-                // queued again if that write is abandoned (`requeue_ready_tasks`).
-                t.queued = false;
-                metrics.queue_depth(i.priority).dec();
-                if skip && !pending && t.state == TaskState::Ready {
-                    excluded.push((i.job_id.clone(), i.task_index));
-                    return false;
-                }
-                !pending && t.state == TaskState::Ready
+                !defer
             });
-            let skipped_some = !excluded.is_empty();
-            for (job_id, index) in excluded {
+            let skipped_some = !deferred.is_empty();
+            for (job_id, index) in deferred {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     enqueue(&mut self.ready, &mut self.text, &self.metrics, job, index);
                 }

@@ -46,6 +46,24 @@ pub(super) struct TaskRun {
     pub(super) ready_at: Instant,
 }
 
+impl TaskRun {
+    /// Ends the running attempt without a result, noting `error` (`counts`: as a failure of
+    /// the task); false when no attempt runs or its result is being committed.
+    pub(super) fn end_attempt(&mut self, counts: bool, error: String) -> bool {
+        if self.committing || !matches!(self.state, TaskState::Assigned | TaskState::Running) {
+            return false;
+        }
+        if counts {
+            self.failures += 1;
+        }
+        self.worker = None;
+        self.progress = 0.0;
+        self.steps_per_second = 0.0;
+        self.error = Some(error);
+        true
+    }
+}
+
 /// One job of the table: the durable record plus what only memory knows.
 pub(super) struct JobEntry {
     pub(super) record: JobRecord,
@@ -121,8 +139,6 @@ impl Farm {
             .cloned()
     }
 
-    /// Adds a stored job with the completions already committed for it (from a snapshot on
-    /// recovery, none for a new job), and queues whatever is ready.
     /// After a failover, once every job is inserted: each unfinished job's committed tasks
     /// are charged to its tenant's fair share, as they were when dispatched (see
     /// `queue`), so the tenant that was ahead stays ahead of the one that waited.
@@ -148,6 +164,8 @@ impl Farm {
         self.ready.settle();
     }
 
+    /// Adds a stored job with the completions already committed for it (from a snapshot on
+    /// recovery, none for a new job), and queues whatever is ready.
     pub(crate) fn insert_job(&mut self, record: JobRecord, completions: &[TaskCompletion]) {
         let now = Instant::now();
         let mut tasks: Vec<TaskRun> = record

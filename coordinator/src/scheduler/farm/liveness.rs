@@ -276,13 +276,13 @@ impl Farm {
         if ready == 0 || running > 0 {
             return None;
         }
-        let taking: Vec<&String> = self
+        let mut taking = self
             .workers
             .iter()
             .filter(|(_, w)| !w.draining)
             .map(|(id, _)| id)
-            .collect();
-        if !taking.is_empty() && taking.iter().all(|id| job.excluded.contains(*id)) {
+            .peekable();
+        if taking.peek().is_some() && taking.all(|id| job.excluded.contains(id)) {
             return Some(format!(
                 "every connected worker that takes tasks failed this job's tasks {} times and is excluded from it: {ready} ready task(s) wait for another worker",
                 self.config.exclude_worker_after

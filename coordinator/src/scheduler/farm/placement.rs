@@ -34,10 +34,9 @@ impl Farm {
         let Some(w) = self.workers.get_mut(worker_id) else {
             return;
         };
-        let old = std::mem::replace(&mut w.info.resident, resident);
-        let new = w.info.resident.clone();
-        forget_warm(&mut self.warm, &old);
-        count_warm(&mut self.warm, &new);
+        forget_warm(&mut self.warm, &w.info.resident);
+        count_warm(&mut self.warm, &resident);
+        w.info.resident = resident;
     }
 
     /// Whether a cold worker should leave this model task to a warm one (see the module

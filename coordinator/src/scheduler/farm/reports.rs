@@ -182,16 +182,9 @@ impl Farm {
         let max_attempts = self.config.max_attempts;
         let job = self.jobs.get_mut(job_id)?;
         let task = &mut job.tasks[index as usize];
-        if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+        if !task.end_attempt(counts, format!("{reason}: {error}")) {
             return None;
         }
-        if counts {
-            task.failures += 1;
-        }
-        task.worker = None;
-        task.progress = 0.0;
-        task.steps_per_second = 0.0;
-        task.error = Some(format!("{reason}: {error}"));
         task.retry_reason = Some(reason.to_string());
         self.metrics
             .tasks_retried
@@ -224,15 +217,10 @@ impl Farm {
     ) -> Option<Commit> {
         let job = self.jobs.get_mut(job_id)?;
         let task = &mut job.tasks[index as usize];
-        if task.committing || !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+        if !task.end_attempt(true, format!("{}: {error}", failure.code)) {
             return None;
         }
-        task.failures += 1;
-        task.worker = None;
-        task.progress = 0.0;
-        task.steps_per_second = 0.0;
         task.state = TaskState::Failed;
-        task.error = Some(format!("{}: {error}", failure.code));
         let message = format!(
             "task {} failed with a permanent error, not retried: {}: {error}",
             job.record.tasks[index as usize].id, failure.code
