@@ -387,3 +387,192 @@ async fn a_model_that_cannot_load_fails_its_job_at_once_with_a_code() {
         describe(&job)
     );
 }
+
+/// A model job whose DENOISE runs long enough to interrupt: 200 steps of a 17-frame
+/// 128×128 clip (about 5 s of the tiny model here), checkpointed every 10 steps.
+fn long_denoise_spec(prompt: &str, seed: u64, priority: v1::Priority) -> v1::JobSpec {
+    v1::JobSpec {
+        duration_seconds: 17.0 / 12.0,
+        width: 128,
+        height: 128,
+        steps: 200,
+        priority: priority as i32,
+        ..model_spec(prompt, seed)
+    }
+}
+
+const CHECKPOINT_EVERY: &str = "10";
+
+fn denoise_task(job: &v1::Job) -> &v1::TaskView {
+    job.task_details
+        .iter()
+        .find(|t| task_kind(t) == v1::TaskKind::Denoise)
+        .unwrap_or_else(|| panic!("a model job has a DENOISE task: {}", describe(job)))
+}
+
+/// The sha256 of the latents a finished DENOISE committed.
+fn latents_sha256(job: &v1::Job) -> String {
+    let t = denoise_task(job);
+    t.outputs
+        .iter()
+        .find(|o| o.kind == "latents")
+        .unwrap_or_else(|| panic!("a done DENOISE lists its latents: {}", describe(job)))
+        .sha256
+        .clone()
+}
+
+/// A model worker that checkpoints every [`CHECKPOINT_EVERY`] steps.
+fn add_model_worker(cluster: &mut Cluster, id: &str, models: &tempfile::TempDir) {
+    cluster.add_worker_with_args(
+        id,
+        &[
+            "--models".to_string(),
+            models.path().display().to_string(),
+            "--checkpoint-every-steps".to_string(),
+            CHECKPOINT_EVERY.to_string(),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_denoise_resumes_from_its_checkpoint_after_its_worker_is_killed_and_equals_an_uninterrupted_run(
+) {
+    let models = tiny_models_folder(MODEL);
+    // One reference worker (it cannot run the model's tasks) and one model worker.
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    add_model_worker(&mut cluster, "gpu-a", &models);
+    cluster.wait_workers_connected(&["gpu-a".to_string()]).await;
+
+    let spec = long_denoise_spec("a red ball bouncing", 21, v1::Priority::Normal);
+    let job = cluster.submit(spec.clone()).await;
+    let at_kill = cluster
+        .wait_job(&job.id, "a durable DENOISE checkpoint", |j| {
+            j.task_details.iter().any(|t| {
+                task_kind(t) == v1::TaskKind::Denoise && t.checkpoint_step >= 10 && is_active(t)
+            })
+        })
+        .await;
+    cluster.worker("gpu-a").process.kill9();
+    let checkpoint = denoise_task(&at_kill).checkpoint_step;
+    // The checkpoint is in etcd, not only in the coordinator's memory (one record per
+    // task, replaced by each later checkpoint).
+    let prefix = format!("checkpoints/{}/", job.id);
+    let stored = wait_until(
+        "the checkpoint in etcd",
+        std::time::Duration::from_secs(10),
+        || async {
+            let keys = cluster.etcd_keys(&prefix).await;
+            if keys.is_empty() {
+                Err("no key yet".to_string())
+            } else {
+                Ok(keys)
+            }
+        },
+    )
+    .await;
+    assert_eq!(stored.len(), 1, "one checkpoint record: {stored:?}");
+
+    add_model_worker(&mut cluster, "gpu-b", &models);
+    let done = cluster.wait_succeeded(&job.id).await;
+    let denoise = denoise_task(&done);
+    assert!(
+        denoise.attempt >= 2 && denoise.resumed_from_step >= checkpoint,
+        "the second attempt resumed at step {} (checkpoint {checkpoint} when the worker was killed): {}",
+        denoise.resumed_from_step,
+        describe(&done)
+    );
+    assert_eq!(denoise.worker_id, "gpu-b");
+    assert!(
+        cluster
+            .worker("gpu-b")
+            .process
+            .log()
+            .contains("resuming the denoise from its checkpoint"),
+        "the worker says it resumed"
+    );
+
+    // The same spec again, uninterrupted on the same engine: the same latents, bit for bit.
+    let again = cluster.submit(spec).await;
+    let again = cluster.wait_succeeded(&again.id).await;
+    assert_eq!(denoise_task(&again).resumed_from_step, 0);
+    assert_eq!(
+        latents_sha256(&done),
+        latents_sha256(&again),
+        "a resumed denoise equals an uninterrupted one"
+    );
+}
+
+#[tokio::test]
+async fn a_high_job_preempts_a_running_low_denoise_which_resumes_from_its_checkpoint() {
+    let models = tiny_models_folder(MODEL);
+    // No reference worker: the model worker's one slot is all there is, so HIGH work
+    // finds no free slot while the LOW denoise runs. Every HIGH task may preempt (no
+    // interval), so the HIGH job's chain of tasks never waits behind the LOW one.
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        coordinator_args: vec![
+            "--preemption".into(),
+            "low-for-high".into(),
+            "--preemption-min-interval-seconds".into(),
+            "0".into(),
+        ],
+    })
+    .await;
+    add_model_worker(&mut cluster, "gpu-a", &models);
+    cluster.wait_workers_connected(&["gpu-a".to_string()]).await;
+
+    let low_spec = long_denoise_spec("a slow blue cube", 5, v1::Priority::Low);
+    let low = cluster.submit(low_spec.clone()).await;
+    cluster
+        .wait_job(&low.id, "the LOW denoise running", |j| {
+            let t = denoise_task(j);
+            is_active(t) && t.progress > 0.05
+        })
+        .await;
+    let high = cluster
+        .submit(v1::JobSpec {
+            priority: v1::Priority::High as i32,
+            ..model_spec("a quick red ball", 9)
+        })
+        .await;
+    let high = cluster.wait_succeeded(&high.id).await;
+    let low_then = cluster
+        .jobs()
+        .get_job(v1::GetJobRequest { id: low.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert!(
+        !is_terminal(&low_then),
+        "the HIGH job finished while the LOW one still runs:\nHIGH {}\nLOW {}",
+        describe(&high),
+        describe(&low_then)
+    );
+    let low = cluster.wait_succeeded(&low.id).await;
+    let denoise = denoise_task(&low);
+    assert!(
+        denoise.preemptions >= 1 && denoise.resumed_from_step > 0,
+        "the LOW denoise was preempted and resumed from its checkpoint: {}",
+        describe(&low)
+    );
+    assert_eq!(denoise.failures, 0, "a preemption is not a failure");
+    let metrics = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        sample_sum(&metrics, "reelfarm_preemptions_total", "").unwrap_or(0.0) >= 1.0,
+        "counted"
+    );
+
+    // Uninterrupted (nothing HIGH waits now): the same latents, bit for bit.
+    let again = cluster.submit(low_spec).await;
+    let again = cluster.wait_succeeded(&again.id).await;
+    assert_eq!(denoise_task(&again).preemptions, 0);
+    assert_eq!(latents_sha256(&low), latents_sha256(&again));
+}

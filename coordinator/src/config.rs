@@ -99,6 +99,21 @@ pub struct Config {
     #[arg(long, env = "REELFARM_AFFINITY_WAIT_MS", default_value_t = 20_000)]
     pub affinity_wait_ms: u64,
 
+    /// With HIGH work waiting and no free slot for it, checkpoint a running LOW denoising
+    /// task and hand it back (it resumes from that checkpoint later): `low-for-high`, or
+    /// `off`.
+    #[arg(long, env = "REELFARM_PREEMPTION", default_value = "low-for-high", value_parser = ["off", "low-for-high"])]
+    pub preemption: String,
+
+    /// A task is preempted at most once in this many seconds (it keeps its slot after a
+    /// preemption until this has passed), so LOW work always moves.
+    #[arg(
+        long,
+        env = "REELFARM_PREEMPTION_MIN_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub preemption_min_interval_seconds: u64,
+
     /// The window of --unhealthy-after, in seconds.
     #[arg(long, env = "REELFARM_UNHEALTHY_WINDOW_SECONDS", default_value_t = 600)]
     pub unhealthy_window_seconds: u64,
@@ -155,6 +170,8 @@ impl Config {
             unhealthy_after: 5,
             unhealthy_window_seconds: 600,
             affinity_wait_ms: 20_000,
+            preemption: "low-for-high".into(),
+            preemption_min_interval_seconds: 300,
             segment_frames: 12,
             max_segments: 64,
             advertise_address: None,
@@ -266,6 +283,10 @@ impl Config {
                 unhealthy_after: self.unhealthy_after,
                 unhealthy_window: std::time::Duration::from_secs(self.unhealthy_window_seconds),
                 affinity_wait: std::time::Duration::from_millis(self.affinity_wait_ms),
+                preemption: self.preemption == "low-for-high",
+                preemption_interval: std::time::Duration::from_secs(
+                    self.preemption_min_interval_seconds,
+                ),
             },
             planner: PlannerConfig {
                 segment_frames: self.segment_frames,

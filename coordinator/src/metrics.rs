@@ -38,6 +38,9 @@ pub struct Metrics {
     pub workers_excluded: IntCounter,
     pub workers_marked_unhealthy: IntCounter,
     pub stale_reports: IntCounter,
+    pub checkpoints: IntCounter,
+    pub preemptions_requested: IntCounter,
+    pub preemptions: IntCounter,
     pub jobs_forgotten: IntCounter,
     pub artifacts_collected: IntCounter,
     pub cache_hits: IntCounter,
@@ -124,6 +127,18 @@ impl Metrics {
             stale_reports: r.add(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",
                 "Progress reports and results rejected because their attempt token was not current (fencing)."
+            )),
+            checkpoints: r.add(IntCounter::new(
+                "reelfarm_task_checkpoints_total",
+                "Denoising checkpoints accepted from workers (each replaces its task's previous one)."
+            )),
+            preemptions_requested: r.add(IntCounter::new(
+                "reelfarm_preemptions_requested_total",
+                "LOW denoising attempts asked to checkpoint and hand back for HIGH work (--preemption)."
+            )),
+            preemptions: r.add(IntCounter::new(
+                "reelfarm_preemptions_total",
+                "LOW denoising attempts handed back after a preemption, to resume from their checkpoint."
             )),
             dispatch_latency: r.add(Histogram::with_opts(
                 HistogramOpts::new(

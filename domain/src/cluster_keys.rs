@@ -54,6 +54,17 @@ impl ClusterKeys {
     pub fn result(&self, job_id: &str, task_index: u32) -> String {
         format!("{}{task_index:04}", self.job_results_prefix(job_id))
     }
+    pub fn checkpoints_prefix(&self) -> String {
+        format!("{}checkpoints/", self.root)
+    }
+    /// Every task checkpoint of one job.
+    pub fn job_checkpoints_prefix(&self, job_id: &str) -> String {
+        format!("{}{job_id}/", self.checkpoints_prefix())
+    }
+    /// One task's latest denoising checkpoint (overwritten by the next).
+    pub fn checkpoint(&self, job_id: &str, task_index: u32) -> String {
+        format!("{}{task_index:04}", self.job_checkpoints_prefix(job_id))
+    }
     pub fn idempotency(&self, tenant: &str, key: &str) -> String {
         format!("{}idempotency/{tenant}/{key}", self.root)
     }

@@ -150,3 +150,107 @@ fn tensors_round_trip_through_safetensors_bytes_and_garbage_is_an_error() {
     assert!(from_safetensors(b"not a safetensors file", &Device::Cpu).is_err());
     assert!(from_safetensors(&bytes[..bytes.len() / 2], &Device::Cpu).is_err());
 }
+
+/// The latents as bits: equal means bit for bit, not within a tolerance.
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
+
+#[test]
+fn a_denoise_resumed_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit() {
+    use reelfarm_models::wan::pipeline::DenoiseStart;
+    for name in CONFIGS {
+        let m = model(name);
+        let text = m.encode_text("a red ball", "blurry", 5.0).unwrap();
+        for sampler in [SamplerKind::UniPc, SamplerKind::FlowEuler] {
+            let p = DenoiseParams {
+                steps: 5,
+                ..params(11, sampler)
+            };
+            let whole = m.denoise(&text, &p, None, |_, _| Ok(())).unwrap();
+            // Stopped after every possible step (as a preempted or killed task is), then
+            // resumed from what it saved there.
+            for k in 1..p.steps {
+                let mut saved = None;
+                let stopped = m.denoise_from(&text, &p, DenoiseStart::Noise, |s| {
+                    if s.done == k {
+                        saved = Some(m.checkpoint(s, &p).unwrap());
+                        candle_core::bail!("preempted")
+                    }
+                    Ok(())
+                });
+                assert!(stopped.is_err());
+                let saved = saved.expect("a checkpoint at step k");
+                let mut resumed_steps = vec![];
+                let resumed = m
+                    .denoise_from(&text, &p, DenoiseStart::Resume(&saved), |s| {
+                        resumed_steps.push(s.done);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(
+                    resumed_steps,
+                    ((k + 1)..=p.steps).collect::<Vec<_>>(),
+                    "{name} {sampler:?}: resumes after step {k}"
+                );
+                assert_eq!(
+                    bits(&resumed),
+                    bits(&whole),
+                    "{name} {sampler:?}: resumed after step {k} differs from the uninterrupted run"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_of_another_schedule_or_a_damaged_one_is_refused() {
+    use reelfarm_models::wan::pipeline::DenoiseStart;
+    let m = model("wan-tiny-a");
+    let text = m.encode_text("a red ball", "", 5.0).unwrap();
+    let p = params(1, SamplerKind::UniPc);
+    let mut saved = None;
+    let _ = m.denoise_from(&text, &p, DenoiseStart::Noise, |s| {
+        saved = Some(m.checkpoint(s, &p).unwrap());
+        candle_core::bail!("stop")
+    });
+    let saved = saved.unwrap();
+    let more_steps = DenoiseParams {
+        steps: 4,
+        ..p.clone()
+    };
+    let e = m
+        .denoise_from(&text, &more_steps, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("another schedule"), "{e:#}");
+    let euler = DenoiseParams {
+        sampler: SamplerKind::FlowEuler,
+        ..p.clone()
+    };
+    assert!(m
+        .denoise_from(&text, &euler, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .is_err());
+    let bigger = DenoiseParams {
+        width: 64,
+        ..p.clone()
+    };
+    let e = m
+        .denoise_from(&text, &bigger, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("do not match"), "{e:#}");
+    let e = m
+        .denoise_from(
+            &text,
+            &p,
+            DenoiseStart::Resume(&saved[..saved.len() / 2]),
+            |_| Ok(()),
+        )
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("checkpoint"), "{e:#}");
+}

@@ -87,6 +87,17 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MODELS")]
     pub models: Option<std::path::PathBuf>,
 
+    /// A model job's DENOISE saves a checkpoint (latents and sampler history, to the
+    /// artifact store) after every this many steps, so a retry, a hand-back or a failover
+    /// resumes there instead of at step 0; 0: only on the time bound and when preempted.
+    #[arg(long, env = "REELFARM_CHECKPOINT_EVERY_STEPS", default_value_t = 5)]
+    pub checkpoint_every_steps: u32,
+
+    /// ...and at the first step ending this many seconds after the last checkpoint (a
+    /// step of a large model can take a minute); 0: no time bound.
+    #[arg(long, env = "REELFARM_CHECKPOINT_EVERY_SECONDS", default_value_t = 120)]
+    pub checkpoint_every_seconds: u64,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub stale_cancels: IntCounter,
     pub lease_renewal_failures: IntCounter,
     pub artifact_bytes: IntCounter,
+    pub checkpoints: IntCounter,
+    pub preemptions: IntCounter,
     pub session_seconds: Histogram,
     /// `reelfarm_worker_engine_busy_ratio{engine}`: mark engine work with `enter()`.
     pub engine_busy: engine_busy::EngineBusy,
@@ -99,6 +101,14 @@ impl Metrics {
             artifact_bytes: r.add(IntCounter::new(
                 "reelfarm_worker_artifact_bytes_written_total",
                 "Bytes written to the artifact store.",
+            )),
+            checkpoints: r.add(IntCounter::new(
+                "reelfarm_worker_checkpoints_total",
+                "Denoising checkpoints written to the artifact store and reported.",
+            )),
+            preemptions: r.add(IntCounter::new(
+                "reelfarm_worker_preemptions_total",
+                "Attempts checkpointed and handed back because the coordinator preempted them.",
             )),
             session_seconds: r.add(Histogram::with_opts(
                 HistogramOpts::new(

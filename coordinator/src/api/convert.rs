@@ -128,6 +128,10 @@ pub fn job(v: &JobView) -> v1::Job {
                 failures: t.failures,
                 retry_reason: t.retry_reason.clone(),
                 steps_per_second: t.steps_per_second,
+                checkpoint_step: t.checkpoint_step,
+                resumed_from_step: t.resumed_from_step,
+                preemptions: t.preemptions,
+                outputs: t.outputs.iter().map(output).collect(),
             })
             .collect(),
         outputs: v.outputs.iter().map(output).collect(),
@@ -180,6 +184,10 @@ pub fn assignment(a: &Assignment) -> v1::Assignment {
                 output: Some(output(&i.output)),
             })
             .collect(),
+        resume: a.resume.as_ref().map(|r| v1::Checkpoint {
+            step: r.step,
+            output: Some(output(&r.output)),
+        }),
     }
 }
 

@@ -170,6 +170,9 @@ fn to_proto(msg: ToWorker, checks: &SharedChecks) -> v1::CoordinatorMessage {
         ToWorker::Cancel(token) => v1::coordinator_message::Body::Cancel(v1::CancelTask {
             token: Some(convert::token(&token)),
         }),
+        ToWorker::Preempt(token) => v1::coordinator_message::Body::Preempt(v1::PreemptTask {
+            token: Some(convert::token(&token)),
+        }),
     };
     v1::CoordinatorMessage { body: Some(body) }
 }
@@ -239,6 +242,13 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                         break;
                     }
                 };
+                // Checkpoints are applied in stream order, each durable before the next
+                // message: a preempted attempt's hand-back follows its last checkpoint, and
+                // two checkpoints of one task never overtake each other in the store.
+                if let Some(v1::worker_message::Body::Checkpoint(c)) = body {
+                    checkpoint(&scheduler, &worker_id, c).await;
+                    continue;
+                }
                 if let Some(result) = handle(
                     &scheduler,
                     &store,
@@ -275,6 +285,34 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                 .map(move |m| Ok(to_proto(m, &outbound_checks))),
         );
         Ok(Response::new(Box::pin(stream) as SessionStream))
+    }
+}
+
+/// A running attempt's checkpoint (see the farm's `checkpoints`).
+async fn checkpoint(scheduler: &Arc<Scheduler>, worker_id: &str, c: v1::TaskCheckpoint) {
+    let (Some(token), Some(checkpoint)) = (convert::token_from(c.token.as_ref()), c.checkpoint)
+    else {
+        tracing::warn!(worker_id, "checkpoint without a token or a file ignored");
+        return;
+    };
+    let Some(o) = checkpoint.output else {
+        tracing::warn!(worker_id, "checkpoint without a file ignored");
+        return;
+    };
+    let output = Output {
+        kind: o.kind,
+        uri: o.uri,
+        sha256: o.sha256,
+        bytes: o.bytes,
+    };
+    match scheduler
+        .checkpoint(worker_id, &token, checkpoint.step, output)
+        .await
+    {
+        Ok(()) => tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+            step = checkpoint.step, "checkpoint recorded"),
+        Err(e) => tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
+            step = checkpoint.step, error = %e, "checkpoint rejected"),
     }
 }
 
@@ -391,10 +429,11 @@ fn handle(
         Some(Body::Drain(_)) => {}
         Some(Body::HandBack(h)) => {
             if let Some(token) = convert::token_from(h.token.as_ref()) {
-                match scheduler.hand_back(worker_id, &token, &h.reason) {
+                match scheduler.hand_back(worker_id, &token, &h.reason, h.preempted) {
                     Ok(()) => {
                         tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
-                        attempt = token.attempt, reason = %h.reason, "task handed back")
+                        attempt = token.attempt, reason = %h.reason, preempted = h.preempted,
+                        "task handed back")
                     }
                     Err(e) => {
                         tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
@@ -404,6 +443,8 @@ fn handle(
             }
         }
         Some(Body::Verified(v)) => answer_check(checks, worker_id, v),
+        // Applied in the session loop, in order (see there).
+        Some(Body::Checkpoint(_)) => {}
         None => {}
     }
     None

@@ -12,7 +12,9 @@ pub mod task;
 pub mod tenant;
 
 pub use job::{JobId, JobRecord, JobSpec, JobState, ModelSpec, Priority, Sampler};
-pub use task::{AttemptToken, Output, TaskCompletion, TaskDef, TaskKind, TaskState};
+pub use task::{
+    AttemptToken, Output, TaskCheckpoint, TaskCompletion, TaskDef, TaskKind, TaskState,
+};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of every record.
 pub fn now_ms() -> u64 {

@@ -97,3 +97,20 @@ pub struct TaskCompletion {
     pub scene: Option<String>,
     pub finished_ms: u64,
 }
+
+/// A denoising task's latest checkpoint, kept durably so a failover resumes from it too.
+/// Overwritten by each later one; meaningless once the task is done (recovery ignores it
+/// then) and deleted with its job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    pub job_id: JobId,
+    pub task_index: u32,
+    /// Steps done: the attempt that resumes starts with the next one.
+    pub step: u32,
+    pub output: Output,
+    /// The attempt that wrote it.
+    pub attempt: u64,
+    pub term: u64,
+    pub worker_id: String,
+    pub written_ms: u64,
+}

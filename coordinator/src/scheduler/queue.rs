@@ -291,6 +291,11 @@ impl ReadyQueue {
         }
     }
 
+    /// The highest priority class with entries (stale ones included).
+    pub fn top_priority(&self) -> Option<Priority> {
+        self.classes.keys().next_back().copied()
+    }
+
     /// Entries queued, stale ones included (the tests' view of the queue).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -347,12 +352,23 @@ impl ReadyQueues {
     }
 
     /// Pops the best entry a worker serving `models` can run (see the type's docs), for
-    /// which `still_ready` holds; stale entries are dropped on the way.
+    /// which `still_ready` holds; stale entries are dropped on the way. Work of a higher
+    /// priority in the shared queue goes before its models' queues (a HIGH reference job
+    /// is not kept waiting behind LOW model work).
     pub fn pop_for(
         &mut self,
         models: &[String],
         mut still_ready: impl FnMut(&ReadyItem) -> bool,
     ) -> Option<ReadyItem> {
+        let models_top = models
+            .iter()
+            .filter_map(|m| self.by_model.get(m)?.top_priority())
+            .max();
+        if self.any.top_priority() > models_top {
+            if let Some(item) = self.any.pop(&mut still_ready) {
+                return Some(item);
+            }
+        }
         for m in models {
             let Some(queue) = self.by_model.get_mut(m) else {
                 continue;
@@ -371,6 +387,22 @@ impl ReadyQueues {
     /// Nothing is queued for any worker.
     pub fn is_empty(&self) -> bool {
         self.any.is_empty() && self.by_model.is_empty()
+    }
+
+    /// The queues with HIGH entries (stale ones included): `None` is the shared one, else
+    /// the model's.
+    pub fn high_waiting(&self) -> Vec<Option<&str>> {
+        let high = |q: &ReadyQueue| q.top_priority() == Some(Priority::High);
+        let mut v: Vec<Option<&str>> = self
+            .by_model
+            .iter()
+            .filter(|(_, q)| high(q))
+            .map(|(m, _)| Some(m.as_str()))
+            .collect();
+        if high(&self.any) {
+            v.push(None);
+        }
+        v
     }
 
     /// Only model queues hold entries: a worker that got nothing does not mean the next

@@ -36,6 +36,7 @@ impl Scheduler {
             let done = by_job.remove(job.id.as_str()).unwrap_or_default();
             farm.insert_job(job.clone(), &done);
         }
+        farm.restore_checkpoints(&snapshot.checkpoints);
         farm.restore_cordons(snapshot.cordoned.iter().cloned());
         farm.rebuild_fair_share();
         metrics.leader.set(1);

@@ -18,16 +18,38 @@ impl Scheduler {
             .progress(worker_id, token, step, total, steps_per_second)
     }
 
-    /// A worker shutting down gives an unfinished attempt back: READY at once.
+    /// A worker gives an unfinished attempt back (shutting down, or preempted): READY at
+    /// once.
     pub(crate) fn hand_back(
         &self,
         worker_id: &str,
         token: &AttemptToken,
         reason: &str,
+        preempted: bool,
     ) -> Result<(), Rejection> {
         let mut farm = self.lock();
-        farm.hand_back(worker_id, token, reason)?;
+        farm.hand_back(worker_id, token, reason, preempted)?;
         farm.dispatch();
+        Ok(())
+    }
+
+    /// A running attempt's checkpoint: kept for the task's next attempt at once, and made
+    /// durable before this returns (a failover resumes from it too).
+    pub(crate) async fn checkpoint(
+        &self,
+        worker_id: &str,
+        token: &AttemptToken,
+        step: u32,
+        output: crate::model::Output,
+    ) -> Result<(), Rejection> {
+        let write = self.lock().checkpoint(worker_id, token, step, output)?;
+        if let Some(write) = write {
+            if let Err(e) = self.store.commit(self.term(), vec![write]).await {
+                // Kept in memory: this leader still resumes from it; a new one would use
+                // the previous stored checkpoint.
+                self.store_error(e);
+            }
+        }
         Ok(())
     }
 

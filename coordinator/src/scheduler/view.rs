@@ -51,6 +51,11 @@ pub struct TaskRunView {
     pub failures: u32,
     pub retry_reason: String,
     pub steps_per_second: f64,
+    /// See TaskView in job.proto.
+    pub checkpoint_step: u32,
+    pub resumed_from_step: u32,
+    pub preemptions: u32,
+    pub outputs: Vec<Output>,
 }
 
 /// A connected worker.

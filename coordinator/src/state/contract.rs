@@ -126,7 +126,51 @@ pub async fn run_contract(store: &dyn StateStore) {
         "both committed results are stored"
     );
 
-    // Retention forgets a finished job: record, results and idempotency key.
+    // Checkpoints: the latest per task is kept, fenced like every other write.
+    let checkpoint = |index: u32, step: u32| {
+        Write::Checkpoint(crate::model::TaskCheckpoint {
+            job_id: "0000000000000001".into(),
+            task_index: index,
+            step,
+            output: crate::model::Output {
+                kind: "checkpoint".into(),
+                uri: format!("file:///c/{index}-{step}"),
+                sha256: "00".into(),
+                bytes: 1,
+            },
+            attempt: 1,
+            term: t2,
+            worker_id: "w".into(),
+            written_ms: 3,
+        })
+    };
+    store
+        .commit(t2, vec![checkpoint(2, 5)])
+        .await
+        .expect("checkpoint");
+    store
+        .commit(t2, vec![checkpoint(2, 10), checkpoint(3, 1)])
+        .await
+        .expect("later checkpoints");
+    assert!(
+        matches!(
+            store.commit(t1, vec![checkpoint(2, 15)]).await,
+            Err(StoreError::Fenced { .. })
+        ),
+        "a checkpoint with an old term is fenced"
+    );
+    let mut steps: Vec<(u32, u32)> = store
+        .load()
+        .await
+        .expect("load checkpoints")
+        .checkpoints
+        .iter()
+        .map(|c| (c.task_index, c.step))
+        .collect();
+    steps.sort();
+    assert_eq!(steps, [(2, 10), (3, 1)], "the latest per task");
+
+    // Retention forgets a finished job: record, results, checkpoints and idempotency key.
     store
         .commit(
             t2,
@@ -139,7 +183,9 @@ pub async fn run_contract(store: &dyn StateStore) {
         .expect("forget");
     let snapshot = store.load().await.expect("load after forget");
     assert!(
-        snapshot.jobs.is_empty() && snapshot.completions.is_empty(),
+        snapshot.jobs.is_empty()
+            && snapshot.completions.is_empty()
+            && snapshot.checkpoints.is_empty(),
         "the job is gone"
     );
     assert_eq!(

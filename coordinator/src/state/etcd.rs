@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     idempotency_scope, CreateOutcome, Snapshot, StateStore, StoreError, StoreResult, Write,
 };
-use crate::model::{JobRecord, TaskCompletion};
+use crate::model::{JobRecord, TaskCheckpoint, TaskCompletion};
 
 /// Keys per page when loading the state: well under etcd's and gRPC's message limits even
 /// for large job records.
@@ -224,6 +224,9 @@ impl StateStore for EtcdStore {
         let (cordons, _) = self
             .get_prefix(&self.keys.cordons_prefix(), Some(revision))
             .await?;
+        let (checkpoints, _) = self
+            .get_prefix(&self.keys.checkpoints_prefix(), Some(revision))
+            .await?;
         let mut snapshot = Snapshot::default();
         for kv in &jobs {
             snapshot
@@ -234,6 +237,11 @@ impl StateStore for EtcdStore {
             snapshot
                 .completions
                 .push(decode::<TaskCompletion>(kv.key(), kv.value())?);
+        }
+        for kv in &checkpoints {
+            snapshot
+                .checkpoints
+                .push(decode::<TaskCheckpoint>(kv.key(), kv.value())?);
         }
         for kv in &cordons {
             snapshot
@@ -382,8 +390,8 @@ fn ops(writes: &[Write]) -> usize {
     writes
         .iter()
         .map(|w| match w {
-            Write::TaskDone(_) | Write::Job(_) | Write::Cordon { .. } => 1,
-            Write::Forget { .. } => 3,
+            Write::TaskDone(_) | Write::Job(_) | Write::Cordon { .. } | Write::Checkpoint(_) => 1,
+            Write::Forget { .. } => 4,
         })
         .sum()
 }
@@ -404,15 +412,25 @@ async fn commit_once<'a>(
                 puts.push(TxnOp::put(key, encode(c), None));
             }
             Write::Job(job) => puts.push(TxnOp::put(keys.job(&job.id), encode(job.as_ref()), None)),
+            Write::Checkpoint(c) => puts.push(TxnOp::put(
+                keys.checkpoint(&c.job_id, c.task_index),
+                encode(c),
+                None,
+            )),
             Write::Forget {
                 job_id,
                 idempotency,
             } => {
                 puts.push(TxnOp::delete(keys.job(job_id), None));
-                puts.push(TxnOp::delete(
+                for prefix in [
                     keys.job_results_prefix(job_id),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ));
+                    keys.job_checkpoints_prefix(job_id),
+                ] {
+                    puts.push(TxnOp::delete(
+                        prefix,
+                        Some(etcd_client::DeleteOptions::new().with_prefix()),
+                    ));
+                }
                 if let Some((tenant, key)) = idempotency {
                     puts.push(TxnOp::delete(keys.idempotency(tenant, key), None));
                 }

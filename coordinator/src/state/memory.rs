@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     idempotency_scope, CreateOutcome, Snapshot, StateStore, StoreError, StoreResult, Write,
 };
-use crate::model::{JobId, JobRecord, TaskCompletion};
+use crate::model::{JobId, JobRecord, TaskCheckpoint, TaskCompletion};
 
 #[derive(Default)]
 struct Inner {
@@ -18,6 +18,7 @@ struct Inner {
     completions: BTreeMap<(JobId, u32), TaskCompletion>,
     idempotency: HashMap<(String, String), JobId>,
     cordoned: BTreeSet<String>,
+    checkpoints: BTreeMap<(JobId, u32), TaskCheckpoint>,
 }
 
 /// See the module docs.
@@ -63,6 +64,7 @@ impl StateStore for MemoryStore {
             jobs: inner.jobs.values().cloned().collect(),
             completions: inner.completions.values().cloned().collect(),
             cordoned: inner.cordoned.iter().cloned().collect(),
+            checkpoints: inner.checkpoints.values().cloned().collect(),
         })
     }
 
@@ -110,12 +112,18 @@ impl StateStore for MemoryStore {
                 Write::Job(job) => {
                     inner.jobs.insert(job.id.clone(), *job);
                 }
+                Write::Checkpoint(c) => {
+                    inner
+                        .checkpoints
+                        .insert((c.job_id.clone(), c.task_index), c);
+                }
                 Write::Forget {
                     job_id,
                     idempotency,
                 } => {
                     inner.jobs.remove(&job_id);
                     inner.completions.retain(|(j, _), _| *j != job_id);
+                    inner.checkpoints.retain(|(j, _), _| *j != job_id);
                     if let Some(k) = idempotency {
                         inner.idempotency.remove(&k);
                     }

@@ -20,7 +20,7 @@ pub mod contract;
 
 use async_trait::async_trait;
 
-use crate::model::{JobId, JobRecord, TaskCompletion};
+use crate::model::{JobId, JobRecord, TaskCheckpoint, TaskCompletion};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,9 @@ pub enum Write {
     TaskDone(TaskCompletion),
     /// The job record, rewritten (terminal state, outputs, error).
     Job(Box<JobRecord>),
-    /// Retention: a finished job, its results and its idempotency key are deleted.
+    /// A task's latest denoising checkpoint, replacing the one before.
+    Checkpoint(TaskCheckpoint),
+    /// Retention: a finished job, its results, checkpoints and idempotency key are deleted.
     Forget {
         job_id: JobId,
         idempotency: Option<(String, String)>,
@@ -73,6 +75,8 @@ pub struct Snapshot {
     pub completions: Vec<TaskCompletion>,
     /// Ids of the workers an operator drained ([`Write::Cordon`]).
     pub cordoned: Vec<String>,
+    /// Each task's latest checkpoint ([`Write::Checkpoint`]).
+    pub checkpoints: Vec<TaskCheckpoint>,
 }
 
 /// The durable state of the farm. Implementations must be safe to call concurrently.
@@ -85,7 +89,7 @@ pub trait StateStore: Send + Sync + 'static {
     /// made with an older term fails with [`StoreError::Fenced`] from then on.
     async fn begin_term(&self) -> StoreResult<u64>;
 
-    /// Reads every job, task completion and cordoned worker.
+    /// Reads every job, task completion, checkpoint and cordoned worker.
     async fn load(&self) -> StoreResult<Snapshot>;
 
     /// Stores a new job atomically, conditioned on `term`. If the job's idempotency key

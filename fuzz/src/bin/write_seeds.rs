@@ -208,6 +208,7 @@ fn decode_assignment() -> Vec<(&'static str, Vec<u8>)> {
             segment_index,
             segment_count: 2,
             inputs,
+            resume: None,
         }
         .encode_to_vec()
     };

@@ -80,6 +80,24 @@ impl FlowSampler for FlowEuler {
     /// Euler keeps no history: any step may come next.
     fn begin_at(&mut self, _step_index: usize) {}
 
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(
+        &mut self,
+        next_step: usize,
+        _state: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        if next_step >= self.timesteps.len() {
+            candle_core::bail!(
+                "FlowEuler: resume at step {next_step} of a {}-step schedule",
+                self.timesteps.len()
+            )
+        }
+        Ok(())
+    }
+
     fn step(
         &mut self,
         model_output: &Tensor,

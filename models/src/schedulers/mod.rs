@@ -5,7 +5,9 @@
 pub mod flow_euler;
 pub mod unipc;
 
-use candle_core::{Result, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor};
 
 /// A flow-matching sampler: the timesteps to feed the model, and the update from one model
 /// output (a flow prediction) to the next sample.
@@ -21,6 +23,29 @@ pub trait FlowSampler {
     /// Makes `step_index` the next step, with no history (video-to-video starts part-way
     /// through the schedule, as diffusers' `set_begin_index`).
     fn begin_at(&mut self, step_index: usize);
+    /// What the sampler carries from one step to the next (a multistep solver's history),
+    /// as named tensors for a checkpoint; counters are one-element u32 tensors.
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
+    /// Makes `next_step` the next step with the history [`FlowSampler::state`] saved there:
+    /// the steps that follow are bit for bit those of an uninterrupted run.
+    fn restore(&mut self, next_step: usize, state: &HashMap<String, Tensor>) -> Result<()>;
+}
+
+/// A counter as a checkpoint stores it.
+pub(crate) fn counter(value: usize) -> Result<Tensor> {
+    let v = u32::try_from(value).map_err(|_| candle_core::Error::Msg("counter overflow".into()))?;
+    Tensor::new(&[v], &Device::Cpu)
+}
+
+/// A counter [`counter`] stored under `name`.
+pub(crate) fn read_counter(state: &HashMap<String, Tensor>, name: &str) -> Result<usize> {
+    let t = state
+        .get(name)
+        .ok_or_else(|| candle_core::Error::Msg(format!("sampler state without {name:?}")))?;
+    if t.dtype() != DType::U32 || t.elem_count() != 1 {
+        candle_core::bail!("sampler state {name:?} is not one u32");
+    }
+    Ok(t.flatten_all()?.to_vec1::<u32>()?[0] as usize)
 }
 
 /// `numpy.linspace(start, stop, num)` (endpoint included) in float64, computed the way numpy

@@ -10,7 +10,9 @@
 use candle_core::{DType, Result, Tensor};
 use serde::Deserialize;
 
-use super::{div_scalar, np_linspace, scale, FlowSampler};
+use std::collections::HashMap;
+
+use super::{counter, div_scalar, np_linspace, read_counter, scale, FlowSampler};
 
 /// The `scheduler_config.json` fields this port reads; anything else is ignored. Defaults are
 /// diffusers' `__init__` defaults, so a missing `prediction_type` means "epsilon" (refused).
@@ -320,6 +322,55 @@ impl FlowSampler for UniPc {
     fn begin_at(&mut self, step_index: usize) {
         self.reset();
         self.next_step = step_index;
+    }
+
+    /// The converted model outputs (by slot), the last sample and the order counters.
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut s = Vec::new();
+        for (k, m) in self.model_outputs.iter().enumerate() {
+            if let Some(t) = m {
+                s.push((format!("model_output.{k}"), t.clone()));
+            }
+        }
+        if let Some(t) = &self.last_sample {
+            s.push(("last_sample".into(), t.clone()));
+        }
+        s.push(("lower_order_nums".into(), counter(self.lower_order_nums)?));
+        s.push(("this_order".into(), counter(self.this_order)?));
+        Ok(s)
+    }
+
+    fn restore(&mut self, next_step: usize, state: &HashMap<String, Tensor>) -> Result<()> {
+        let n = self.timesteps.len();
+        if next_step >= n {
+            candle_core::bail!("UniPC: resume at step {next_step} of a {n}-step schedule")
+        }
+        let order = self.config.solver_order;
+        let lower_order_nums = read_counter(state, "lower_order_nums")?;
+        let this_order = read_counter(state, "this_order")?;
+        if lower_order_nums > order || this_order > order {
+            candle_core::bail!("UniPC: sampler state of another solver order")
+        }
+        let mut model_outputs = vec![None; order];
+        for (k, slot) in model_outputs.iter_mut().enumerate() {
+            *slot = state.get(&format!("model_output.{k}")).cloned();
+        }
+        let last_sample = state.get("last_sample").cloned();
+        // After step i every slot from the newest back to min(i+1, order) is filled.
+        let filled = model_outputs
+            .iter()
+            .rev()
+            .take_while(|m| m.is_some())
+            .count();
+        if next_step > 0 && (filled < next_step.min(order) || last_sample.is_none()) {
+            candle_core::bail!("UniPC: sampler state is missing its history for step {next_step}")
+        }
+        self.model_outputs = model_outputs;
+        self.last_sample = last_sample;
+        self.lower_order_nums = lower_order_nums;
+        self.this_order = this_order;
+        self.next_step = next_step;
+        Ok(())
     }
 
     /// Steps must be taken in order 0, 1, 2, ...; step 0 restarts the multistep history.

@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::sampling::{denoise_from, Conditioning};
+use super::sampling::{denoise_from, run_steps, Conditioning, StepState};
 use super::text_encoder::{prompt_embeds, PromptTokenizer, TextEncoder};
 use super::transformer::WanTransformer;
 use super::vae::WanVae;
@@ -218,12 +218,47 @@ impl WanModel {
         guide: Option<(&Tensor, f64)>,
         mut on_step: impl FnMut(usize, usize) -> candle_core::Result<()>,
     ) -> anyhow::Result<Tensor> {
+        let start = match guide {
+            None => DenoiseStart::Noise,
+            Some((latents, strength)) => DenoiseStart::Guide { latents, strength },
+        };
+        self.denoise_from(text, params, start, |s| on_step(s.done, s.total))
+    }
+
+    /// [`WanModel::denoise`] from any [`DenoiseStart`], a checkpoint included, with an
+    /// `on_step` that sees the loop's state (for [`WanModel::checkpoint`]).
+    pub fn denoise_from(
+        &self,
+        text: &TextEmbeddings,
+        params: &DenoiseParams,
+        start: DenoiseStart<'_>,
+        mut on_step: impl FnMut(&StepState) -> candle_core::Result<()>,
+    ) -> anyhow::Result<Tensor> {
         let shape = self.latent_shape(params.frames, params.height, params.width)?;
         let mut sampler = self.sampler(params.sampler, params.steps)?;
+        let conditioning = Conditioning {
+            prompt: &text.prompt,
+            negative: text.negative.as_ref(),
+            guidance_scale: params.guidance_scale,
+        };
+        if let DenoiseStart::Resume(bytes) = start {
+            let resumed = Checkpoint::read(bytes, params, shape, &self.device)?;
+            sampler.restore(resumed.step, &resumed.sampler)?;
+            return Ok(run_steps(
+                &self.transformer,
+                sampler.as_mut(),
+                resumed.latents,
+                &conditioning,
+                resumed.step,
+                &mut on_step,
+            )?);
+        }
         let noise = self.noise(shape, params.seed)?;
-        let (latents, start) = match guide {
-            None => (noise, 0),
-            Some((x0, strength)) => {
+        let (latents, start) = match start {
+            DenoiseStart::Guide {
+                latents: x0,
+                strength,
+            } => {
                 if x0.dims() != shape {
                     bail!(
                         "guide latents {:?} do not match the clip's latents {shape:?}",
@@ -236,21 +271,45 @@ impl WanModel {
                 let noised = ((x0.to_dtype(DType::F32)? * (1.0 - sigma))? + (noise * sigma)?)?;
                 (noised, start)
             }
+            _ => (noise, 0),
         };
-        let conditioning = Conditioning {
-            prompt: &text.prompt,
-            negative: text.negative.as_ref(),
-            guidance_scale: params.guidance_scale,
-        };
-        let done = denoise_from(
+        Ok(denoise_from(
             &self.transformer,
             sampler.as_mut(),
             latents,
             &conditioning,
             start,
             &mut on_step,
-        )?;
-        Ok(done)
+        )?)
+    }
+
+    /// The step a [`WanModel::checkpoint`] resumes `params`' denoise from, or why it
+    /// cannot (another schedule or size, a damaged file).
+    pub fn check_checkpoint(&self, bytes: &[u8], params: &DenoiseParams) -> anyhow::Result<usize> {
+        let shape = self.latent_shape(params.frames, params.height, params.width)?;
+        Ok(Checkpoint::read(bytes, params, shape, &Device::Cpu)?.step)
+    }
+
+    /// A checkpoint of a denoise at `state` (safetensors): the latents, the sampler's
+    /// history and which schedule they belong to. [`DenoiseStart::Resume`] from it goes on
+    /// bit for bit as the run would have on the same engine.
+    pub fn checkpoint(&self, state: &StepState, params: &DenoiseParams) -> anyhow::Result<Vec<u8>> {
+        let meta = [
+            ("meta.format", CHECKPOINT_FORMAT),
+            ("meta.step", state.done),
+            ("meta.steps", params.steps),
+            ("meta.sampler", sampler_code(params.sampler)),
+        ];
+        let mut tensors: Vec<(String, Tensor)> = meta
+            .iter()
+            .map(|(n, v)| Ok((n.to_string(), crate::schedulers::counter(*v)?)))
+            .collect::<candle_core::Result<_>>()?;
+        tensors.push(("latents".into(), state.latents.clone()));
+        for (name, t) in state.sampler.state()? {
+            tensors.push((format!("sampler.{name}"), t));
+        }
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        to_safetensors(&refs)
     }
 
     /// The VAE's normalisation: `(x - latents_mean) / latents_std` per channel.
@@ -302,6 +361,76 @@ impl WanModel {
             .broadcast_mul(&std)?
             .broadcast_add(&mean)?;
         Ok(self.vae.decode_chunks(&latents, on_chunk)?)
+    }
+}
+
+/// Where a denoise starts.
+pub enum DenoiseStart<'a> {
+    /// Text-to-video: the seed's noise, from step 0.
+    Noise,
+    /// Video-to-video: the guide's normalised latents noised to `strength`'s level.
+    Guide { latents: &'a Tensor, strength: f64 },
+    /// A [`WanModel::checkpoint`] of the same denoise (same spec), from its step.
+    Resume(&'a [u8]),
+}
+
+/// Bumped when the checkpoint's layout changes: an old checkpoint is refused, not misread.
+const CHECKPOINT_FORMAT: usize = 1;
+
+fn sampler_code(kind: SamplerKind) -> usize {
+    match kind {
+        SamplerKind::UniPc => 1,
+        SamplerKind::FlowEuler => 2,
+    }
+}
+
+/// A checkpoint read back and checked against the denoise it is to resume.
+struct Checkpoint {
+    step: usize,
+    latents: Tensor,
+    sampler: std::collections::HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    fn read(
+        bytes: &[u8],
+        params: &DenoiseParams,
+        shape: [usize; 5],
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        let mut t = from_safetensors(bytes, device).context("checkpoint")?;
+        let counter = |t: &std::collections::HashMap<String, Tensor>, name: &str| {
+            crate::schedulers::read_counter(t, name).context("checkpoint")
+        };
+        let format = counter(&t, "meta.format")?;
+        if format != CHECKPOINT_FORMAT {
+            bail!("checkpoint format {format}, this worker reads {CHECKPOINT_FORMAT}");
+        }
+        let (step, steps) = (counter(&t, "meta.step")?, counter(&t, "meta.steps")?);
+        if steps != params.steps || counter(&t, "meta.sampler")? != sampler_code(params.sampler) {
+            bail!("checkpoint of another schedule ({steps} steps), not this task's");
+        }
+        if step == 0 || step >= steps {
+            bail!("checkpoint at step {step} of {steps}: nothing to resume");
+        }
+        let latents = t
+            .remove("latents")
+            .context("checkpoint without \"latents\"")?;
+        if latents.dims() != shape {
+            bail!(
+                "checkpoint latents {:?} do not match the clip's latents {shape:?}",
+                latents.dims()
+            );
+        }
+        let sampler = t
+            .into_iter()
+            .filter_map(|(n, v)| n.strip_prefix("sampler.").map(|n| (n.to_string(), v)))
+            .collect();
+        Ok(Self {
+            step,
+            latents,
+            sampler,
+        })
     }
 }
 

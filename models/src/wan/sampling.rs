@@ -21,6 +21,16 @@ impl Conditioning<'_> {
     }
 }
 
+/// Where a denoising loop stands after a step: what a progress report or a checkpoint of
+/// it needs (`done` steps of `total` taken; `latents` and `sampler` as the next step
+/// starts from them).
+pub struct StepState<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub latents: &'a Tensor,
+    pub sampler: &'a dyn FlowSampler,
+}
+
 /// Runs every step of `sampler` from `latents` [1, c, f, h, w]; `on_step(i, total)` is
 /// called after each step (progress for WatchJob).
 pub fn denoise(
@@ -30,8 +40,8 @@ pub fn denoise(
     text: &Conditioning,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Tensor> {
-    denoise_from(transformer, sampler, latents, text, 0, |i, n| {
-        on_step(i, n);
+    denoise_from(transformer, sampler, latents, text, 0, |s| {
+        on_step(s.done, s.total);
         Ok(())
     })
 }
@@ -45,10 +55,24 @@ pub fn denoise_from(
     latents: Tensor,
     text: &Conditioning,
     start: usize,
-    mut on_step: impl FnMut(usize, usize) -> Result<()>,
+    on_step: impl FnMut(&StepState) -> Result<()>,
+) -> Result<Tensor> {
+    sampler.begin_at(start);
+    run_steps(transformer, sampler, latents, text, start, on_step)
+}
+
+/// The steps from `start` on, with `sampler` already positioned there: by
+/// [`FlowSampler::begin_at`], or restored from a checkpoint ([`FlowSampler::restore`]),
+/// which then goes on exactly as the interrupted run would have.
+pub fn run_steps(
+    transformer: &WanTransformer,
+    sampler: &mut dyn FlowSampler,
+    latents: Tensor,
+    text: &Conditioning,
+    start: usize,
+    mut on_step: impl FnMut(&StepState) -> Result<()>,
 ) -> Result<Tensor> {
     let timesteps = sampler.timesteps().to_vec();
-    sampler.begin_at(start);
     let mut latents = latents;
     for (i, &t) in timesteps.iter().enumerate().skip(start) {
         let timestep = Tensor::new(&[t as f32], latents.device())?;
@@ -69,7 +93,12 @@ pub fn denoise_from(
             None => cond,
         };
         latents = sampler.step(&prediction, i, &latents)?;
-        on_step(i + 1, timesteps.len())?;
+        on_step(&StepState {
+            done: i + 1,
+            total: timesteps.len(),
+            latents: &latents,
+            sampler: &*sampler,
+        })?;
     }
     Ok(latents)
 }

@@ -111,6 +111,7 @@ fn template(spec: &v1::JobSpec, output_uri: &str) -> anyhow::Result<v1::Assignme
             segment_index: 0,
             output: Some(output),
         }],
+        resume: None,
     })
 }
 

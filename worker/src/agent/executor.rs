@@ -2,9 +2,10 @@
 //! pipeline stage on a blocking thread, writes the outputs under attempt-specific names,
 //! and describes the result for the coordinator.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reelfarm_proto::v1;
 
@@ -29,6 +30,8 @@ pub struct Task {
     pub inputs: Vec<(String, u32, Output)>,
     /// A model job's model and its parameters; `None` for the reference pipeline.
     pub model: Option<ModelTask>,
+    /// DENOISE: the checkpoint to resume from (steps done, file).
+    pub resume: Option<(u32, Output)>,
 }
 
 impl Task {
@@ -141,18 +144,25 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         .iter()
         .map(|i| {
             let o = i.output.as_ref().ok_or("input without output")?;
-            Ok((
-                i.kind.clone(),
-                i.segment_index,
-                Output {
-                    kind: o.kind.clone(),
-                    uri: o.uri.clone(),
-                    sha256: o.sha256.clone(),
-                    bytes: o.bytes,
-                },
-            ))
+            Ok((i.kind.clone(), i.segment_index, to_output(o)))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let resume = match (&a.resume, kind) {
+        (None, _) => None,
+        (Some(c), v1::TaskKind::Denoise) => {
+            let o = c.output.as_ref().ok_or("checkpoint without output")?;
+            if c.step == 0 || c.step >= spec.steps {
+                return Err(format!(
+                    "checkpoint at step {} of {} steps",
+                    c.step, spec.steps
+                ));
+            }
+            Some((c.step, to_output(o)))
+        }
+        (Some(_), other) => {
+            return Err(format!("a {} task has no checkpoint", other.as_str_name()));
+        }
+    };
     Ok(Task {
         token,
         kind,
@@ -163,7 +173,17 @@ pub fn decode(a: &v1::Assignment) -> Result<Task, String> {
         segment_count: a.segment_count,
         inputs,
         model,
+        resume,
     })
+}
+
+fn to_output(o: &v1::Output) -> Output {
+    Output {
+        kind: o.kind.clone(),
+        uri: o.uri.clone(),
+        sha256: o.sha256.clone(),
+        bytes: o.bytes,
+    }
 }
 
 /// The open-model fields of a spec (the coordinator checked them; bounds again here).
@@ -202,6 +222,30 @@ pub struct Produced {
     pub scene: Option<String>,
 }
 
+/// When DENOISE tasks save checkpoints (`--checkpoint-every-steps`,
+/// `--checkpoint-every-seconds`).
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    pub every_steps: u32,
+    pub every: Option<Duration>,
+}
+
+/// How a running attempt is steered, and what it says besides its result.
+#[derive(Clone)]
+pub struct AttemptControl {
+    /// The coordinator no longer wants it.
+    pub cancel: Arc<AtomicBool>,
+    /// The coordinator's PreemptTask: checkpoint and stop.
+    pub preempt: Arc<AtomicBool>,
+    /// Sends on the current session, in order with the attempt's other messages (its
+    /// checkpoints, then its hand-back or result).
+    pub report: Arc<dyn Fn(v1::WorkerMessage) + Send + Sync>,
+}
+
+/// Checkpoints of one attempt kept in the store: the newest two (the coordinator resumes
+/// from the newest it recorded, which a lost message could leave one behind).
+const CHECKPOINTS_KEPT: usize = 2;
+
 /// Shared by every task of a worker.
 pub struct Executor {
     pub store: ArtifactStore,
@@ -210,6 +254,7 @@ pub struct Executor {
     pub metrics: Arc<Metrics>,
     /// The `--models` this worker serves, and the one loaded.
     pub models: Arc<ModelHost>,
+    pub checkpoints: CheckpointPolicy,
 }
 
 impl Executor {
@@ -220,11 +265,11 @@ impl Executor {
         self: &Arc<Self>,
         task: Task,
         progress: tokio::sync::watch::Sender<(u64, u64)>,
-        cancel: Arc<AtomicBool>,
+        control: AttemptControl,
     ) -> Result<Produced, TaskFailure> {
         let kind = task.kind;
         let started = Instant::now();
-        let result = self.run_timed(task, progress, cancel).await;
+        let result = self.run_timed(task, progress, control).await;
         let label = kind
             .as_str_name()
             .trim_start_matches("TASK_KIND_")
@@ -240,7 +285,7 @@ impl Executor {
         self: &Arc<Self>,
         task: Task,
         progress: tokio::sync::watch::Sender<(u64, u64)>,
-        cancel: Arc<AtomicBool>,
+        control: AttemptControl,
     ) -> Result<Produced, TaskFailure> {
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for (kind, _, output) in &task.inputs {
@@ -256,13 +301,35 @@ impl Executor {
                 Err(e) => return Err(e.to_string().into()),
             }
         }
+        // A checkpoint that cannot be read costs the steps it saved, not the task: the
+        // denoise from the start gives the same latents.
+        let resume = match &task.resume {
+            None => None,
+            Some((step, output)) => match self.store.get(output).await {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    tracing::warn!(step, uri = %output.uri, error = %e,
+                        "checkpoint unreadable; denoising from the start");
+                    None
+                }
+            },
+        };
         let this = self.clone();
         let task = Arc::new(task);
+        let runtime = tokio::runtime::Handle::current();
         let computed = {
             let task = task.clone();
-            tokio::task::spawn_blocking(move || this.compute(&task, inputs, &progress, &cancel))
-                .await
-                .map_err(|e| format!("task panicked: {e}"))??
+            tokio::task::spawn_blocking(move || {
+                let attempt = Attempt {
+                    resume,
+                    control: &control,
+                    runtime,
+                    saved: Default::default(),
+                };
+                this.compute(&task, inputs, &progress, attempt)
+            })
+            .await
+            .map_err(|e| format!("task panicked: {e}"))??
         };
         let mut outputs = Vec::with_capacity(computed.files.len());
         for (name, kind, bytes) in computed.files {
@@ -288,8 +355,9 @@ impl Executor {
         task: &Task,
         mut inputs: Vec<Vec<u8>>,
         progress: &tokio::sync::watch::Sender<(u64, u64)>,
-        cancel: &AtomicBool,
+        attempt: Attempt<'_>,
     ) -> Result<Computed, TaskFailure> {
+        let cancel: &AtomicBool = &attempt.control.cancel;
         let mut report = |done: u64, total: u64| {
             progress.send_replace((done, total));
         };
@@ -368,6 +436,8 @@ impl Executor {
                     None => None,
                 };
                 let started = Instant::now();
+                let mut save =
+                    |step: u32, bytes: Vec<u8>| self.save_checkpoint(task, &attempt, step, bytes);
                 let latents = {
                     let _busy = self.metrics.engine_busy.enter();
                     stages::denoise(
@@ -376,8 +446,15 @@ impl Executor {
                         model,
                         text,
                         plan,
+                        attempt.resume.as_deref(),
                         &mut report,
                         cancel,
+                        stages::Checkpointing {
+                            every_steps: self.checkpoints.every_steps,
+                            every: self.checkpoints.every,
+                            preempt: &attempt.control.preempt,
+                            save: &mut save,
+                        },
                     )?
                 };
                 self.count_steps(u64::from(task.spec.frame_count()), task.spec.steps, started);
@@ -466,6 +543,55 @@ impl Executor {
         }
     }
 
+    /// Writes a checkpoint of `task` taken after `step` steps under the attempt's name and
+    /// reports it to the coordinator; drops this attempt's checkpoints older than the
+    /// newest [`CHECKPOINTS_KEPT`]. On a blocking thread (the compute's).
+    fn save_checkpoint(
+        &self,
+        task: &Task,
+        attempt: &Attempt<'_>,
+        step: u32,
+        bytes: Vec<u8>,
+    ) -> Result<(), String> {
+        let name = format!(
+            "{}.{}.checkpoint-{step:04}.safetensors",
+            task.token.task_id,
+            task.attempt_tag()
+        );
+        self.metrics.artifact_bytes.inc_by(bytes.len() as u64);
+        let output = attempt
+            .runtime
+            .block_on(
+                self.store
+                    .put(&task.token.job_id, &name, "checkpoint", bytes),
+            )
+            .map_err(|e| e.to_string())?;
+        (attempt.control.report)(v1::WorkerMessage {
+            body: Some(v1::worker_message::Body::Checkpoint(v1::TaskCheckpoint {
+                token: Some(task.token.clone()),
+                checkpoint: Some(v1::Checkpoint {
+                    step,
+                    output: Some(v1::Output {
+                        kind: output.kind.clone(),
+                        uri: output.uri.clone(),
+                        sha256: output.sha256.clone(),
+                        bytes: output.bytes,
+                    }),
+                }),
+            })),
+        });
+        self.metrics.checkpoints.inc();
+        let mut saved = attempt.saved.lock().unwrap_or_else(|p| p.into_inner());
+        saved.push_back(output.uri);
+        while saved.len() > CHECKPOINTS_KEPT {
+            let old = saved.pop_front().expect("non-empty");
+            if let Err(e) = attempt.runtime.block_on(self.store.delete(&old)) {
+                tracing::debug!(uri = %old, error = %e, "old checkpoint not deleted");
+            }
+        }
+        Ok(())
+    }
+
     /// Counts `frames` × `steps` of diffusion work done since `started`.
     fn count_steps(&self, frames: u64, steps: u32, started: Instant) {
         let engine = self.engine.name();
@@ -488,6 +614,16 @@ fn input<'a>(task: &Task, inputs: &'a [Vec<u8>], kind: &str) -> Result<&'a [u8],
         .position(|(k, _, _)| k == kind)
         .map(|i| inputs[i].as_slice())
         .ok_or_else(|| format!("missing {kind} input"))
+}
+
+/// One attempt's run: the checkpoint it resumes from, how it is steered, and the
+/// runtime its blocking thread writes checkpoints through.
+struct Attempt<'a> {
+    resume: Option<Vec<u8>>,
+    control: &'a AttemptControl,
+    runtime: tokio::runtime::Handle,
+    /// The URIs of the checkpoints it saved, oldest first.
+    saved: std::sync::Mutex<VecDeque<String>>,
 }
 
 /// What a pipeline stage computed: files to write (name, kind, bytes), outputs of another

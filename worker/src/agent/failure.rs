@@ -10,6 +10,9 @@ use reelfarm_proto::v1;
 
 use crate::pipeline::PipelineError;
 
+/// The code of an attempt stopped for a preemption: handed back, not reported as failed.
+pub const PREEMPTED: &str = "preempted";
+
 /// A failed attempt, as the worker reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskFailure {
@@ -64,6 +67,10 @@ impl From<PipelineError> for TaskFailure {
             PipelineError::OutOfMemory(_) => Self::permanent("out_of_memory", message),
             PipelineError::Cancelled => Self {
                 code: "cancelled",
+                ..Self::transient(message)
+            },
+            PipelineError::Preempted { .. } => Self {
+                code: PREEMPTED,
                 ..Self::transient(message)
             },
             _ => Self::transient(message),

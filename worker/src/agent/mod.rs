@@ -220,6 +220,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         farm_secret,
         metrics: metrics.clone(),
         models: model_host,
+        checkpoints: executor::CheckpointPolicy {
+            every_steps: config.checkpoint_every_steps,
+            every: (config.checkpoint_every_seconds > 0)
+                .then(|| Duration::from_secs(config.checkpoint_every_seconds)),
+        },
     });
     let running = TaskRegistry::new(config.slots);
     tasks.push(tokio::spawn(session::run(

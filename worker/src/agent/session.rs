@@ -23,8 +23,8 @@ use reelfarm_artifacts::Output;
 
 use super::connect::{dial, leader_hint, Connector, LeaderLookup};
 use super::content_check::ContentChecks;
-use super::executor::{decode, Executor, Produced};
-use super::failure::TaskFailure;
+use super::executor::{decode, AttemptControl, Executor, Produced};
+use super::failure::{TaskFailure, PREEMPTED};
 use super::tasks::{hand_back_message, TaskRegistry};
 
 /// Progress messages per task at most this often (the latest step wins).
@@ -164,6 +164,14 @@ async fn serve(
                     }
                 }
             }
+            Some(v1::coordinator_message::Body::Preempt(p)) => {
+                if let Some(t) = p.token {
+                    if tasks.preempt(&t) {
+                        tracing::info!(job_id = %t.job_id, task_id = %t.task_id, attempt = t.attempt,
+                            "preempted by coordinator: checkpointing at the next step");
+                    }
+                }
+            }
             Some(v1::coordinator_message::Body::Verify(v)) => {
                 config.checks.start(v, out.clone());
             }
@@ -198,11 +206,13 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         tasks.send(hand_back_message(
             task.token.clone(),
             "worker shutting down",
+            false,
         ));
         return;
     }
     let cancel = Arc::new(AtomicBool::new(false));
-    tasks.track(task.token.clone(), cancel.clone());
+    let preempt = Arc::new(AtomicBool::new(false));
+    tasks.track(task.token.clone(), cancel.clone(), preempt.clone());
     let (executor, tasks) = (executor.clone(), tasks.clone());
     tokio::spawn(async move {
         let span = tracing::info_span!("task", job_id = %task.token.job_id, task_id = %task.token.task_id,
@@ -213,7 +223,17 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         let (progress_tx, progress_rx) = tokio::sync::watch::channel((0u64, 0u64));
         let forward = tokio::spawn(forward_progress(progress_rx, token.clone(), tasks.clone()));
         let started = Instant::now();
-        let result = executor.run(task, progress_tx, cancel.clone()).await;
+        let control = AttemptControl {
+            cancel: cancel.clone(),
+            preempt,
+            report: {
+                let tasks = tasks.clone();
+                Arc::new(move |m| {
+                    tasks.send(m);
+                })
+            },
+        };
+        let result = executor.run(task, progress_tx, control).await;
         forward.abort();
         // Still ours unless handed back or replaced by a newer attempt of the same task.
         let ours = tasks.release(&token);
@@ -247,6 +267,14 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
         if cancelled {
             // The coordinator no longer expects this attempt; a result would be rejected.
             return;
+        }
+        if let Err(e) = &result {
+            if e.code == PREEMPTED {
+                // Its checkpoint went ahead on the same stream: the next attempt resumes there.
+                executor.metrics.preemptions.inc();
+                tasks.send(hand_back_message(token, &e.message, true));
+                return;
+            }
         }
         tasks
             .finish(token.clone(), result_message(token, result))

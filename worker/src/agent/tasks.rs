@@ -31,6 +31,7 @@ type Key = (String, String);
 struct RunningTask {
     token: v1::AttemptToken,
     cancel: Arc<AtomicBool>,
+    preempt: Arc<AtomicBool>,
 }
 
 /// A result not yet known to have reached a coordinator.
@@ -123,10 +124,34 @@ impl TaskRegistry {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Records `token` as running, stopped through `cancel`; replaces an older attempt of the
-    /// same task.
-    pub(crate) fn track(&self, token: v1::AttemptToken, cancel: Arc<AtomicBool>) {
-        lock(&self.running).insert(key(&token), RunningTask { token, cancel });
+    /// Records `token` as running, stopped through `cancel`, asked to checkpoint and stop
+    /// through `preempt`; replaces an older attempt of the same task.
+    pub(crate) fn track(
+        &self,
+        token: v1::AttemptToken,
+        cancel: Arc<AtomicBool>,
+        preempt: Arc<AtomicBool>,
+    ) {
+        lock(&self.running).insert(
+            key(&token),
+            RunningTask {
+                token,
+                cancel,
+                preempt,
+            },
+        );
+    }
+
+    /// The coordinator asks this attempt to checkpoint and hand itself back; false when it
+    /// is not running here (ended meanwhile).
+    pub(crate) fn preempt(&self, token: &v1::AttemptToken) -> bool {
+        match lock(&self.running).get(&key(token)) {
+            Some(r) if r.token.attempt == token.attempt && r.token.term == token.term => {
+                r.preempt.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Waits for a free slot; the task runs while the permit is held.
@@ -212,7 +237,7 @@ impl TaskRegistry {
         let running: Vec<(Key, RunningTask)> = lock(&self.running).drain().collect();
         for (_, r) in &running {
             r.cancel.store(true, Ordering::Relaxed);
-            self.send(hand_back_message(r.token.clone(), reason));
+            self.send(hand_back_message(r.token.clone(), reason, false));
         }
         running.len()
     }
@@ -227,11 +252,17 @@ impl TaskRegistry {
 }
 
 /// Gives the attempt `token` back to the coordinator, which makes it READY at once elsewhere.
-pub(crate) fn hand_back_message(token: v1::AttemptToken, reason: &str) -> v1::WorkerMessage {
+/// `preempted`: it answers the coordinator's PreemptTask, after its checkpoint.
+pub(crate) fn hand_back_message(
+    token: v1::AttemptToken,
+    reason: &str,
+    preempted: bool,
+) -> v1::WorkerMessage {
     v1::WorkerMessage {
         body: Some(v1::worker_message::Body::HandBack(v1::HandBack {
             token: Some(token),
             reason: reason.to_string(),
+            preempted,
         })),
     }
 }

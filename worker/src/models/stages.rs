@@ -12,10 +12,11 @@
 //! the model and its weights' hash for the manifest.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use reelfarm_models::wan::pipeline::{
-    from_safetensors, to_safetensors, DenoiseParams, SamplerKind, TextEmbeddings,
+    from_safetensors, to_safetensors, DenoiseParams, DenoiseStart, SamplerKind, TextEmbeddings,
 };
 
 use super::host::{LoadedModel, ModelHost};
@@ -99,7 +100,22 @@ fn read_text(bytes: &[u8]) -> Result<TextEmbeddings, PipelineError> {
     })
 }
 
-/// DENOISE: the clip's latents, from noise or (guided) from the plan's simulation.
+/// When a DENOISE saves checkpoints, and where they go.
+pub struct Checkpointing<'a> {
+    /// After every this many steps (0: never on a count).
+    pub every_steps: u32,
+    /// At the first step ending this long after the last checkpoint.
+    pub every: Option<Duration>,
+    /// Set by the coordinator's PreemptTask: checkpoint at the next step and stop.
+    pub preempt: &'a AtomicBool,
+    /// Stores a checkpoint taken after `step` steps and reports it.
+    pub save: &'a mut dyn FnMut(u32, Vec<u8>) -> Result<(), String>,
+}
+
+/// DENOISE: the clip's latents, from noise or (guided) from the plan's simulation, or from
+/// `resume`, a checkpoint of an earlier attempt of the task; saves checkpoints on the way
+/// as `checkpoints` says, and stops with [`PipelineError::Preempted`] after the one a
+/// preemption asked for.
 #[allow(clippy::too_many_arguments)]
 pub fn denoise(
     host: &ModelHost,
@@ -107,8 +123,10 @@ pub fn denoise(
     task: &ModelTask,
     text: &[u8],
     plan: Option<&[u8]>,
+    resume: Option<&[u8]>,
     progress: Progress<'_>,
     cancel: &AtomicBool,
+    checkpoints: Checkpointing<'_>,
 ) -> Result<Vec<u8>, PipelineError> {
     let m = host.get(&task.name).map_err(PipelineError::ModelLoad)?;
     let text = read_text(text)?;
@@ -126,32 +144,80 @@ pub fn denoise(
         guidance_scale: task.guidance_scale,
         seed: spec.seed,
     };
-    let guide = match (task.guide_strength, plan) {
-        (None, _) => None,
-        (Some(s), Some(plan)) => Some((guide_latents(&m, spec, plan)?, s)),
-        (Some(_), None) => {
+    // A checkpoint this attempt cannot use (another worker version's format, a damaged
+    // file) costs the steps it saved, not the task: the run from the start gives the same
+    // latents.
+    let resume = resume.filter(|bytes| match m.model.check_checkpoint(bytes, &params) {
+        Ok(step) => {
+            tracing::info!(step, "resuming the denoise from its checkpoint");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "checkpoint unusable; denoising from the start");
+            false
+        }
+    });
+    let guide = match (resume, task.guide_strength, plan) {
+        (Some(_), _, _) | (None, None, _) => None,
+        (None, Some(s), Some(plan)) => Some((guide_latents(&m, spec, plan)?, s)),
+        (None, Some(_), None) => {
             return Err(PipelineError::InvalidInput(
                 "guided denoise without the plan".into(),
             ))
         }
     };
+    let start = match (resume, &guide) {
+        (Some(bytes), _) => DenoiseStart::Resume(bytes),
+        (None, Some((latents, strength))) => DenoiseStart::Guide {
+            latents,
+            strength: *strength,
+        },
+        (None, None) => DenoiseStart::Noise,
+    };
     let total = spec.steps as u64;
+    let Checkpointing {
+        every_steps,
+        every,
+        preempt,
+        save,
+    } = checkpoints;
+    let mut last_saved = Instant::now();
+    let mut preempted_at = None;
     let latents = m
         .model
-        .denoise(
-            &text,
-            &params,
-            guide.as_ref().map(|(l, s)| (l, *s)),
-            |done, _| {
-                progress(done as u64, total);
-                if cancel.load(Ordering::Relaxed) {
-                    candle_core::bail!("cancelled");
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| {
+        .denoise_from(&text, &params, start, |s| {
+            progress(s.done as u64, total);
             if cancel.load(Ordering::Relaxed) {
+                candle_core::bail!("cancelled");
+            }
+            let preempting = preempt.load(Ordering::Relaxed);
+            let due = preempting
+                || (every_steps > 0 && s.done % every_steps as usize == 0)
+                || every.is_some_and(|d| last_saved.elapsed() >= d);
+            if due && s.done < s.total {
+                let saved = m
+                    .model
+                    .checkpoint(s, &params)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|bytes| save(s.done as u32, bytes));
+                match saved {
+                    Ok(()) => {
+                        last_saved = Instant::now();
+                        if preempting {
+                            preempted_at = Some(s.done as u32);
+                            candle_core::bail!("preempted");
+                        }
+                    }
+                    // The run goes on; a preemption waits for a checkpoint that is saved.
+                    Err(e) => tracing::warn!(step = s.done, error = %e, "checkpoint not saved"),
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            if let Some(step) = preempted_at {
+                PipelineError::Preempted { step }
+            } else if cancel.load(Ordering::Relaxed) {
                 PipelineError::Cancelled
             } else {
                 model_error(format!("{e:#}"))

@@ -48,6 +48,9 @@ pub enum PipelineError {
     InvalidInput(String),
     #[error("cancelled")]
     Cancelled,
+    /// Stopped for the coordinator's preemption after saving a checkpoint at `step`.
+    #[error("preempted after step {step} (checkpoint saved)")]
+    Preempted { step: u32 },
     #[error("engine: {0}")]
     Engine(String),
     #[error("media: {0}")]

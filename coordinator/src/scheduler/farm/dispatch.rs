@@ -17,6 +17,15 @@ pub struct Assignment {
     pub segment_index: u32,
     pub segment_count: u32,
     pub inputs: Vec<TaskInput>,
+    /// DENOISE: the checkpoint to resume from.
+    pub resume: Option<ResumeFrom>,
+}
+
+/// A task's checkpoint: the step it was taken after, and its file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResumeFrom {
+    pub step: u32,
+    pub output: Output,
 }
 
 /// A dependency's output that a task reads.
@@ -122,6 +131,8 @@ impl Farm {
                 task.step = 0;
                 task.steps_per_second = 0.0;
                 task.last_progress = Instant::now();
+                task.preempting = false;
+                task.resumed_from = task.checkpoint.as_ref().map_or(0, |c| c.step);
                 if task.attempt > 1 {
                     task.retries += 1;
                 }
@@ -185,6 +196,7 @@ impl Farm {
                 segment_index: def.segment_index,
                 segment_count,
                 inputs,
+                resume: job.tasks[index].checkpoint.clone(),
             };
             job.touch();
             worker
@@ -216,5 +228,6 @@ impl Farm {
         if self.gauges_refreshed.elapsed() >= GAUGE_REFRESH {
             self.update_worker_gauges();
         }
+        self.preempt_for_high();
     }
 }

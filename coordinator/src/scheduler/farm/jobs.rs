@@ -44,6 +44,15 @@ pub(super) struct TaskRun {
     /// Has a live entry in the ready queue (counted in the queue-depth gauge).
     pub(super) queued: bool,
     pub(super) ready_at: Instant,
+    /// DENOISE: the latest checkpoint, which the next attempt resumes from (see
+    /// `checkpoints`), and the step the current attempt started from.
+    pub(super) checkpoint: Option<ResumeFrom>,
+    pub(super) resumed_from: u32,
+    /// Asked to checkpoint and hand back for HIGH work (see `preemption`); when it last
+    /// was, and how often.
+    pub(super) preempting: bool,
+    pub(super) preempted_at: Option<Instant>,
+    pub(super) preemptions: u32,
 }
 
 impl TaskRun {
@@ -60,6 +69,7 @@ impl TaskRun {
         self.progress = 0.0;
         self.steps_per_second = 0.0;
         self.error = Some(error);
+        self.preempting = false;
         true
     }
 }
@@ -190,6 +200,11 @@ impl Farm {
                 committing: false,
                 queued: false,
                 ready_at: now,
+                checkpoint: None,
+                resumed_from: 0,
+                preempting: false,
+                preempted_at: None,
+                preemptions: 0,
             })
             .collect();
         let mut scene = None;
@@ -437,6 +452,10 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
                 failures: t.failures,
                 retry_reason: t.retry_reason.clone().unwrap_or_default(),
                 steps_per_second: t.steps_per_second,
+                checkpoint_step: t.checkpoint.as_ref().map_or(0, |c| c.step),
+                resumed_from_step: t.resumed_from,
+                preemptions: t.preemptions,
+                outputs: t.outputs.clone(),
             })
             .collect()
     } else {

@@ -115,12 +115,15 @@ impl Farm {
         }
     }
 
-    /// A worker gives an unfinished attempt back: READY at once, not a failure.
+    /// A worker gives an unfinished attempt back: READY at once, not a failure. With
+    /// `preempted`, it answers a preemption (see `preemption`) and resumes from the
+    /// checkpoint it reported just before.
     pub(crate) fn hand_back(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
         reason: &str,
+        preempted: bool,
     ) -> Result<(), Rejection> {
         let (index, _) = self.check_token(worker_id, token).inspect_err(|_| {
             self.metrics.stale_reports.inc();
@@ -131,7 +134,16 @@ impl Farm {
         } else {
             reason
         };
-        self.return_to_ready(&token.job_id, index as u32, "handed_back", message, false);
+        let job = self.jobs.get_mut(&token.job_id).expect("checked");
+        let task = &mut job.tasks[index];
+        let reason = if preempted && task.preempting {
+            task.preemptions += 1;
+            self.metrics.preemptions.inc();
+            "preempted"
+        } else {
+            "handed_back"
+        };
+        self.return_to_ready(&token.job_id, index as u32, reason, message, false);
         Ok(())
     }
 

@@ -21,6 +21,8 @@
 //! - `health`: failures charged to workers: per-job exclusion, the unhealthy mark.
 //! - `placement`: warm placement, model tasks left to a worker holding the model.
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
+//! - `checkpoints`: denoising tasks' checkpoints, kept for the next attempt to resume.
+//! - `preemption`: LOW denoising tasks checkpointed and handed back for HIGH work.
 //! - `text_share`: model jobs' text encodings, run once per (model, prompt, negative).
 //! - `retention`: finished jobs kept up to a limit, older ones forgotten.
 //! - `sweeps`: which finished jobs are due for an artifact sweep.
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+mod checkpoints;
 mod dispatch;
 mod gauges;
 mod health;
@@ -40,6 +43,7 @@ mod liveness;
 #[cfg(test)]
 mod model_tests;
 mod placement;
+mod preemption;
 mod reports;
 mod retention;
 mod sweeps;
@@ -56,7 +60,7 @@ use crate::model::{
     TaskState,
 };
 use crate::state::Write;
-pub use dispatch::{Assignment, TaskInput};
+pub use dispatch::{Assignment, ResumeFrom, TaskInput};
 use gauges::GAUGE_REFRESH;
 pub(crate) use jobs::CancelRefusal;
 use jobs::{enqueue, JobEntry, Pending};
@@ -99,6 +103,10 @@ pub struct FarmConfig {
     /// How long a model task is left to a worker that holds its model loaded before a cold
     /// one may take it (see `placement`); zero: no affinity.
     pub affinity_wait: Duration,
+    /// LOW denoising tasks are checkpointed and handed back for HIGH work that finds no
+    /// free slot (see `preemption`), each at most once per `preemption_interval`.
+    pub preemption: bool,
+    pub preemption_interval: Duration,
 }
 
 /// The second half of a transition, applied once its writes are durable.
@@ -160,6 +168,10 @@ pub(crate) struct Farm {
     health: health::WorkerHealth,
     /// Connected workers holding each model loaded (see `placement`).
     warm: HashMap<String, u32>,
+    /// Preemptions asked for and not yet answered: the task, and the queue (model) of
+    /// the HIGH work it makes room for (see `preemption`).
+    preempting: HashMap<(JobId, u32), Option<String>>,
+    preempt_scanned: Option<Instant>,
 }
 
 struct DispatchHold {
@@ -192,6 +204,8 @@ impl Farm {
             text: TextShares::default(),
             health: Default::default(),
             warm: HashMap::new(),
+            preempting: HashMap::new(),
+            preempt_scanned: None,
         }
     }
 

@@ -14,6 +14,8 @@ pub(crate) enum Rejection {
     UnknownTask(String),
     #[error("stale attempt token: the task is no longer assigned to this attempt")]
     Stale,
+    #[error("checkpoint refused: {0}")]
+    Checkpoint(String),
 }
 
 impl Farm {

@@ -42,6 +42,8 @@ pub(super) fn config() -> FarmConfig {
         unhealthy_after: 0,
         unhealthy_window: std::time::Duration::from_secs(600),
         affinity_wait: std::time::Duration::from_secs(20),
+        preemption: true,
+        preemption_interval: std::time::Duration::from_secs(300),
     }
 }
 
@@ -650,7 +652,7 @@ fn a_handed_back_task_is_ready_at_once_and_not_a_failure() {
     f.dispatch();
     let plan = assignments(&mut w1).pop().expect("plan");
     f.worker_shutting_down("w1");
-    f.hand_back("w1", &plan.token, "worker shutting down")
+    f.hand_back("w1", &plan.token, "worker shutting down", false)
         .expect("current token");
     let t = task(&f, JOB, &plan.token.task_id);
     assert_eq!(

@@ -32,6 +32,8 @@ pub struct WorkerInfo {
 pub(crate) enum ToWorker {
     Assign(Vec<Assignment>),
     Cancel(AttemptToken),
+    /// Checkpoint this attempt at its next step and hand it back (see `preemption`).
+    Preempt(AttemptToken),
     /// A content check (VerifyContent), answered on the session (see `scheduler::verify`).
     Verify(crate::scheduler::verify::VerifyWork),
 }
