@@ -12,6 +12,10 @@ use super::*;
 use crate::model::{ModelSpec, Priority, Sampler};
 
 fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
+    model_job_as(farm, id, prompt, seed, Priority::Normal);
+}
+
+fn model_job_as(farm: &mut Farm, id: &str, prompt: &str, seed: u64, priority: Priority) {
     let spec = JobSpec {
         prompt: prompt.into(),
         duration_seconds: 9.0 / 12.0,
@@ -19,10 +23,10 @@ fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
         width: 64,
         height: 64,
         seed,
-        steps: 2,
+        steps: 20,
         sampler: Sampler::UniPc,
         audio: false,
-        priority: Priority::Normal,
+        priority,
         tenant: "t".into(),
         labels: Default::default(),
         model: Some(ModelSpec {
@@ -322,4 +326,137 @@ fn a_model_too_large_for_every_gpu_is_not_served_and_says_so() {
         [("000000000000000a", TaskKind::TextEncode)],
         "an 80 GiB GPU serves it"
     );
+}
+
+fn preempts(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<AttemptToken> {
+    let mut v = vec![];
+    while let Ok(msg) = rx.try_recv() {
+        if let ToWorker::Preempt(t) = msg {
+            v.push(t);
+        }
+    }
+    v
+}
+
+/// Runs `id`'s TEXT_ENCODE on `gpu` and starts its DENOISE there, returning that assignment.
+fn running_denoise(
+    f: &mut Farm,
+    gpu: &mut mpsc::UnboundedReceiver<ToWorker>,
+    id: &str,
+) -> Assignment {
+    f.dispatch();
+    let text = assignments(gpu);
+    assert_eq!(kinds(&text), [(id, TaskKind::TextEncode)]);
+    succeed(f, "gpu", &text[0], vec![output(id)]);
+    f.dispatch();
+    let denoise = assignments(gpu);
+    assert_eq!(kinds(&denoise), [(id, TaskKind::Denoise)]);
+    f.progress("gpu", &denoise[0].token, 3, 20, 1.0).unwrap();
+    denoise[0].clone()
+}
+
+#[test]
+fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_checkpoint() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = worker(&mut f, "gpu", 1, &["wan"]);
+    let low = "000000000000000a";
+    model_job_as(&mut f, low, "a slow cube", 1, Priority::Low);
+    let denoise = running_denoise(&mut f, &mut gpu, low);
+    assert!(denoise.resume.is_none(), "a first attempt starts at step 0");
+    // A checkpoint after step 3 is kept; an older one changes nothing.
+    let file = |step: u32| Output {
+        kind: "checkpoint".into(),
+        uri: format!("file:///store/c{step}"),
+        sha256: "00".repeat(32),
+        bytes: 1,
+    };
+    assert!(matches!(
+        f.checkpoint("gpu", &denoise.token, 3, file(3)),
+        Ok(Some(Write::Checkpoint(_)))
+    ));
+    assert!(matches!(f.checkpoint("gpu", &denoise.token, 2, file(2)), Ok(None)));
+    assert!(matches!(
+        f.checkpoint("gpu", &denoise.token, 20, file(20)),
+        Err(Rejection::Checkpoint(_))
+    ));
+
+    // NORMAL work does not preempt.
+    model_job_as(&mut f, "000000000000000b", "a normal ball", 2, Priority::Normal);
+    f.preempt_scanned = None;
+    f.dispatch();
+    assert!(preempts(&mut gpu).is_empty(), "only HIGH work preempts");
+
+    let high = "000000000000000c";
+    model_job_as(&mut f, high, "an urgent ball", 3, Priority::High);
+    f.preempt_scanned = None;
+    f.dispatch();
+    assert_eq!(preempts(&mut gpu), [denoise.token.clone()], "the LOW denoise");
+    f.preempt_scanned = None;
+    f.dispatch();
+    assert!(preempts(&mut gpu).is_empty(), "one preemption in flight");
+
+    assert!(matches!(
+        f.checkpoint("gpu", &denoise.token, 4, file(4)),
+        Ok(Some(_))
+    ));
+    f.hand_back("gpu", &denoise.token, "preempted after step 4", true)
+        .unwrap();
+    f.dispatch();
+    let next = assignments(&mut gpu);
+    assert_eq!(kinds(&next), [(high, TaskKind::TextEncode)], "HIGH first");
+    let view = f.job_view(low, true).unwrap();
+    let t = view.tasks.iter().find(|t| t.kind == TaskKind::Denoise).unwrap();
+    assert_eq!((t.preemptions, t.failures, t.checkpoint_step), (1, 0, 4));
+
+    // Once the HIGH job's tasks are through, the LOW denoise resumes after step 4.
+    succeed(&mut f, "gpu", &next[0], vec![output(high)]);
+    f.dispatch();
+    let a = assignments(&mut gpu);
+    assert_eq!(kinds(&a), [(high, TaskKind::Denoise)]);
+    succeed(&mut f, "gpu", &a[0], vec![output("latents")]);
+    f.dispatch();
+    let mut resumed = None;
+    // The other jobs' tasks (NORMAL and HIGH) go first.
+    for _ in 0..30 {
+        let a = assignments(&mut gpu);
+        let Some(a) = a.into_iter().next() else { break };
+        if a.token.job_id == low && a.kind == TaskKind::Denoise {
+            resumed = Some(a);
+            break;
+        }
+        succeed(&mut f, "gpu", &a, vec![output("other")]);
+        f.dispatch();
+    }
+    let resumed = resumed.expect("the LOW denoise is assigned again");
+    assert_eq!(resumed.resume.as_ref().map(|r| r.step), Some(4));
+    f.progress("gpu", &resumed.token, 5, 20, 1.0).unwrap();
+
+    // Within --preemption-min-interval-seconds it is not preempted again.
+    model_job_as(&mut f, "000000000000000d", "another urgent ball", 4, Priority::High);
+    f.preempt_scanned = None;
+    f.dispatch();
+    assert!(preempts(&mut gpu).is_empty(), "at most once per interval");
+}
+
+#[test]
+fn high_work_with_a_free_slot_elsewhere_or_preemption_off_preempts_nothing() {
+    for (preemption, spare) in [(true, true), (false, false)] {
+        let mut f = Farm::new(
+            1,
+            FarmConfig {
+                preemption,
+                ..config()
+            },
+            Arc::new(Metrics::new()),
+        );
+        let mut gpu = worker(&mut f, "gpu", 1, &["wan"]);
+        let low = "000000000000000a";
+        model_job_as(&mut f, low, "a slow cube", 1, Priority::Low);
+        running_denoise(&mut f, &mut gpu, low);
+        let _spare = spare.then(|| worker(&mut f, "gpu-2", 4, &["wan"]));
+        model_job_as(&mut f, "000000000000000c", "urgent", 3, Priority::High);
+        f.preempt_scanned = None;
+        f.dispatch();
+        assert!(preempts(&mut gpu).is_empty(), "preemption {preemption}, spare {spare}");
+    }
 }
