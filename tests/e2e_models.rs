@@ -584,3 +584,50 @@ async fn a_high_job_preempts_a_running_low_denoise_which_resumes_from_its_checkp
     assert_eq!(denoise_task(&again).preemptions, 0);
     assert_eq!(latents_sha256(&low), latents_sha256(&again));
 }
+
+#[tokio::test]
+async fn a_worker_keeps_several_models_resident_within_its_budget_most_recent_first() {
+    let models = tiny_models_folder("wan-a");
+    copy_tree(&models.path().join("wan-a"), &models.path().join("wan-b"));
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        ..ClusterOptions::default()
+    })
+    .await;
+    cluster.add_worker_with_args(
+        "gpu-a",
+        &[
+            "--models".to_string(),
+            models.path().display().to_string(),
+            "--model-memory-gib".to_string(),
+            "1".to_string(),
+        ],
+    );
+    cluster.wait_workers_connected(&["gpu-a".to_string()]).await;
+    for (model, seed) in [("wan-a", 1), ("wan-b", 2)] {
+        let job = cluster
+            .submit(v1::JobSpec {
+                model: model.into(),
+                ..model_spec("a red ball", seed)
+            })
+            .await;
+        cluster.wait_succeeded(&job.id).await;
+    }
+    let w = wait_until(
+        "both models listed resident",
+        std::time::Duration::from_secs(10),
+        || async {
+            let w = cluster.listed_worker("gpu-a").await.expect("listed");
+            if w.resident.len() == 2 {
+                Ok(w)
+            } else {
+                Err(format!("{:?}", w.resident))
+            }
+        },
+    )
+    .await;
+    let names: Vec<&str> = w.resident.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["wan-b", "wan-a"], "most recently used first");
+    assert!(w.resident.iter().all(|r| r.memory == "host"));
+    assert_eq!(w.model_memory_budget_bytes, 1 << 30);
+}

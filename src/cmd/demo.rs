@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     drain_timeout: 30,
                     farm_secret: Some(reelfarm_worker::config::DEV_FARM_SECRET.into()),
                     models: None,
+                    model_memory_gib: None,
                     checkpoint_every_steps: 5,
                     checkpoint_every_seconds: 120,
                     log_json: false,

@@ -15,7 +15,8 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             serde_json::json!({"id": w.id, "state": state, "engine": w.engine, "gpu_model": w.gpu_model,
                 "gpu_memory_bytes": w.gpu_memory_bytes, "health": w.health,
                 "resident": w.resident.iter().map(|r| serde_json::json!({"name": r.name,
-                    "weight_bytes": r.weight_bytes})).collect::<Vec<_>>(),
+                    "weight_bytes": r.weight_bytes, "memory": r.memory})).collect::<Vec<_>>(),
+                "model_memory_budget_bytes": w.model_memory_budget_bytes,
                 "gpu": w.gpu.as_ref().map(|g| serde_json::json!({"ordinal": g.ordinal, "name": g.name,
                     "uuid": g.uuid, "compute_capability": g.compute_capability,
                     "total_memory_bytes": g.total_memory_bytes, "free_memory_bytes": g.free_memory_bytes,
@@ -46,7 +47,7 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             // The device on an indented line of its own, like the models below.
             if let Some(g) = &w.gpu {
                 println!(
-                    "    gpu {} {}  compute {}  {:.1} GiB ({:.1} GiB free at start)  driver CUDA {}  {}",
+                    "    gpu {} {}  compute {}  {:.1} GiB ({:.1} GiB free, last reported)  driver CUDA {}  {}",
                     g.ordinal,
                     g.name,
                     g.compute_capability,
@@ -54,6 +55,14 @@ fn print(w: &v1::WorkerInfo, format: Format) {
                     g.free_memory_bytes as f64 / (1u64 << 30) as f64,
                     g.driver_cuda_version,
                     g.uuid
+                );
+            }
+            if !w.models.is_empty() && w.model_memory_budget_bytes > 0 {
+                let held: u64 = w.resident.iter().map(|r| r.weight_bytes).sum();
+                println!(
+                    "    model pool {:.1} of {:.1} GiB",
+                    held as f64 / (1u64 << 30) as f64,
+                    w.model_memory_budget_bytes as f64 / (1u64 << 30) as f64
                 );
             }
             // One indented line per model, so the worker's line stays one line.

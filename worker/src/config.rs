@@ -87,6 +87,13 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MODELS")]
     pub models: Option<std::path::PathBuf>,
 
+    /// Weights of the open models kept loaded between tasks, in GiB: a model that does not
+    /// fit beside the resident ones evicts the least recently used. Default: 80 % of the
+    /// GPU's memory under the CUDA engine (the rest is for activations), half of the host's
+    /// memory on the CPU.
+    #[arg(long, env = "REELFARM_MODEL_MEMORY_GIB")]
+    pub model_memory_gib: Option<f64>,
+
     /// A model job's DENOISE saves a checkpoint (latents and sampler history, to the
     /// artifact store) after every this many steps, so a retry, a hand-back or a failover
     /// resumes there instead of at step 0; 0: only on the time bound and when preempted.
@@ -119,6 +126,11 @@ impl Config {
             ));
         }
         self.artifacts.validate()?;
+        if let Some(g) = self.model_memory_gib {
+            if !(g.is_finite() && g > 0.0) {
+                return Err(format!("--model-memory-gib must be above 0, got {g}"));
+            }
+        }
         if self.coordinator.is_empty() {
             return Err("--coordinator needs at least one address".into());
         }
@@ -135,6 +147,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The model pool's budget in bytes (see `--model-memory-gib`), given the GPU's total
+    /// memory (None on the CPU engine).
+    pub fn model_memory_budget(&self, gpu_total: Option<u64>) -> u64 {
+        const GIB: f64 = (1u64 << 30) as f64;
+        match (self.model_memory_gib, gpu_total) {
+            (Some(g), _) => (g * GIB) as u64,
+            (None, Some(total)) => total / 5 * 4,
+            (None, None) => host_memory_bytes() / 2,
+        }
     }
 
     /// The worker id: configured, or `<hostname>-<6 hex>`.
@@ -172,4 +195,16 @@ pub fn hostname() -> String {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The host's physical memory (MemTotal of /proc/meminfo); 16 GiB where it cannot be read.
+fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(16 << 30, |kib| kib * 1024)
 }

@@ -214,5 +214,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         gpu: w.info.gpu.clone(),
         health: w.health.clone(),
         resident: w.info.resident.clone(),
+        model_memory_budget_bytes: w.info.model_memory_budget_bytes,
     }
 }

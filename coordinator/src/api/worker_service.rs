@@ -125,6 +125,7 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         broken_models: r.broken_models.clone(),
         gpu: r.gpu.clone(),
         resident: r.resident.clone(),
+        model_memory_budget_bytes: r.model_memory_budget_bytes,
         // At most one per slot can be adopted; the rest would be cancelled anyway.
         running: r
             .running
@@ -414,7 +415,7 @@ fn handle(
             tracing::warn!(worker_id, "second register on one session ignored");
         }
         Some(Body::Status(s)) if s.resident.len() <= MAX_MODELS => {
-            scheduler.worker_status(worker_id, s.resident);
+            scheduler.worker_status(worker_id, s.resident, s.gpu_free_memory_bytes);
         }
         Some(Body::Status(s)) => {
             tracing::warn!(

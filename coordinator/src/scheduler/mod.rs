@@ -140,10 +140,16 @@ impl Scheduler {
         self.lock().worker_shutting_down(id)
     }
 
-    /// What a worker now holds loaded (WorkerStatus): placement follows it.
-    pub(crate) fn worker_status(&self, id: &str, resident: Vec<reelfarm_proto::v1::ResidentModel>) {
+    /// What a worker now holds loaded, and its GPU's free memory (WorkerStatus):
+    /// placement follows it.
+    pub(crate) fn worker_status(
+        &self,
+        id: &str,
+        resident: Vec<reelfarm_proto::v1::ResidentModel>,
+        gpu_free: u64,
+    ) {
         let mut farm = self.lock();
-        farm.set_resident(id, resident);
+        farm.set_resident(id, resident, gpu_free);
         farm.dispatch();
     }
 

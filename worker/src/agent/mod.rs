@@ -154,6 +154,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .map(|m| (m.name.clone(), m.weight_bytes))
             .collect(),
         selected.model_device.clone(),
+        config.model_memory_budget(selected.gpu.as_ref().map(|g| g.total_memory_bytes)),
     ));
     let register = v1::RegisterWorker {
         worker_id: id.clone(),
@@ -175,6 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         gpu: selected.gpu.as_ref().map(gpu_device),
         // Filled per session from the model host.
         resident: vec![],
+        model_memory_budget_bytes: model_host.budget(),
     };
     let mut leader_lookup = None;
     if !config.etcd.is_empty() {

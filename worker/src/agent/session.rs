@@ -280,7 +280,10 @@ fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<
             .finish(token.clone(), result_message(token, result))
             .await;
         // A task that loaded another model: the coordinator places by what is loaded.
-        if let Some(status) = executor.models.status_if_changed() {
+        if let Some(status) = executor
+            .models
+            .status_if_changed(executor.metrics.gpu.free_bytes())
+        {
             tasks.send(v1::WorkerMessage {
                 body: Some(v1::worker_message::Body::Status(status)),
             });

@@ -59,6 +59,17 @@ impl GpuGauges {
         }
     }
 
+    /// The device's free memory as last read (driver at start, then NVML); 0 on the CPU.
+    pub fn free_bytes(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.memory_free
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().get_value())
+            .sum::<f64>() as u64
+    }
+
     /// Sets the info series and the memory gauges from the driver's facts.
     pub fn set_device(&self, g: &GpuFacts) {
         let ordinal = g.ordinal.to_string();

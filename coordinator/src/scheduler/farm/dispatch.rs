@@ -55,14 +55,12 @@ impl Farm {
                 self.idle.push_front(worker_id);
                 break;
             }
-            let Some((serves, resident)) = self
-                .workers
-                .get(&worker_id)
-                .map(|w| (&w.serves, &w.info.resident))
-            else {
+            let Some(here) = self.workers.get(&worker_id) else {
                 continue; // removed while listed in `idle`
             };
+            let (serves, resident) = (&here.serves, &here.info.resident);
             let (jobs, metrics, warm) = (&mut self.jobs, &self.metrics, &self.warm);
+            let (workers, idle) = (&self.workers, &self.idle);
             let affinity_wait = self.config.affinity_wait;
             // Tasks of jobs this worker is excluded from (see `health`), and model tasks left
             // to a worker holding their model (see `placement`): not charged to their
@@ -96,7 +94,8 @@ impl Farm {
                             &m.name,
                             t.ready_at.elapsed(),
                             affinity_wait,
-                        )
+                        ) || (!affinity_wait.is_zero()
+                            && Farm::leave_to_cheaper(workers, idle, &here.info, &m.name))
                     });
                 if defer {
                     deferred.push((i.job_id.clone(), i.task_index));

@@ -213,6 +213,7 @@ fn loaded(name: &str) -> Vec<reelfarm_proto::v1::ResidentModel> {
     vec![reelfarm_proto::v1::ResidentModel {
         name: name.into(),
         weight_bytes: 5 << 30,
+        memory: "gpu".into(),
     }]
 }
 
@@ -223,7 +224,7 @@ fn a_model_task_is_left_to_the_worker_holding_its_model() {
     // The cold worker asks first (round-robin order) and has room for everything.
     let mut cold = worker(&mut f, "cold", 4, &["wan"]);
     let mut warm = worker(&mut f, "warm", 1, &["wan"]);
-    f.set_resident("warm", loaded("wan"));
+    f.set_resident("warm", loaded("wan"), 0);
     f.dispatch();
     assert_eq!(
         kinds(&assignments(&mut cold)),
@@ -251,7 +252,7 @@ fn affinity_is_bounded_and_ends_with_the_warm_worker() {
     model_job(&mut f, "000000000000000a", "a robot", 1);
     let mut cold = worker(&mut f, "cold", 4, &["wan"]);
     let _warm = worker(&mut f, "warm", 1, &["wan"]);
-    f.set_resident("warm", loaded("wan"));
+    f.set_resident("warm", loaded("wan"), 0);
     f.dispatch();
     let got = kinds(&assignments(&mut cold))
         .into_iter()
@@ -264,7 +265,7 @@ fn affinity_is_bounded_and_ends_with_the_warm_worker() {
     model_job(&mut f, "000000000000000b", "a robot", 2);
     let mut cold = worker(&mut f, "cold", 4, &["wan"]);
     let _warm = worker(&mut f, "warm", 1, &[]);
-    f.set_resident("warm", loaded("wan"));
+    f.set_resident("warm", loaded("wan"), 0);
     // "warm" holds wan but does not serve it here, so it never takes the task; once it
     // loads something else, nobody holds wan and the cold worker takes it.
     f.dispatch();
@@ -272,7 +273,7 @@ fn affinity_is_bounded_and_ends_with_the_warm_worker() {
         kinds(&assignments(&mut cold)),
         [("000000000000000b", TaskKind::Plan)]
     );
-    f.set_resident("warm", loaded("other"));
+    f.set_resident("warm", loaded("other"), 0);
     f.dispatch();
     assert_eq!(
         kinds(&assignments(&mut cold)),
@@ -374,14 +375,23 @@ fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_c
         f.checkpoint("gpu", &denoise.token, 3, file(3)),
         Ok(Some(Write::Checkpoint(_)))
     ));
-    assert!(matches!(f.checkpoint("gpu", &denoise.token, 2, file(2)), Ok(None)));
+    assert!(matches!(
+        f.checkpoint("gpu", &denoise.token, 2, file(2)),
+        Ok(None)
+    ));
     assert!(matches!(
         f.checkpoint("gpu", &denoise.token, 20, file(20)),
         Err(Rejection::Checkpoint(_))
     ));
 
     // NORMAL work does not preempt.
-    model_job_as(&mut f, "000000000000000b", "a normal ball", 2, Priority::Normal);
+    model_job_as(
+        &mut f,
+        "000000000000000b",
+        "a normal ball",
+        2,
+        Priority::Normal,
+    );
     f.preempt_scanned = None;
     f.dispatch();
     assert!(preempts(&mut gpu).is_empty(), "only HIGH work preempts");
@@ -390,7 +400,11 @@ fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_c
     model_job_as(&mut f, high, "an urgent ball", 3, Priority::High);
     f.preempt_scanned = None;
     f.dispatch();
-    assert_eq!(preempts(&mut gpu), [denoise.token.clone()], "the LOW denoise");
+    assert_eq!(
+        preempts(&mut gpu),
+        [denoise.token.clone()],
+        "the LOW denoise"
+    );
     f.preempt_scanned = None;
     f.dispatch();
     assert!(preempts(&mut gpu).is_empty(), "one preemption in flight");
@@ -405,7 +419,11 @@ fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_c
     let next = assignments(&mut gpu);
     assert_eq!(kinds(&next), [(high, TaskKind::TextEncode)], "HIGH first");
     let view = f.job_view(low, true).unwrap();
-    let t = view.tasks.iter().find(|t| t.kind == TaskKind::Denoise).unwrap();
+    let t = view
+        .tasks
+        .iter()
+        .find(|t| t.kind == TaskKind::Denoise)
+        .unwrap();
     assert_eq!((t.preemptions, t.failures, t.checkpoint_step), (1, 0, 4));
 
     // Once the HIGH job's tasks are through, the LOW denoise resumes after step 4.
@@ -432,7 +450,13 @@ fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_c
     f.progress("gpu", &resumed.token, 5, 20, 1.0).unwrap();
 
     // Within --preemption-min-interval-seconds it is not preempted again.
-    model_job_as(&mut f, "000000000000000d", "another urgent ball", 4, Priority::High);
+    model_job_as(
+        &mut f,
+        "000000000000000d",
+        "another urgent ball",
+        4,
+        Priority::High,
+    );
     f.preempt_scanned = None;
     f.dispatch();
     assert!(preempts(&mut gpu).is_empty(), "at most once per interval");
@@ -457,6 +481,64 @@ fn high_work_with_a_free_slot_elsewhere_or_preemption_off_preempts_nothing() {
         model_job_as(&mut f, "000000000000000c", "urgent", 3, Priority::High);
         f.preempt_scanned = None;
         f.dispatch();
-        assert!(preempts(&mut gpu).is_empty(), "preemption {preemption}, spare {spare}");
+        assert!(
+            preempts(&mut gpu).is_empty(),
+            "preemption {preemption}, spare {spare}"
+        );
     }
+}
+
+#[test]
+fn a_cold_model_task_goes_to_the_idle_worker_that_loads_it_without_evicting() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let pooled = |f: &mut Farm, id: &str, budget_gib: u64| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let served = |name: &str| ServedModel {
+            name: name.into(),
+            family: "wan2.1-t2v".into(),
+            weight_bytes: 5 << 30,
+            ..Default::default()
+        };
+        f.register_worker(
+            WorkerInfo {
+                id: id.into(),
+                slots: 1,
+                models: vec![served("wan"), served("other")],
+                resident: vec![reelfarm_proto::v1::ResidentModel {
+                    name: "other".into(),
+                    weight_bytes: 8 << 30,
+                    memory: "gpu".into(),
+                }],
+                model_memory_budget_bytes: budget_gib << 30,
+                ..Default::default()
+            },
+            tx,
+        );
+        rx
+    };
+    // "full" asks first; loading wan (5 GiB) beside its 8 GiB would pass its 10 GiB budget.
+    let mut full = pooled(&mut f, "full", 10);
+    let mut roomy = pooled(&mut f, "roomy", 20);
+    let info = |f: &Farm, id: &str| f.workers[id].info.clone();
+    assert_eq!(
+        placement::evicted_by(&info(&f, "full"), "wan", 5 << 30),
+        8 << 30
+    );
+    assert_eq!(placement::evicted_by(&info(&f, "roomy"), "wan", 5 << 30), 0);
+    assert_eq!(
+        placement::evicted_by(&info(&f, "full"), "other", 8 << 30),
+        0
+    );
+    model_job(&mut f, "000000000000000a", "a robot", 1);
+    f.dispatch();
+    assert_eq!(
+        kinds(&assignments(&mut full)),
+        [("000000000000000a", TaskKind::Plan)],
+        "the worker that would evict takes other work"
+    );
+    assert_eq!(
+        kinds(&assignments(&mut roomy)),
+        [("000000000000000a", TaskKind::TextEncode)],
+        "the one with room loads the model"
+    );
 }

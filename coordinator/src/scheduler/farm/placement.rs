@@ -8,6 +8,13 @@
 //! dispatches again), so affinity never starves a task. Loading a 14B model costs tens of
 //! seconds, a GPU holds one: a wait of that order saves a load.
 //!
+//! Cheapest cold load: workers keep a pool of resident models within a budget
+//! (RegisterWorker.model_memory_budget_bytes), evicting the least recently used. Among the
+//! idle workers that would have to load a model, one with room for it beside what it
+//! holds goes first: a cold worker that would evict leaves the task to an idle one that
+//! would evict fewer bytes (no wait: that worker is free now, and takes it in the same
+//! dispatch or the next).
+//!
 //! Memory fit: a GPU worker serves a model only if the model fits its device: the weights
 //! as the worker listed them (bytes of its safetensors, which a GPU loads as they are, in
 //! bf16) plus a fifth for activations and the text encoder's working set, a rough bound
@@ -28,15 +35,74 @@ pub(super) fn fits(model: &ServedModel, gpu: Option<&GpuDevice>) -> bool {
     gpu.is_none_or(|g| gpu_need(model) <= g.total_memory_bytes)
 }
 
+/// Bytes of resident weights `info`'s worker would evict to load `model` (0 when it is
+/// resident or fits beside them): its pool drops the least recently used (the end of
+/// `resident`) first. A worker without a budget holds one model at a time.
+pub(super) fn evicted_by(info: &WorkerInfo, model: &str, weight_bytes: u64) -> u64 {
+    if info.resident.iter().any(|r| r.name == model) {
+        return 0;
+    }
+    let held: u64 = info.resident.iter().map(|r| r.weight_bytes).sum();
+    if info.model_memory_budget_bytes == 0 {
+        return held;
+    }
+    let mut over = (held + weight_bytes).saturating_sub(info.model_memory_budget_bytes);
+    let mut evicted = 0;
+    for r in info.resident.iter().rev() {
+        if over == 0 {
+            break;
+        }
+        evicted += r.weight_bytes;
+        over = over.saturating_sub(r.weight_bytes);
+    }
+    evicted
+}
+
 impl Farm {
-    /// The worker now holds `resident` loaded (WorkerStatus).
-    pub(crate) fn set_resident(&mut self, worker_id: &str, resident: Vec<ResidentModel>) {
+    /// The worker now holds `resident` loaded, and its GPU has `gpu_free` bytes free
+    /// (WorkerStatus).
+    pub(crate) fn set_resident(
+        &mut self,
+        worker_id: &str,
+        resident: Vec<ResidentModel>,
+        gpu_free: u64,
+    ) {
         let Some(w) = self.workers.get_mut(worker_id) else {
             return;
         };
         forget_warm(&mut self.warm, &w.info.resident);
         count_warm(&mut self.warm, &resident);
         w.info.resident = resident;
+        if let Some(g) = w.info.gpu.as_mut() {
+            g.free_memory_bytes = gpu_free;
+        }
+    }
+
+    /// Whether the cold worker `here` should leave a task of `model` to another idle
+    /// worker serving it that would evict fewer bytes to load it (see the module docs).
+    pub(super) fn leave_to_cheaper(
+        workers: &HashMap<String, WorkerEntry>,
+        idle: &VecDeque<String>,
+        here: &WorkerInfo,
+        model: &str,
+    ) -> bool {
+        let weight = |info: &WorkerInfo| {
+            info.models
+                .iter()
+                .find(|m| m.name == model)
+                .map_or(0, |m| m.weight_bytes)
+        };
+        let mine = evicted_by(here, model, weight(here));
+        mine > 0
+            && idle.iter().any(|id| {
+                workers.get(id).is_some_and(|w| {
+                    w.info.id != here.id
+                        && w.free > 0
+                        && !w.draining
+                        && w.serves.iter().any(|s| s == model)
+                        && evicted_by(&w.info, model, weight(&w.info)) < mine
+                })
+            })
     }
 
     /// Whether a cold worker should leave this model task to a warm one (see the module

@@ -23,8 +23,10 @@ pub struct WorkerInfo {
     pub broken_models: Vec<reelfarm_proto::v1::BrokenModel>,
     /// Models it holds loaded, as it last said (see `placement`).
     pub resident: Vec<reelfarm_proto::v1::ResidentModel>,
-    /// The CUDA device of a GPU worker, as it registered it.
+    /// The CUDA device of a GPU worker, as it registered it (free memory as it last said).
     pub gpu: Option<reelfarm_proto::v1::GpuDevice>,
+    /// Bytes of model weights it keeps loaded at most (its pool); 0: one model at a time.
+    pub model_memory_budget_bytes: u64,
 }
 
 /// A message for one worker's stream.
