@@ -30,6 +30,7 @@ pub fn job_json(job: &v1::Job) -> serde_json::Value {
         "error": job.error,
         "error_code": job.error_code,
         "cached_from": job.cached_from,
+        "merged_into": job.merged_into,
         "waiting": job.waiting,
         "scene": serde_json::from_str::<serde_json::Value>(&job.scene).unwrap_or(serde_json::Value::Null),
     })
@@ -66,7 +67,12 @@ pub fn print_job(job: &v1::Job, format: Format) {
             if !job.waiting.is_empty() {
                 println!("  waiting: {}", job.waiting);
             }
-            if !job.cached_from.is_empty() {
+            if !job.merged_into.is_empty() && job.merged_into == job.cached_from {
+                println!(
+                    "  merged: followed the identical job {} and has its outputs",
+                    job.merged_into
+                );
+            } else if !job.cached_from.is_empty() {
                 println!("  cache hit: the outputs of job {}", job.cached_from);
             }
             for o in &job.outputs {

@@ -1045,6 +1045,46 @@ async fn an_identical_spec_is_served_from_the_result_cache_within_its_tenant() {
 }
 
 #[tokio::test]
+async fn an_identical_job_submitted_while_one_renders_follows_it_and_gets_its_outputs() {
+    let cluster = Cluster::start(ClusterOptions {
+        workers: 2,
+        coordinator_args: long_job_coordinator_args(),
+    })
+    .await;
+    let leader = cluster.submit(long_spec("a ball rendered for two")).await;
+    let follower = cluster.submit(long_spec("a ball rendered for two")).await;
+    assert_eq!(
+        follower.merged_into,
+        leader.id,
+        "submitted while the first renders, it follows it:\n{}",
+        describe(&follower)
+    );
+    assert!(
+        follower.waiting.contains("merged with job"),
+        "{}",
+        follower.waiting
+    );
+    let leader = cluster.wait_succeeded(&leader.id).await;
+    let follower = cluster.wait_succeeded(&follower.id).await;
+    assert_eq!(follower.cached_from, leader.id);
+    assert_eq!(follower.outputs, leader.outputs, "the leader's files");
+    assert_eq!(
+        follower.tasks.as_ref().map(|t| t.done),
+        Some(0),
+        "the follower ran no task: {}",
+        describe(&follower)
+    );
+    assert_outputs_intact(&follower);
+    let (_, metrics) = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .expect("GET the coordinator's /metrics");
+    assert_eq!(
+        sample_sum(&metrics, "reelfarm_jobs_merged_total", ""),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn no_result_cache_renders_every_job() {
     let cluster = Cluster::start(ClusterOptions {
         workers: 2,

@@ -74,6 +74,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
             tasks: tasks.clone(),
             artifacts_swept: false,
             cached_from: None,
+            merged_into: None,
             adjustments: vec![],
             error_code: None,
         })

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub jobs_forgotten: IntCounter,
     pub artifacts_collected: IntCounter,
     pub cache_hits: IntCounter,
+    pub jobs_merged: IntCounter,
     pub artifacts_collected_bytes: IntCounter,
     pub dispatch_latency: Histogram,
     pub job_duration: Histogram,
@@ -115,6 +116,10 @@ impl Metrics {
             cache_hits: r.add(IntCounter::new(
                 "reelfarm_cache_hits_total",
                 "Jobs served at submission with the outputs of an earlier job with the same content key."
+            )),
+            jobs_merged: r.add(IntCounter::new(
+                "reelfarm_jobs_merged_total",
+                "Jobs that followed an identical running job and got its outputs instead of rendering."
             )),
             artifacts_collected: r.add(IntCounter::new(
                 "reelfarm_artifacts_collected_total",

@@ -143,6 +143,7 @@ pub fn job(v: &JobView) -> v1::Job {
         cached_from: v.cached_from.clone(),
         adjustments: v.adjustments.clone(),
         error_code: v.error_code.clone(),
+        merged_into: v.merged_into.clone(),
         idempotency_key: v.idempotency_key.clone(),
         scene: v.scene.clone(),
     }

@@ -184,6 +184,10 @@ pub struct JobRecord {
     /// had the same content key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<JobId>,
+    /// Created while an identical job (this one) was running: it follows that job's render
+    /// (see the farm's `merges`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<JobId>,
     /// What the coordinator changed to fit the model's rules (Job.adjustments).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adjustments: Vec<String>,

@@ -76,6 +76,11 @@ impl Scheduler {
             Some(_) => vec![],
             None => planner::plan(&job.spec, self.planner),
         };
+        // An identical job running now: this one follows its render (see the farm's
+        // `merges`). It keeps its own plan, for the case that job fails.
+        let merged_into = (self.result_cache && cached.is_none())
+            .then(|| self.lock().running_twin(&job.spec.content_key()))
+            .flatten();
         loop {
             let created_ms = now_ms();
             let mut record = JobRecord {
@@ -90,6 +95,7 @@ impl Scheduler {
                 tasks: tasks.clone(),
                 artifacts_swept: false,
                 cached_from: None,
+                merged_into: merged_into.clone(),
                 adjustments: job.adjustments.clone(),
                 error_code: None,
             };
@@ -127,9 +133,13 @@ impl Scheduler {
                             tracing::info!(job_id = %id, cached_from = %from, tenant = %job.spec.tenant,
                                 "job submitted and served from the result cache");
                         }
-                        None => {
-                            tracing::info!(job_id = %id, tenant = %job.spec.tenant, "job submitted")
-                        }
+                        None => match &merged_into {
+                            Some(leader) => tracing::info!(job_id = %id, merged_into = %leader,
+                                tenant = %job.spec.tenant, "job submitted; follows an identical running job"),
+                            None => {
+                                tracing::info!(job_id = %id, tenant = %job.spec.tenant, "job submitted")
+                            }
+                        },
                     }
                     return Ok(farm.job_view(&id, true).expect("just inserted"));
                 }

@@ -34,6 +34,8 @@ pub struct JobView {
     pub adjustments: Vec<String>,
     /// Job.error_code.
     pub error_code: String,
+    /// Job.merged_into.
+    pub merged_into: String,
 }
 
 /// One task of a job.

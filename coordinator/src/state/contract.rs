@@ -31,6 +31,7 @@ fn job(id: &str, key: Option<&str>) -> JobRecord {
         tasks: vec![],
         artifacts_swept: false,
         cached_from: None,
+        merged_into: None,
         adjustments: vec![],
         error_code: None,
     }

@@ -92,6 +92,10 @@ pub(super) struct JobEntry {
     /// (see `health`); in memory only.
     pub(super) failed_by: HashMap<String, u32>,
     pub(super) excluded: HashSet<String>,
+    /// The running job this one follows, its tasks held (see `merges`); and the content
+    /// key under which others follow this one.
+    pub(super) following: Option<JobId>,
+    pub(super) content_key: Option<String>,
 }
 
 impl JobEntry {
@@ -272,8 +276,11 @@ impl Farm {
             changed,
             failed_by: HashMap::new(),
             excluded: HashSet::new(),
+            following: None,
+            content_key: None,
         };
         if !terminal {
+            self.join_merge(&mut entry);
             self.active_jobs += 1;
             *self
                 .active_by_tenant
@@ -486,5 +493,16 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
         cached_from: job.record.cached_from.clone().unwrap_or_default(),
         adjustments: job.record.adjustments.clone(),
         error_code: job.record.error_code.clone().unwrap_or_default(),
+        // Following now, or followed and got that job's outputs.
+        merged_into: job
+            .following
+            .clone()
+            .or_else(|| {
+                job.record
+                    .merged_into
+                    .as_ref()
+                    .and(job.record.cached_from.clone())
+            })
+            .unwrap_or_default(),
     }
 }

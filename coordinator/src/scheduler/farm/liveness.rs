@@ -240,6 +240,11 @@ impl Farm {
         if job.record.state.is_terminal() || job.pending.is_some() {
             return None;
         }
+        if let Some(leader) = &job.following {
+            return Some(format!(
+                "merged with job {leader}, which renders the same spec; this job gets its outputs when it succeeds"
+            ));
+        }
         let ready = job
             .tasks
             .iter()

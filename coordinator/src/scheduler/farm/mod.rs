@@ -23,6 +23,7 @@
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
 //! - `checkpoints`: denoising tasks' checkpoints, kept for the next attempt to resume.
 //! - `preemption`: LOW denoising tasks checkpointed and handed back for HIGH work.
+//! - `merges`: identical running jobs merged into one render.
 //! - `text_share`: model jobs' text encodings, run once per (model, prompt, negative).
 //! - `retention`: finished jobs kept up to a limit, older ones forgotten.
 //! - `sweeps`: which finished jobs are due for an artifact sweep.
@@ -40,6 +41,7 @@ mod gauges;
 mod health;
 mod jobs;
 mod liveness;
+mod merges;
 #[cfg(test)]
 mod model_tests;
 mod placement;
@@ -121,6 +123,12 @@ pub(crate) enum AfterCommit {
         error: Option<String>,
         error_code: Option<String>,
     },
+    /// A follower gets its leader's outputs (see `merges`).
+    Merged {
+        job_id: JobId,
+        from: JobId,
+        outputs: Vec<Output>,
+    },
 }
 
 /// Writes to make durable, then the transition to apply.
@@ -172,6 +180,12 @@ pub(crate) struct Farm {
     /// the HIGH work it makes room for (see `preemption`).
     preempting: HashMap<(JobId, u32), Option<String>>,
     preempt_scanned: Option<Instant>,
+    /// Unfinished jobs others with the same content key follow, and their followers (see
+    /// `merges`).
+    running_by_content: HashMap<String, JobId>,
+    followers: HashMap<JobId, Vec<JobId>>,
+    /// Commits made by transitions with no caller to hand them to (see `merges`).
+    deferred: Vec<Commit>,
 }
 
 struct DispatchHold {
@@ -206,6 +220,9 @@ impl Farm {
             warm: HashMap::new(),
             preempting: HashMap::new(),
             preempt_scanned: None,
+            running_by_content: HashMap::new(),
+            followers: HashMap::new(),
+            deferred: Vec::new(),
         }
     }
 

@@ -262,6 +262,14 @@ impl Farm {
                 },
                 Ok(()),
             ) => self.apply_terminal(&job_id, state, error, error_code),
+            (
+                AfterCommit::Merged {
+                    job_id,
+                    from,
+                    outputs,
+                },
+                result,
+            ) => self.finish_merged(&job_id, from, outputs, result),
             (AfterCommit::JobTerminal { job_id, .. }, Err(_)) => {
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.pending = None;
@@ -351,7 +359,7 @@ impl Farm {
         self.release_text_waiters(text_waiters);
     }
 
-    fn apply_terminal(
+    pub(super) fn apply_terminal(
         &mut self,
         job_id: &str,
         state: JobState,
@@ -430,6 +438,7 @@ impl Farm {
             }
         }
         self.text_owner_ended(job_id);
+        self.settle_followers(job_id, state);
     }
 }
 

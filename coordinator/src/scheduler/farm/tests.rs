@@ -72,6 +72,7 @@ fn add_job(farm: &mut Farm, id: &str, priority: Priority) {
             tasks,
             artifacts_swept: false,
             cached_from: None,
+            merged_into: None,
             adjustments: vec![],
             error_code: None,
         },
@@ -448,6 +449,7 @@ pub(super) fn record_of(id: &str, spec: JobSpec) -> JobRecord {
         tasks,
         artifacts_swept: false,
         cached_from: None,
+        merged_into: None,
         adjustments: vec![],
         error_code: None,
     }
@@ -1210,4 +1212,124 @@ fn fair_share_is_rebuilt_from_committed_work_after_a_failover() {
         };
         assert_eq!(first.token.job_id, expected, "rebuild: {rebuild}");
     }
+}
+
+/// Runs every task of the farm's jobs on `w` until `job` is terminal, each output named
+/// after its task; returns the last outputs committed.
+fn run_to_end(f: &mut Farm, w: &mut mpsc::UnboundedReceiver<ToWorker>, job: &str) -> Vec<Output> {
+    let mut last = vec![];
+    for _ in 0..100 {
+        if f.job_view(job, false).expect("job").state.is_terminal() {
+            break;
+        }
+        f.dispatch();
+        for a in assignments(w) {
+            let output = Output {
+                kind: a.token.task_id.clone(),
+                uri: format!("file:///s/jobs/{}/{}.bin", a.token.job_id, a.token.task_id),
+                sha256: "0".repeat(64),
+                bytes: 1,
+            };
+            if a.token.job_id == job {
+                last = vec![output.clone()];
+            }
+            let commit = f
+                .begin_result("w", &a.token, AttemptResult::success(vec![output]))
+                .expect("current")
+                .expect("a commit");
+            f.finish_commit(commit.after, Ok(()));
+            for c in f.take_deferred_commits() {
+                f.finish_commit(c.after, Ok(()));
+            }
+        }
+    }
+    last
+}
+
+#[test]
+fn an_identical_job_submitted_while_one_runs_follows_it_and_gets_its_outputs() {
+    const LEADER: &str = "0000000000000001";
+    const FOLLOWER: &str = "0000000000000002";
+    let mut f = farm();
+    let key = spec(Priority::Normal).content_key();
+    f.insert_job(job_record(LEADER), &[]);
+    assert_eq!(f.running_twin(&key).as_deref(), Some(LEADER));
+    let mut other = spec(Priority::Normal);
+    other.seed = 2;
+    assert!(
+        f.running_twin(&other.content_key()).is_none(),
+        "another seed"
+    );
+    f.insert_job(
+        JobRecord {
+            merged_into: Some(LEADER.into()),
+            ..job_record(FOLLOWER)
+        },
+        &[],
+    );
+    let view = f.job_view(FOLLOWER, false).unwrap();
+    assert_eq!(view.merged_into, LEADER);
+    assert!(view.waiting.contains("merged with job"), "{}", view.waiting);
+    let mut w = worker(&mut f, "w", 8);
+    f.dispatch();
+    let first = assignments(&mut w);
+    assert!(
+        first.iter().all(|a| a.token.job_id == LEADER),
+        "only the leader renders: {first:?}"
+    );
+    // Put the first assignments back through the run (they were taken above).
+    for a in &first {
+        succeed(&mut f, "w", a);
+    }
+    let outputs = run_to_end(&mut f, &mut w, LEADER);
+    let follower = f.job_view(FOLLOWER, false).unwrap();
+    assert_eq!(follower.state, JobState::Succeeded);
+    assert_eq!(follower.cached_from, LEADER);
+    assert_eq!(follower.merged_into, LEADER);
+    assert_eq!(follower.outputs, outputs, "the leader's files");
+    assert!(
+        f.running_twin(&key).is_none(),
+        "nothing of that key runs now"
+    );
+}
+
+#[test]
+fn when_the_leader_is_cancelled_its_first_follower_renders_and_the_others_follow_it() {
+    const LEADER: &str = "0000000000000001";
+    let mut f = farm();
+    f.insert_job(job_record(LEADER), &[]);
+    for id in ["0000000000000002", "0000000000000003"] {
+        f.insert_job(
+            JobRecord {
+                merged_into: Some(LEADER.into()),
+                ..job_record(id)
+            },
+            &[],
+        );
+    }
+    let commit = f
+        .begin_cancel(LEADER)
+        .unwrap()
+        .expect("a cancel to persist");
+    f.finish_commit(commit.after, Ok(()));
+    assert_eq!(
+        f.job_view(LEADER, false).unwrap().state,
+        JobState::Cancelled
+    );
+    let second = f.job_view("0000000000000002", false).unwrap();
+    assert!(second.merged_into.is_empty(), "renders itself");
+    assert_eq!(
+        f.job_view("0000000000000003", false).unwrap().merged_into,
+        "0000000000000002"
+    );
+    let mut w = worker(&mut f, "w", 8);
+    run_to_end(&mut f, &mut w, "0000000000000002");
+    assert_eq!(
+        f.job_view("0000000000000003", false).unwrap().state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        f.job_view("0000000000000003", false).unwrap().cached_from,
+        "0000000000000002"
+    );
 }
