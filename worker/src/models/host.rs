@@ -166,6 +166,43 @@ impl ModelHost {
     }
 }
 
+/// See the module docs.
+pub fn weights_sha256(dir: &Path) -> std::io::Result<String> {
+    let mut files = BTreeMap::new();
+    collect(dir, dir, &mut files)?;
+    let mut all = Sha256::new();
+    for (rel, path) in files {
+        let mut file = std::fs::File::open(&path)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        all.update(format!("{rel}: {}\n", hex::encode(h.finalize())));
+    }
+    Ok(hex::encode(all.finalize()))
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".safetensors") || name == "config.json" {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                out.insert(rel.to_string_lossy().into_owned(), path);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,41 +261,4 @@ mod tests {
         assert_eq!(names(&h), ["huge"]);
         assert!(h.get("missing").is_err());
     }
-}
-
-/// See the module docs.
-pub fn weights_sha256(dir: &Path) -> std::io::Result<String> {
-    let mut files = BTreeMap::new();
-    collect(dir, dir, &mut files)?;
-    let mut all = Sha256::new();
-    for (rel, path) in files {
-        let mut file = std::fs::File::open(&path)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        all.update(format!("{rel}: {}\n", hex::encode(h.finalize())));
-    }
-    Ok(hex::encode(all.finalize()))
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect(root, &path, out)?;
-        } else {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".safetensors") || name == "config.json" {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                out.insert(rel.to_string_lossy().into_owned(), path);
-            }
-        }
-    }
-    Ok(())
 }

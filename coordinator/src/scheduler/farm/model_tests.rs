@@ -402,7 +402,7 @@ fn high_work_without_a_free_slot_preempts_a_low_denoise_which_resumes_from_its_c
     f.dispatch();
     assert_eq!(
         preempts(&mut gpu),
-        [denoise.token.clone()],
+        std::slice::from_ref(&denoise.token),
         "the LOW denoise"
     );
     f.preempt_scanned = None;
