@@ -66,7 +66,7 @@ const SUBMIT_BATCH: usize = 100;
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Name of the coordinator runtime's threads (Linux keeps 15 bytes of a thread name).
-const COORDINATOR_THREADS: &str = "rf-coordinator";
+pub(super) const COORDINATOR_THREADS: &str = "rf-coordinator";
 
 pub async fn run(args: SchedArgs) -> anyhow::Result<()> {
     let coordinator_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -250,30 +250,17 @@ async fn run_one(
         slots,
     } = setup;
     let (workers, slots) = (*workers, *slots);
-    let shutdown = CancellationToken::new();
-    let artifacts = tempfile::tempdir()?;
-    let cluster = format!("bench-{}", rand_suffix());
-    let coordinator = coordinator_runtime
-        .spawn(reelfarm_coordinator::start(
-            reelfarm_coordinator::Config::in_process(
-                cluster,
-                etcd.iter().cloned().collect(),
-                reelfarm_artifacts::StoreConfig::local(artifacts.path()),
-                1_000_000,
-            ),
-            shutdown.clone(),
-        ))
-        .await??;
-    // The stand-in output every simulated result names (see the module docs).
-    let sim_output = artifacts.path().canonicalize()?.join("jobs/sim/output.bin");
-    std::fs::create_dir_all(sim_output.parent().expect("a file under jobs/sim"))?;
-    std::fs::write(&sim_output, b"")?;
-    let sim_output = format!("file://{}", sim_output.display());
-    let scheduler = coordinator
-        .wait_leader()
-        .await
-        .context("the coordinator stopped before it led")?;
-    let address = format!("http://{}", coordinator.grpc_addr);
+    let farm = InProcess::start(coordinator_runtime, |cluster, store| {
+        reelfarm_coordinator::Config::in_process(
+            cluster,
+            etcd.iter().cloned().collect(),
+            store,
+            1_000_000,
+        )
+    })
+    .await?;
+    let (coordinator, scheduler) = (&farm.coordinator, &farm.scheduler);
+    let (address, sim_output) = (farm.address.clone(), farm.sim_output.clone());
 
     // Load the queue.
     let jobs = args.tasks.div_ceil(TASKS_PER_JOB) as usize;
@@ -338,8 +325,7 @@ async fn run_one(
         })
         .count();
     let s = fleet.stop().await;
-    shutdown.cancel();
-    coordinator_runtime.spawn(coordinator.stop()).await?;
+    farm.stop(coordinator_runtime).await?;
 
     let idle_ms = |p| super::percentile(&s.starved_s, p) * 1000.0;
     Ok(serde_json::json!({
@@ -357,6 +343,62 @@ async fn run_one(
                                        "samples": s.starved_s.len()},
         "timed_out": timed_out,
     }))
+}
+
+/// A coordinator running in this process (on its own runtime), leading, with an artifact
+/// store in a temporary folder that holds the one stand-in output simulated workers name
+/// in their results: an empty file, which the coordinator checks exists at a worker
+/// session's first result, as it does for real workers.
+pub(super) struct InProcess {
+    pub coordinator: reelfarm_coordinator::RunningCoordinator,
+    pub scheduler: Arc<reelfarm_coordinator::scheduler::Scheduler>,
+    /// Its gRPC address, `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The stand-in output's `file://` URI.
+    pub sim_output: String,
+    shutdown: CancellationToken,
+    _artifacts: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Starts one on `runtime` with the configuration `config` makes from a fresh cluster
+    /// name (each run starts from empty state, in etcd too) and the store's settings.
+    pub async fn start(
+        runtime: &tokio::runtime::Handle,
+        config: impl FnOnce(String, reelfarm_artifacts::StoreConfig) -> reelfarm_coordinator::Config,
+    ) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let artifacts = tempfile::tempdir()?;
+        let config = config(
+            format!("bench-{}", rand_suffix()),
+            reelfarm_artifacts::StoreConfig::local(artifacts.path()),
+        );
+        let coordinator = runtime
+            .spawn(reelfarm_coordinator::start(config, shutdown.clone()))
+            .await??;
+        let sim_output = artifacts.path().canonicalize()?.join("jobs/sim/output.bin");
+        std::fs::create_dir_all(sim_output.parent().expect("a file under jobs/sim"))?;
+        std::fs::write(&sim_output, b"")?;
+        let scheduler = coordinator
+            .wait_leader()
+            .await
+            .context("the coordinator stopped before it led")?;
+        Ok(Self {
+            address: format!("http://{}", coordinator.grpc_addr),
+            sim_output: format!("file://{}", sim_output.display()),
+            coordinator,
+            scheduler,
+            shutdown,
+            _artifacts: artifacts,
+        })
+    }
+
+    /// Stops the coordinator (on its runtime) and removes the store.
+    pub async fn stop(self, runtime: &tokio::runtime::Handle) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        runtime.spawn(self.coordinator.stop()).await?;
+        Ok(())
+    }
 }
 
 /// CPU time of this process's threads with one name, from /proc/self/task (Linux).
