@@ -17,6 +17,14 @@ fn model_job(farm: &mut Farm, id: &str, prompt: &str, seed: u64) {
 
 fn model_job_as(farm: &mut Farm, id: &str, prompt: &str, seed: u64, priority: Priority) {
     let spec = JobSpec {
+        priority,
+        ..model_spec(prompt, seed)
+    };
+    farm.insert_job(record_of(id, spec), &[]);
+}
+
+fn model_spec(prompt: &str, seed: u64) -> JobSpec {
+    JobSpec {
         prompt: prompt.into(),
         duration_seconds: 9.0 / 12.0,
         fps: 12,
@@ -26,7 +34,7 @@ fn model_job_as(farm: &mut Farm, id: &str, prompt: &str, seed: u64, priority: Pr
         steps: 20,
         sampler: Sampler::UniPc,
         audio: false,
-        priority,
+        priority: Priority::Normal,
         tenant: "t".into(),
         labels: Default::default(),
         model: Some(ModelSpec {
@@ -36,8 +44,7 @@ fn model_job_as(farm: &mut Farm, id: &str, prompt: &str, seed: u64, priority: Pr
             guidance_scale: 5.0,
             guide_strength: None,
         }),
-    };
-    farm.insert_job(record_of(id, spec), &[]);
+    }
 }
 
 fn worker(
@@ -260,25 +267,57 @@ fn affinity_is_bounded_and_ends_with_the_warm_worker() {
         .collect::<Vec<_>>();
     assert!(got.contains(&TaskKind::TextEncode), "{got:?}");
 
-    // With a wait, a warm worker that leaves (or loads another model) ends the deferral.
+    // With a wait: a worker that holds wan but may not run it makes nobody wait.
     let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
-    model_job(&mut f, "000000000000000b", "a robot", 2);
+    model_job(&mut f, "000000000000000d", "a robot", 3);
     let mut cold = worker(&mut f, "cold", 4, &["wan"]);
-    let _warm = worker(&mut f, "warm", 1, &[]);
-    f.set_resident("warm", loaded("wan"), 0);
-    // "warm" holds wan but does not serve it here, so it never takes the task; once it
-    // loads something else, nobody holds wan and the cold worker takes it.
+    let _holder = worker(&mut f, "holder", 1, &[]);
+    f.set_resident("holder", loaded("wan"), 0);
     f.dispatch();
-    assert_eq!(
-        kinds(&assignments(&mut cold)),
-        [("000000000000000b", TaskKind::Plan)]
-    );
-    f.set_resident("warm", loaded("other"), 0);
-    f.dispatch();
-    assert_eq!(
-        kinds(&assignments(&mut cold)),
-        [("000000000000000b", TaskKind::TextEncode)]
-    );
+    assert!(kinds(&assignments(&mut cold)).contains(&("000000000000000d", TaskKind::TextEncode)));
+
+    // A busy warm worker that loads another model ends the deferral; a drained one makes
+    // nobody wait.
+    for drained in [false, true] {
+        let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+        let mut warm = worker(&mut f, "warm", 1, &["wan"]);
+        f.set_resident("warm", loaded("wan"), 0);
+        // The warm worker asks first and takes a HIGH reference job's plan: it is busy.
+        f.insert_job(
+            record_of(
+                "000000000000000c",
+                JobSpec {
+                    model: None,
+                    sampler: Sampler::Ddim,
+                    priority: Priority::High,
+                    ..model_spec("a ball", 5)
+                },
+            ),
+            &[],
+        );
+        f.dispatch();
+        assert_eq!(
+            kinds(&assignments(&mut warm)),
+            [("000000000000000c", TaskKind::Plan)]
+        );
+        model_job(&mut f, "000000000000000e", "a robot", 4);
+        let mut cold = worker(&mut f, "cold", 4, &["wan"]);
+        if drained {
+            f.set_cordon("warm", true);
+        }
+        f.dispatch();
+        let text = ("000000000000000e", TaskKind::TextEncode);
+        assert_eq!(
+            kinds(&assignments(&mut cold)).contains(&text),
+            drained,
+            "drained {drained}"
+        );
+        if !drained {
+            f.set_resident("warm", loaded("other"), 0);
+            f.dispatch();
+            assert!(kinds(&assignments(&mut cold)).contains(&text));
+        }
+    }
 }
 
 #[test]

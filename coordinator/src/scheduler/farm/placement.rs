@@ -70,8 +70,10 @@ impl Farm {
         let Some(w) = self.workers.get_mut(worker_id) else {
             return;
         };
-        forget_warm(&mut self.warm, &w.info.resident);
-        count_warm(&mut self.warm, &resident);
+        if !w.draining {
+            forget_warm(&mut self.warm, &w.info.resident, &w.serves);
+            count_warm(&mut self.warm, &resident, &w.serves);
+        }
         w.info.resident = resident;
         if let Some(g) = w.info.gpu.as_mut() {
             g.free_memory_bytes = gpu_free;
@@ -121,16 +123,26 @@ impl Farm {
     }
 }
 
-/// Counts `resident` as loaded on one more worker.
-pub(super) fn count_warm(warm: &mut HashMap<String, u32>, resident: &[ResidentModel]) {
-    for r in resident {
+/// Counts the models of `resident` the worker serves (`serves`) as loaded on one more
+/// worker: a model it holds but may not run (too large for it, not servable) makes no
+/// one wait.
+pub(super) fn count_warm(
+    warm: &mut HashMap<String, u32>,
+    resident: &[ResidentModel],
+    serves: &[String],
+) {
+    for r in resident.iter().filter(|r| serves.contains(&r.name)) {
         *warm.entry(r.name.clone()).or_insert(0) += 1;
     }
 }
 
 /// ...and on one fewer (the worker left or loaded something else).
-pub(super) fn forget_warm(warm: &mut HashMap<String, u32>, resident: &[ResidentModel]) {
-    for r in resident {
+pub(super) fn forget_warm(
+    warm: &mut HashMap<String, u32>,
+    resident: &[ResidentModel],
+    serves: &[String],
+) {
+    for r in resident.iter().filter(|r| serves.contains(&r.name)) {
         if let Some(n) = warm.get_mut(&r.name) {
             *n = n.saturating_sub(1);
             if *n == 0 {

@@ -74,13 +74,16 @@ impl Farm {
         let offered = std::mem::take(&mut info.running);
         let cordoned = self.cordoned.contains(&id);
         // A model too large for the worker's GPU is listed but not served (see `placement`).
-        let serves = info
+        let serves: Vec<String> = info
             .models
             .iter()
             .filter(|m| m.not_servable.is_empty() && placement::fits(m, info.gpu.as_ref()))
             .map(|m| m.name.clone())
             .collect();
-        placement::count_warm(&mut self.warm, &info.resident);
+        // A drained worker takes no task: it makes nobody wait for its models.
+        if !cordoned {
+            placement::count_warm(&mut self.warm, &info.resident, &serves);
+        }
         self.workers.insert(
             id.clone(),
             WorkerEntry {
@@ -125,7 +128,9 @@ impl Farm {
             _ => return vec![],
         }
         let worker = self.workers.remove(id).expect("checked above");
-        placement::forget_warm(&mut self.warm, &worker.info.resident);
+        if !worker.draining {
+            placement::forget_warm(&mut self.warm, &worker.info.resident, &worker.serves);
+        }
         self.idle.retain(|w| w != id);
         let mut commits = Vec::new();
         for (job_id, index) in worker.running {
@@ -185,7 +190,16 @@ impl Farm {
         let Some(w) = self.workers.get_mut(id) else {
             return;
         };
-        w.draining = cordoned || w.shutting_down;
+        let draining = cordoned || w.shutting_down;
+        if draining != w.draining {
+            // Warm placement waits only for workers that take tasks.
+            if draining {
+                placement::forget_warm(&mut self.warm, &w.info.resident, &w.serves);
+            } else {
+                placement::count_warm(&mut self.warm, &w.info.resident, &w.serves);
+            }
+        }
+        w.draining = draining;
         if w.draining && w.in_idle {
             w.in_idle = false;
             self.idle.retain(|x| x != id);
