@@ -384,14 +384,24 @@ fn running_denoise(
     gpu: &mut mpsc::UnboundedReceiver<ToWorker>,
     id: &str,
 ) -> Assignment {
+    running_denoise_on(f, "gpu", gpu, id)
+}
+
+fn running_denoise_on(
+    f: &mut Farm,
+    worker_id: &str,
+    gpu: &mut mpsc::UnboundedReceiver<ToWorker>,
+    id: &str,
+) -> Assignment {
     f.dispatch();
     let text = assignments(gpu);
     assert_eq!(kinds(&text), [(id, TaskKind::TextEncode)]);
-    succeed(f, "gpu", &text[0], vec![output(id)]);
+    succeed(f, worker_id, &text[0], vec![output(id)]);
     f.dispatch();
     let denoise = assignments(gpu);
     assert_eq!(kinds(&denoise), [(id, TaskKind::Denoise)]);
-    f.progress("gpu", &denoise[0].token, 3, 20, 1.0).unwrap();
+    f.progress(worker_id, &denoise[0].token, 3, 20, 1.0)
+        .unwrap();
     denoise[0].clone()
 }
 
@@ -579,5 +589,40 @@ fn a_cold_model_task_goes_to_the_idle_worker_that_loads_it_without_evicting() {
         kinds(&assignments(&mut roomy)),
         [("000000000000000a", TaskKind::TextEncode)],
         "the one with room loads the model"
+    );
+}
+
+#[test]
+fn a_preempted_denoise_that_finishes_instead_frees_the_queue_for_the_next_preemption() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut one = worker(&mut f, "one", 1, &["wan"]);
+    model_job_as(&mut f, "000000000000000a", "slow a", 1, Priority::Low);
+    let a = running_denoise_on(&mut f, "one", &mut one, "000000000000000a");
+    let mut two = worker(&mut f, "two", 1, &["wan"]);
+    model_job_as(&mut f, "000000000000000b", "slow b", 2, Priority::Low);
+    let b = running_denoise_on(&mut f, "two", &mut two, "000000000000000b");
+    model_job_as(&mut f, "000000000000000c", "urgent", 3, Priority::High);
+    f.preempt_scanned = None;
+    f.dispatch();
+    // The HIGH job's plan (shared queue) and text encoding (wan queue) each find no free
+    // slot: one preemption per queue.
+    assert_eq!(preempts(&mut one), [a.token.clone()]);
+    assert_eq!(preempts(&mut two), [b.token.clone()]);
+    assert_eq!(f.preempting.len(), 2);
+    // "one" was at its last step: it answers with the result, not a hand-back.
+    succeed(&mut f, "one", &a, vec![output("latents")]);
+    f.preempt_scanned = None;
+    f.dispatch();
+    let denoise = f.jobs["000000000000000a"]
+        .record
+        .tasks
+        .iter()
+        .position(|t| t.kind == TaskKind::Denoise)
+        .unwrap() as u32;
+    assert!(
+        !f.preempting
+            .contains_key(&("000000000000000a".to_string(), denoise)),
+        "the answered preemption is no longer in flight: {:?}",
+        f.preempting
     );
 }

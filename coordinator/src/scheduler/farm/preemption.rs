@@ -37,8 +37,10 @@ impl Farm {
         // Answered (handed back, finished or lost) since: no longer in flight.
         let jobs = &self.jobs;
         self.preempting.retain(|(job_id, index), _| {
-            jobs.get(job_id)
-                .is_some_and(|j| j.tasks[*index as usize].preempting)
+            jobs.get(job_id).is_some_and(|j| {
+                let t = &j.tasks[*index as usize];
+                t.preempting && matches!(t.state, TaskState::Assigned | TaskState::Running)
+            })
         });
         let waiting: Vec<Option<String>> = self
             .ready
