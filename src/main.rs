@@ -139,6 +139,10 @@ enum Bench {
         #[arg(long)]
         no_floor: bool,
     },
+    /// A trace of model jobs replayed against the real coordinator with simulated GPU
+    /// workers (compressed time): farm placement against round-robin; JSON, or a table
+    /// with --output text.
+    Farm(cmd::bench::farm::FarmArgs),
     /// Sustained load: SubmitJob at a fixed rate against a coordinator process with
     /// simulated workers; accepted, refused and the coordinator's memory.
     Load {
@@ -354,6 +358,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Bench(Bench::Farm(args)) => cmd::bench::farm::run(args, f).await,
         Command::Bench(Bench::Pipeline {
             sizes,
             seconds,

@@ -5,9 +5,12 @@
 //!   against [`floor`]: the same workers and server stack with no scheduler behind it.
 //! - [`pipeline`]: per-stage timings of the reference pipeline on the CPU engine.
 //! - [`load`]: sustained submission at a fixed rate; accepted, refused, coordinator memory.
+//! - [`farm`]: a trace of model jobs replayed against the real coordinator's scheduling with
+//!   simulated GPU workers, farm placement against round-robin.
 //! - [`model`]: the Wan 2.1 model stages (denoising step, VAE decode, text encoding) on CPU,
 //!   against diffusers + PyTorch on the same machine, inputs and weights.
 
+pub mod farm;
 pub mod floor;
 pub mod load;
 pub mod model;

@@ -441,7 +441,7 @@ impl ThreadsCpu {
 }
 
 /// CPU seconds (user + system) a process has used.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn process_cpu_seconds(pid: u32) -> Option<f64> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, cpu)| cpu)
 }
 
