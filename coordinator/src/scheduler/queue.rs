@@ -352,21 +352,40 @@ impl ReadyQueues {
     }
 
     /// Pops the best entry a worker serving `models` can run (see the type's docs), for
-    /// which `still_ready` holds; stale entries are dropped on the way. Work of a higher
-    /// priority in the shared queue goes before its models' queues (a HIGH reference job
-    /// is not kept waiting behind LOW model work).
+    /// which `still_ready` holds; stale entries are dropped on the way. The highest
+    /// priority among all those queues goes first (a HIGH task of the worker's last-listed
+    /// model, or of the shared queue, is not kept waiting behind NORMAL work of another);
+    /// within one priority, its models' queues before the shared one, in their order.
     pub fn pop_for(
         &mut self,
         models: &[String],
         mut still_ready: impl FnMut(&ReadyItem) -> bool,
     ) -> Option<ReadyItem> {
-        let models_top = models
+        let top = models
             .iter()
             .filter_map(|m| self.by_model.get(m)?.top_priority())
+            .chain(self.any.top_priority())
             .max();
-        if self.any.top_priority() > models_top {
-            if let Some(item) = self.any.pop(&mut still_ready) {
-                return Some(item);
+        if let Some(top) = top {
+            for m in models {
+                let Some(queue) = self.by_model.get_mut(m) else {
+                    continue;
+                };
+                if queue.top_priority() != Some(top) {
+                    continue;
+                }
+                let item = queue.pop(&mut still_ready);
+                if queue.is_empty() {
+                    self.by_model.remove(m);
+                }
+                if item.is_some() {
+                    return item;
+                }
+            }
+            if self.any.top_priority() == Some(top) {
+                if let Some(item) = self.any.pop(&mut still_ready) {
+                    return Some(item);
+                }
             }
         }
         for m in models {
@@ -619,5 +638,37 @@ mod tests {
         push_n(&mut q, "c", 4, 1);
         let got = drain(&mut q, 4);
         assert!(count(&got, "a") >= 1, "the newcomer gets no burst: {got:?}");
+    }
+
+    #[test]
+    fn a_worker_gets_the_highest_priority_of_all_its_queues_models_first_on_ties() {
+        let mut q = ReadyQueues::new(TenantWeights::default());
+        let models = ["small".to_string(), "large".to_string()];
+        q.push(
+            Some("small"),
+            Priority::Normal,
+            "t",
+            "small-normal".into(),
+            0,
+            1,
+        );
+        q.push(
+            Some("large"),
+            Priority::High,
+            "t",
+            "large-high".into(),
+            0,
+            1,
+        );
+        q.push(None, Priority::Normal, "t", "any-normal".into(), 0, 1);
+        q.push(None, Priority::High, "t", "any-high".into(), 0, 1);
+        let order: Vec<String> = std::iter::from_fn(|| q.pop_for(&models, |_| true))
+            .map(|i| i.job_id)
+            .collect();
+        assert_eq!(
+            order,
+            ["large-high", "any-high", "small-normal", "any-normal"],
+            "HIGH of the last-listed model first; a model's queue before the shared one at a tie"
+        );
     }
 }

@@ -94,7 +94,7 @@ impl Farm {
                             &m.name,
                             t.ready_at.elapsed(),
                             affinity_wait,
-                        ) || (!affinity_wait.is_zero()
+                        ) || (t.ready_at.elapsed() < affinity_wait
                             && Farm::leave_to_cheaper(workers, idle, &here.info, &m.name))
                     });
                 if defer {

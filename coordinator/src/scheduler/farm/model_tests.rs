@@ -606,8 +606,8 @@ fn a_preempted_denoise_that_finishes_instead_frees_the_queue_for_the_next_preemp
     f.dispatch();
     // The HIGH job's plan (shared queue) and text encoding (wan queue) each find no free
     // slot: one preemption per queue.
-    assert_eq!(preempts(&mut one), [a.token.clone()]);
-    assert_eq!(preempts(&mut two), [b.token.clone()]);
+    assert_eq!(preempts(&mut one), std::slice::from_ref(&a.token));
+    assert_eq!(preempts(&mut two), std::slice::from_ref(&b.token));
     assert_eq!(f.preempting.len(), 2);
     // "one" was at its last step: it answers with the result, not a hand-back.
     succeed(&mut f, "one", &a, vec![output("latents")]);

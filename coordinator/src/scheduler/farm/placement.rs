@@ -12,8 +12,8 @@
 //! (RegisterWorker.model_memory_budget_bytes), evicting the least recently used. Among the
 //! idle workers that would have to load a model, one with room for it beside what it
 //! holds goes first: a cold worker that would evict leaves the task to an idle one that
-//! would evict fewer bytes (no wait: that worker is free now, and takes it in the same
-//! dispatch or the next).
+//! would evict fewer bytes (that worker is free now, and takes it in the same dispatch
+//! or the next); bounded like affinity, by `affinity_wait` from the task's readiness.
 //!
 //! Memory fit: a GPU worker serves a model only if the model fits its device: the weights
 //! as the worker listed them (bytes of its safetensors, which a GPU loads as they are, in
