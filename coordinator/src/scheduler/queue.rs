@@ -366,33 +366,29 @@ impl ReadyQueues {
             .filter_map(|m| self.by_model.get(m)?.top_priority())
             .chain(self.any.top_priority())
             .max();
-        if let Some(top) = top {
-            for m in models {
-                let Some(queue) = self.by_model.get_mut(m) else {
-                    continue;
-                };
-                if queue.top_priority() != Some(top) {
-                    continue;
-                }
-                let item = queue.pop(&mut still_ready);
-                if queue.is_empty() {
-                    self.by_model.remove(m);
-                }
-                if item.is_some() {
-                    return item;
-                }
-            }
-            if self.any.top_priority() == Some(top) {
-                if let Some(item) = self.any.pop(&mut still_ready) {
-                    return Some(item);
-                }
+        // First the queues whose best entries have the top priority, then all of them.
+        for only in [top, None] {
+            if let Some(item) = self.pop_first(models, only, &mut still_ready) {
+                return Some(item);
             }
         }
+        None
+    }
+
+    /// The first live entry of `models`' queues, then of the shared one, taking only
+    /// queues whose best entries are of priority `only` when it is set.
+    fn pop_first(
+        &mut self,
+        models: &[String],
+        only: Option<Priority>,
+        still_ready: &mut impl FnMut(&ReadyItem) -> bool,
+    ) -> Option<ReadyItem> {
+        let wanted = |q: &ReadyQueue| only.is_none_or(|p| q.top_priority() == Some(p));
         for m in models {
-            let Some(queue) = self.by_model.get_mut(m) else {
+            let Some(queue) = self.by_model.get_mut(m).filter(|q| wanted(q)) else {
                 continue;
             };
-            let item = queue.pop(&mut still_ready);
+            let item = queue.pop(&mut *still_ready);
             if queue.is_empty() {
                 self.by_model.remove(m);
             }
@@ -400,7 +396,10 @@ impl ReadyQueues {
                 return item;
             }
         }
-        self.any.pop(still_ready)
+        if wanted(&self.any) {
+            return self.any.pop(&mut *still_ready);
+        }
+        None
     }
 
     /// Nothing is queued for any worker.
