@@ -97,6 +97,16 @@ pub fn output(o: &Output) -> v1::Output {
     }
 }
 
+/// A worker's output as the coordinator keeps it.
+pub fn output_from(o: v1::Output) -> Output {
+    Output {
+        kind: o.kind,
+        uri: o.uri,
+        sha256: o.sha256,
+        bytes: o.bytes,
+    }
+}
+
 pub fn job(v: &JobView) -> v1::Job {
     v1::Job {
         id: v.id.clone(),

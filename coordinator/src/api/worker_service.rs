@@ -291,29 +291,25 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
 
 /// A running attempt's checkpoint (see the farm's `checkpoints`).
 async fn checkpoint(scheduler: &Arc<Scheduler>, worker_id: &str, c: v1::TaskCheckpoint) {
-    let (Some(token), Some(checkpoint)) = (convert::token_from(c.token.as_ref()), c.checkpoint)
+    let (
+        Some(token),
+        Some(v1::Checkpoint {
+            step,
+            output: Some(output),
+        }),
+    ) = (convert::token_from(c.token.as_ref()), c.checkpoint)
     else {
         tracing::warn!(worker_id, "checkpoint without a token or a file ignored");
         return;
     };
-    let Some(o) = checkpoint.output else {
-        tracing::warn!(worker_id, "checkpoint without a file ignored");
-        return;
-    };
-    let output = Output {
-        kind: o.kind,
-        uri: o.uri,
-        sha256: o.sha256,
-        bytes: o.bytes,
-    };
     match scheduler
-        .checkpoint(worker_id, &token, checkpoint.step, output)
+        .checkpoint(worker_id, &token, step, convert::output_from(output))
         .await
     {
         Ok(()) => tracing::debug!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
-            step = checkpoint.step, "checkpoint recorded"),
+            step, "checkpoint recorded"),
         Err(e) => tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
-            step = checkpoint.step, error = %e, "checkpoint rejected"),
+            step, error = %e, "checkpoint rejected"),
     }
 }
 
@@ -358,15 +354,7 @@ fn handle(
             } = r;
             let failure =
                 Failure::from_report(error_class == v1::ErrorClass::Permanent as i32, &error_code);
-            let outputs: Vec<Output> = outputs
-                .into_iter()
-                .map(|o| Output {
-                    kind: o.kind,
-                    uri: o.uri,
-                    sha256: o.sha256,
-                    bytes: o.bytes,
-                })
-                .collect();
+            let outputs: Vec<Output> = outputs.into_iter().map(convert::output_from).collect();
             let scene = (!scene.is_empty()).then_some(scene);
             let scheduler = scheduler.clone();
             let store = store.clone();

@@ -67,20 +67,23 @@ impl Scheduler {
     }
 
     async fn create_one(&self, term: u64, job: &NewJob) -> Result<JobView, SubmitError> {
+        let content_key = self.result_cache.then(|| job.spec.content_key());
         // Model jobs never come from the result cache: the coordinator knows a model by its
         // folder name only, not by its weights, which an operator may replace under the name.
-        let cached = (self.result_cache && job.spec.model.is_none())
-            .then(|| self.lock().cached_result(&job.spec.content_key()))
-            .flatten();
+        let cached = content_key
+            .as_ref()
+            .filter(|_| job.spec.model.is_none())
+            .and_then(|key| self.lock().cached_result(key));
         let tasks = match cached {
             Some(_) => vec![],
             None => planner::plan(&job.spec, self.planner),
         };
         // An identical job running now: this one follows its render (see the farm's
         // `merges`). It keeps its own plan, for the case that job fails.
-        let merged_into = (self.result_cache && cached.is_none())
-            .then(|| self.lock().running_twin(&job.spec.content_key()))
-            .flatten();
+        let merged_into = content_key
+            .as_ref()
+            .filter(|_| cached.is_none())
+            .and_then(|key| self.lock().running_twin(key));
         loop {
             let created_ms = now_ms();
             let mut record = JobRecord {

@@ -186,6 +186,16 @@ fn to_output(o: &v1::Output) -> Output {
     }
 }
 
+/// An output as the coordinator's messages carry it.
+pub(crate) fn to_proto_output(o: &Output) -> v1::Output {
+    v1::Output {
+        kind: o.kind.clone(),
+        uri: o.uri.clone(),
+        sha256: o.sha256.clone(),
+        bytes: o.bytes,
+    }
+}
+
 /// The open-model fields of a spec (the coordinator checked them; bounds again here).
 fn model_task(s: &v1::JobSpec) -> Result<Option<ModelTask>, String> {
     if s.model.is_empty() {
@@ -571,17 +581,12 @@ impl Executor {
                 token: Some(task.token.clone()),
                 checkpoint: Some(v1::Checkpoint {
                     step,
-                    output: Some(v1::Output {
-                        kind: output.kind.clone(),
-                        uri: output.uri.clone(),
-                        sha256: output.sha256.clone(),
-                        bytes: output.bytes,
-                    }),
+                    output: Some(to_proto_output(&output)),
                 }),
             })),
         });
         self.metrics.checkpoints.inc();
-        let mut saved = attempt.saved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut saved = attempt.saved.borrow_mut();
         saved.push_back(output.uri);
         while saved.len() > CHECKPOINTS_KEPT {
             let old = saved.pop_front().expect("non-empty");
@@ -622,8 +627,8 @@ struct Attempt<'a> {
     resume: Option<Vec<u8>>,
     control: &'a AttemptControl,
     runtime: tokio::runtime::Handle,
-    /// The URIs of the checkpoints it saved, oldest first.
-    saved: std::sync::Mutex<VecDeque<String>>,
+    /// The URIs of the checkpoints it saved, oldest first (one thread: the compute's).
+    saved: std::cell::RefCell<VecDeque<String>>,
 }
 
 /// What a pipeline stage computed: files to write (name, kind, bytes), outputs of another

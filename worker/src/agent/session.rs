@@ -19,11 +19,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use reelfarm_artifacts::Output;
-
 use super::connect::{dial, leader_hint, Connector, LeaderLookup};
 use super::content_check::ContentChecks;
-use super::executor::{decode, AttemptControl, Executor, Produced};
+use super::executor::{decode, to_proto_output, AttemptControl, Executor, Produced};
 use super::failure::{TaskFailure, PREEMPTED};
 use super::tasks::{hand_back_message, TaskRegistry};
 
@@ -333,18 +331,12 @@ fn result_message(
     token: v1::AttemptToken,
     result: Result<Produced, TaskFailure>,
 ) -> v1::WorkerMessage {
-    let output = |o: &Output| v1::Output {
-        kind: o.kind.clone(),
-        uri: o.uri.clone(),
-        sha256: o.sha256.clone(),
-        bytes: o.bytes,
-    };
     let r = match result {
         Ok(p) => v1::TaskResult {
             token: Some(token),
             ok: true,
             error: String::new(),
-            outputs: p.outputs.iter().map(output).collect(),
+            outputs: p.outputs.iter().map(to_proto_output).collect(),
             scene: p.scene.unwrap_or_default(),
             error_class: v1::ErrorClass::Unspecified as i32,
             error_code: String::new(),

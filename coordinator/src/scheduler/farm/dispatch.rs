@@ -88,14 +88,10 @@ impl Farm {
                     .flatten();
                 let defer = j.excluded.contains(&worker_id)
                     || model.is_some_and(|m| {
-                        Farm::leave_to_warm(
-                            warm,
-                            resident,
-                            &m.name,
-                            t.ready_at.elapsed(),
-                            affinity_wait,
-                        ) || (t.ready_at.elapsed() < affinity_wait
-                            && Farm::leave_to_cheaper(workers, idle, &here.info, &m.name))
+                        let ready_for = t.ready_at.elapsed();
+                        Farm::leave_to_warm(warm, resident, &m.name, ready_for, affinity_wait)
+                            || (ready_for < affinity_wait
+                                && Farm::leave_to_cheaper(workers, idle, &here.info, &m.name))
                     });
                 if defer {
                     deferred.push((i.job_id.clone(), i.task_index));
