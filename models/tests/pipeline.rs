@@ -189,10 +189,15 @@ fn a_denoise_resumed_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit(
                 let saved = saved.expect("a checkpoint at step k");
                 let mut resumed_steps = vec![];
                 let resumed = m
-                    .denoise_from(&text, &p, DenoiseStart::Resume(&saved), |s| {
-                        resumed_steps.push(s.done);
-                        Ok(())
-                    })
+                    .denoise_from(
+                        &text,
+                        &p,
+                        DenoiseStart::Resume(m.read_checkpoint(&saved, &p).unwrap()),
+                        |s| {
+                            resumed_steps.push(s.done);
+                            Ok(())
+                        },
+                    )
                     .unwrap();
                 assert_eq!(
                     resumed_steps,
@@ -221,12 +226,14 @@ fn a_checkpoint_of_another_schedule_or_a_damaged_one_is_refused() {
         candle_core::bail!("stop")
     });
     let saved = saved.unwrap();
+    // Read for this denoise, then handed to others: denoise_from checks it again.
+    let read = || m.read_checkpoint(&saved, &p).unwrap();
     let more_steps = DenoiseParams {
         steps: 4,
         ..p.clone()
     };
     let e = m
-        .denoise_from(&text, &more_steps, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .denoise_from(&text, &more_steps, DenoiseStart::Resume(read()), |_| Ok(()))
         .unwrap_err();
     assert!(format!("{e:#}").contains("another schedule"), "{e:#}");
     let euler = DenoiseParams {
@@ -234,23 +241,22 @@ fn a_checkpoint_of_another_schedule_or_a_damaged_one_is_refused() {
         ..p.clone()
     };
     assert!(m
-        .denoise_from(&text, &euler, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .denoise_from(&text, &euler, DenoiseStart::Resume(read()), |_| Ok(()))
         .is_err());
     let bigger = DenoiseParams {
         width: 64,
         ..p.clone()
     };
     let e = m
-        .denoise_from(&text, &bigger, DenoiseStart::Resume(&saved), |_| Ok(()))
+        .denoise_from(&text, &bigger, DenoiseStart::Resume(read()), |_| Ok(()))
         .unwrap_err();
     assert!(format!("{e:#}").contains("do not match"), "{e:#}");
+    // Read for another denoise, or damaged: refused when read.
+    let e = m.read_checkpoint(&saved, &more_steps).err().unwrap();
+    assert!(format!("{e:#}").contains("another schedule"), "{e:#}");
     let e = m
-        .denoise_from(
-            &text,
-            &p,
-            DenoiseStart::Resume(&saved[..saved.len() / 2]),
-            |_| Ok(()),
-        )
-        .unwrap_err();
+        .read_checkpoint(&saved[..saved.len() / 2], &p)
+        .err()
+        .unwrap();
     assert!(format!("{e:#}").contains("checkpoint"), "{e:#}");
 }

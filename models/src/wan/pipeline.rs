@@ -241,8 +241,8 @@ impl WanModel {
             negative: text.negative.as_ref(),
             guidance_scale: params.guidance_scale,
         };
-        if let DenoiseStart::Resume(bytes) = start {
-            let resumed = Checkpoint::read(bytes, params, shape, &self.device)?;
+        if let DenoiseStart::Resume(resumed) = start {
+            resumed.check(params, shape)?;
             sampler.restore(resumed.step, &resumed.sampler)?;
             return Ok(run_steps(
                 &self.transformer,
@@ -283,11 +283,18 @@ impl WanModel {
         )?)
     }
 
-    /// The step a [`WanModel::checkpoint`] resumes `params`' denoise from, or why it
-    /// cannot (another schedule or size, a damaged file).
-    pub fn check_checkpoint(&self, bytes: &[u8], params: &DenoiseParams) -> anyhow::Result<usize> {
+    /// A [`WanModel::checkpoint`] read onto this model's device, to resume `params`'
+    /// denoise from ([`DenoiseStart::Resume`]), or why it cannot (another schedule or
+    /// size, a damaged file).
+    pub fn read_checkpoint(
+        &self,
+        bytes: &[u8],
+        params: &DenoiseParams,
+    ) -> anyhow::Result<Checkpoint> {
         let shape = self.latent_shape(params.frames, params.height, params.width)?;
-        Ok(Checkpoint::read(bytes, params, shape, &Device::Cpu)?.step)
+        let c = Checkpoint::read(bytes, &self.device)?;
+        c.check(params, shape)?;
+        Ok(c)
     }
 
     /// A checkpoint of a denoise at `state` (safetensors): the latents, the sampler's
@@ -370,8 +377,9 @@ pub enum DenoiseStart<'a> {
     Noise,
     /// Video-to-video: the guide's normalised latents noised to `strength`'s level.
     Guide { latents: &'a Tensor, strength: f64 },
-    /// A [`WanModel::checkpoint`] of the same denoise (same spec), from its step.
-    Resume(&'a [u8]),
+    /// A checkpoint of the same denoise (same spec, [`WanModel::read_checkpoint`]), from
+    /// its step.
+    Resume(Checkpoint),
 }
 
 /// Bumped when the checkpoint's layout changes: an old checkpoint is refused, not misread.
@@ -384,20 +392,22 @@ fn sampler_code(kind: SamplerKind) -> usize {
     }
 }
 
-/// A checkpoint read back and checked against the denoise it is to resume.
-struct Checkpoint {
+/// A checkpoint read back ([`WanModel::read_checkpoint`]).
+pub struct Checkpoint {
     step: usize,
+    steps: usize,
+    sampler_code: usize,
     latents: Tensor,
     sampler: std::collections::HashMap<String, Tensor>,
 }
 
 impl Checkpoint {
-    fn read(
-        bytes: &[u8],
-        params: &DenoiseParams,
-        shape: [usize; 5],
-        device: &Device,
-    ) -> anyhow::Result<Self> {
+    /// Steps done: the resumed denoise starts with the next one.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    fn read(bytes: &[u8], device: &Device) -> anyhow::Result<Self> {
         let mut t = from_safetensors(bytes, device).context("checkpoint")?;
         let counter = |t: &std::collections::HashMap<String, Tensor>, name: &str| {
             crate::schedulers::read_counter(t, name).context("checkpoint")
@@ -407,30 +417,39 @@ impl Checkpoint {
             bail!("checkpoint format {format}, this worker reads {CHECKPOINT_FORMAT}");
         }
         let (step, steps) = (counter(&t, "meta.step")?, counter(&t, "meta.steps")?);
-        if steps != params.steps || counter(&t, "meta.sampler")? != sampler_code(params.sampler) {
-            bail!("checkpoint of another schedule ({steps} steps), not this task's");
-        }
-        if step == 0 || step >= steps {
-            bail!("checkpoint at step {step} of {steps}: nothing to resume");
-        }
+        let sampler_code = counter(&t, "meta.sampler")?;
         let latents = t
             .remove("latents")
             .context("checkpoint without \"latents\"")?;
-        if latents.dims() != shape {
-            bail!(
-                "checkpoint latents {:?} do not match the clip's latents {shape:?}",
-                latents.dims()
-            );
-        }
         let sampler = t
             .into_iter()
             .filter_map(|(n, v)| n.strip_prefix("sampler.").map(|n| (n.to_string(), v)))
             .collect();
         Ok(Self {
             step,
+            steps,
+            sampler_code,
             latents,
             sampler,
         })
+    }
+
+    /// Err unless it is a checkpoint part-way through `params`' denoise of latents `shape`.
+    fn check(&self, params: &DenoiseParams, shape: [usize; 5]) -> anyhow::Result<()> {
+        let (step, steps) = (self.step, self.steps);
+        if steps != params.steps || self.sampler_code != sampler_code(params.sampler) {
+            bail!("checkpoint of another schedule ({steps} steps), not this task's");
+        }
+        if step == 0 || step >= steps {
+            bail!("checkpoint at step {step} of {steps}: nothing to resume");
+        }
+        if self.latents.dims() != shape {
+            bail!(
+                "checkpoint latents {:?} do not match the clip's latents {shape:?}",
+                self.latents.dims()
+            );
+        }
+        Ok(())
     }
 }
 

@@ -147,17 +147,17 @@ pub fn denoise(
     // A checkpoint this attempt cannot use (another worker version's format, a damaged
     // file) costs the steps it saved, not the task: the run from the start gives the same
     // latents.
-    let resume = resume.filter(|bytes| match m.model.check_checkpoint(bytes, &params) {
-        Ok(step) => {
-            tracing::info!(step, "resuming the denoise from its checkpoint");
-            true
+    let resume = resume.and_then(|bytes| match m.model.read_checkpoint(bytes, &params) {
+        Ok(c) => {
+            tracing::info!(step = c.step(), "resuming the denoise from its checkpoint");
+            Some(c)
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "checkpoint unusable; denoising from the start");
-            false
+            None
         }
     });
-    let guide = match (resume, task.guide_strength, plan) {
+    let guide = match (&resume, task.guide_strength, plan) {
         (Some(_), _, _) | (None, None, _) => None,
         (None, Some(s), Some(plan)) => Some((guide_latents(&m, spec, plan)?, s)),
         (None, Some(_), None) => {
@@ -167,7 +167,7 @@ pub fn denoise(
         }
     };
     let start = match (resume, &guide) {
-        (Some(bytes), _) => DenoiseStart::Resume(bytes),
+        (Some(c), _) => DenoiseStart::Resume(c),
         (None, Some((latents, strength))) => DenoiseStart::Guide {
             latents,
             strength: *strength,
