@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::sampling::{denoise_from, run_steps, Conditioning, StepState};
+use super::sampling::{run_batch, BatchedClip, Conditioning, StepState};
 use super::text_encoder::{prompt_embeds, PromptTokenizer, TextEncoder};
 use super::transformer::WanTransformer;
 use super::vae::WanVae;
@@ -226,7 +226,7 @@ impl WanModel {
     }
 
     /// [`WanModel::denoise`] from any [`DenoiseStart`], a checkpoint included, with an
-    /// `on_step` that sees the loop's state (for [`WanModel::checkpoint`]).
+    /// `on_step` that sees the loop's state (for [`WanModel::checkpoint`]). A batch of one.
     pub fn denoise_from(
         &self,
         text: &TextEmbeddings,
@@ -234,24 +234,96 @@ impl WanModel {
         start: DenoiseStart<'_>,
         mut on_step: impl FnMut(&StepState) -> candle_core::Result<()>,
     ) -> anyhow::Result<Tensor> {
+        let clip = BatchClip {
+            text,
+            params,
+            start,
+        };
+        self.denoise_batch(vec![clip], |_, s| on_step(s))?
+            .pop()
+            .expect("one result per clip")
+    }
+
+    /// The denoise of several clips of one latent shape (frames, height, width) as one
+    /// batch: one transformer forward per step for all of them, each clip's latents equal
+    /// to its [`WanModel::denoise_from`] alone, bit for bit. Clips may differ in seed,
+    /// text, guidance, sampler, step count and start (a resumed clip batches with fresh
+    /// ones). `on_step(clip, state)` follows each clip's steps; an error from it ends that
+    /// clip alone, as does an unusable start (its own result is the error). The outer `Err`
+    /// is a batch that cannot run together (clips of different shapes, naming the clip) or
+    /// a failed forward, which ends them all.
+    pub fn denoise_batch(
+        &self,
+        clips: Vec<BatchClip<'_>>,
+        on_step: impl FnMut(usize, &StepState) -> candle_core::Result<()>,
+    ) -> anyhow::Result<Vec<anyhow::Result<Tensor>>> {
+        if let Some(first) = clips.first() {
+            let size = |p: &DenoiseParams| (p.frames, p.height, p.width);
+            if let Some(i) = clips
+                .iter()
+                .position(|c| size(c.params) != size(first.params))
+            {
+                let (f, h, w) = size(clips[i].params);
+                let (f0, h0, w0) = size(first.params);
+                bail!(
+                    "clips[{i}] is {f} frames of {w}x{h}, clips[0] {f0} frames of {w0}x{h0}: a \
+                     batch is one shape"
+                );
+            }
+        }
+        let conditionings: Vec<Conditioning> = clips
+            .iter()
+            .map(|c| Conditioning {
+                prompt: &c.text.prompt,
+                negative: c.text.negative.as_ref(),
+                guidance_scale: c.params.guidance_scale,
+            })
+            .collect();
+        // Every clip's starting latents and positioned sampler; one that cannot start ends
+        // with its error and stays out of the batch.
+        let mut results: Vec<Option<anyhow::Result<Tensor>>> = clips.iter().map(|_| None).collect();
+        let mut started = Vec::new();
+        for (i, clip) in clips.into_iter().enumerate() {
+            match self.start(clip.params, clip.start) {
+                Ok(s) => started.push((i, s)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let (members, mut starts): (Vec<usize>, Vec<_>) = started.into_iter().unzip();
+        let batch = starts
+            .iter_mut()
+            .zip(&members)
+            .map(|((latents, sampler, next), &i)| BatchedClip {
+                latents: latents.clone(),
+                sampler: sampler.as_mut(),
+                text: &conditionings[i],
+                next: *next,
+            })
+            .collect();
+        let mut on_step = on_step;
+        let ran = run_batch(&self.transformer, batch, |j, s| on_step(members[j], s))?;
+        for (&i, r) in members.iter().zip(ran) {
+            results[i] = Some(r.map_err(anyhow::Error::from));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every clip ends in a result"))
+            .collect())
+    }
+
+    /// Where a clip's denoise starts: its latents, its sampler positioned at the first step
+    /// to run, and that step's index.
+    fn start(
+        &self,
+        params: &DenoiseParams,
+        start: DenoiseStart<'_>,
+    ) -> anyhow::Result<(Tensor, Box<dyn FlowSampler>, usize)> {
         let shape = self.latent_shape(params.frames, params.height, params.width)?;
         let mut sampler = self.sampler(params.sampler, params.steps)?;
-        let conditioning = Conditioning {
-            prompt: &text.prompt,
-            negative: text.negative.as_ref(),
-            guidance_scale: params.guidance_scale,
-        };
         if let DenoiseStart::Resume(resumed) = start {
             resumed.check(params, shape)?;
             sampler.restore(resumed.step, &resumed.sampler)?;
-            return Ok(run_steps(
-                &self.transformer,
-                sampler.as_mut(),
-                resumed.latents,
-                &conditioning,
-                resumed.step,
-                &mut on_step,
-            )?);
+            return Ok((resumed.latents, sampler, resumed.step));
         }
         let noise = self.noise(shape, params.seed)?;
         let (latents, start) = match start {
@@ -273,14 +345,8 @@ impl WanModel {
             }
             _ => (noise, 0),
         };
-        Ok(denoise_from(
-            &self.transformer,
-            sampler.as_mut(),
-            latents,
-            &conditioning,
-            start,
-            &mut on_step,
-        )?)
+        sampler.begin_at(start);
+        Ok((latents, sampler, start))
     }
 
     /// A [`WanModel::checkpoint`] read onto this model's device, to resume `params`'
@@ -369,6 +435,13 @@ impl WanModel {
             .broadcast_add(&mean)?;
         Ok(self.vae.decode_chunks(&latents, on_chunk)?)
     }
+}
+
+/// One clip of a [`WanModel::denoise_batch`].
+pub struct BatchClip<'a> {
+    pub text: &'a TextEmbeddings,
+    pub params: &'a DenoiseParams,
+    pub start: DenoiseStart<'a>,
 }
 
 /// Where a denoise starts.

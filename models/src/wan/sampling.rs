@@ -63,7 +63,8 @@ pub fn denoise_from(
 
 /// The steps from `start` on, with `sampler` already positioned there: by
 /// [`FlowSampler::begin_at`], or restored from a checkpoint ([`FlowSampler::restore`]),
-/// which then goes on exactly as the interrupted run would have.
+/// which then goes on exactly as the interrupted run would have. A batch of one
+/// ([`run_batch`]).
 pub fn run_steps(
     transformer: &WanTransformer,
     sampler: &mut dyn FlowSampler,
@@ -72,33 +73,118 @@ pub fn run_steps(
     start: usize,
     mut on_step: impl FnMut(&StepState) -> Result<()>,
 ) -> Result<Tensor> {
-    let timesteps = sampler.timesteps().to_vec();
-    let mut latents = latents;
-    for (i, &t) in timesteps.iter().enumerate().skip(start) {
-        let timestep = Tensor::new(&[t as f32], latents.device())?;
+    let clip = BatchedClip {
+        latents,
+        sampler,
+        text,
+        next: start,
+    };
+    run_batch(transformer, vec![clip], |_, s| on_step(s))?
+        .pop()
+        .expect("one result per clip")
+}
+
+/// One clip of a [`run_batch`]: its latents, its sampler positioned at step `next` (as for
+/// [`run_steps`]), its text.
+pub struct BatchedClip<'a, 's> {
+    pub latents: Tensor,
+    pub sampler: &'s mut dyn FlowSampler,
+    pub text: &'a Conditioning<'a>,
+    pub next: usize,
+}
+
+/// The remaining steps of several clips of one latent shape, with one transformer forward
+/// per step for all of them: every clip's prompt row, and its negative-prompt row when
+/// guided, each at its own timestep. Each clip's result equals its [`run_steps`] alone bit
+/// for bit (the transformer runs every clip of a batch as it runs it alone); clips may be
+/// at different steps of different schedules. `on_step(clip, state)` is called after each
+/// clip's step; an error from it ends that clip alone (its result is that error) and the
+/// others go on. An error of the forward itself ends them all (the outer `Err`).
+pub fn run_batch(
+    transformer: &WanTransformer,
+    mut clips: Vec<BatchedClip<'_, '_>>,
+    mut on_step: impl FnMut(usize, &StepState) -> Result<()>,
+) -> Result<Vec<Result<Tensor>>> {
+    if let Some(first) = clips.first() {
+        let shape = first.latents.dims().to_vec();
+        if let Some(i) = clips.iter().position(|c| c.latents.dims() != shape) {
+            candle_core::bail!(
+                "clip {i} of the batch has latents {:?}, clip 0 {shape:?}: a batch is one shape",
+                clips[i].latents.dims()
+            );
+        }
+    }
+    let mut results: Vec<Option<Result<Tensor>>> = clips.iter().map(|_| None).collect();
+    loop {
+        // The clips with a step left, in batch order; a clip with none is done.
+        for (i, c) in clips.iter().enumerate() {
+            if results[i].is_none() && c.next >= c.sampler.timesteps().len() {
+                results[i] = Some(Ok(c.latents.clone()));
+            }
+        }
+        let active: Vec<usize> = (0..clips.len()).filter(|&i| results[i].is_none()).collect();
+        if active.is_empty() {
+            break;
+        }
+        let guided: Vec<usize> = active
+            .iter()
+            .copied()
+            .filter(|&i| clips[i].text.guided().is_some())
+            .collect();
+        // Rows: every active clip's prompt, then the guided clips' negative prompts.
+        let rows: Vec<usize> = active.iter().chain(&guided).copied().collect();
+        let latents = Tensor::cat(
+            &rows.iter().map(|&i| &clips[i].latents).collect::<Vec<_>>(),
+            0,
+        )?;
+        let times: Vec<f32> = rows
+            .iter()
+            .map(|&i| clips[i].sampler.timesteps()[clips[i].next] as f32)
+            .collect();
+        let timestep = Tensor::new(times.as_slice(), latents.device())?;
+        let mut contexts: Vec<&Tensor> = active.iter().map(|&i| clips[i].text.prompt).collect();
+        contexts.extend(guided.iter().filter_map(|&i| clips[i].text.guided()));
+        let context = Tensor::cat(&contexts, 0)?;
         // The predictions come in the transformer's dtype; guidance and the sampler run in
         // the latents' (f32 in WanPipeline). diffusers combines bf16 predictions in bf16:
         // combining in f32 only removes that rounding.
         let dtype = latents.dtype();
-        let cond = transformer
-            .forward(&latents, &timestep, text.prompt)?
-            .to_dtype(dtype)?;
-        let prediction = match text.guided() {
-            Some(negative) => {
-                let uncond = transformer
-                    .forward(&latents, &timestep, negative)?
-                    .to_dtype(dtype)?;
-                (&uncond + ((cond - &uncond)? * text.guidance_scale)?)?
+        let predictions = transformer.forward(&latents, &timestep, &context)?;
+        for (row, &i) in active.iter().enumerate() {
+            let row_of = |r: usize| predictions.narrow(0, r, 1)?.to_dtype(dtype);
+            let cond = row_of(row)?;
+            let clip = &mut clips[i];
+            let prediction = match guided.iter().position(|&g| g == i) {
+                Some(g) => {
+                    let uncond = row_of(active.len() + g)?;
+                    (&uncond + ((cond - &uncond)? * clip.text.guidance_scale)?)?
+                }
+                None => cond,
+            };
+            let step = clip.next;
+            let stepped = clip
+                .sampler
+                .step(&prediction, step, &clip.latents)
+                .and_then(|latents| {
+                    clip.latents = latents;
+                    clip.next = step + 1;
+                    on_step(
+                        i,
+                        &StepState {
+                            done: step + 1,
+                            total: clip.sampler.timesteps().len(),
+                            latents: &clip.latents,
+                            sampler: &*clip.sampler,
+                        },
+                    )
+                });
+            if let Err(e) = stepped {
+                results[i] = Some(Err(e));
             }
-            None => cond,
-        };
-        latents = sampler.step(&prediction, i, &latents)?;
-        on_step(&StepState {
-            done: i + 1,
-            total: timesteps.len(),
-            latents: &latents,
-            sampler: &*sampler,
-        })?;
+        }
     }
-    Ok(latents)
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every clip ends in a result"))
+        .collect())
 }

@@ -12,6 +12,27 @@ use candle_nn::{linear, Linear, VarBuilder};
 use super::config::TransformerConfig;
 use super::cpu_ops::{gelu_tanh, softmax_last_dim};
 
+/// `f` on each clip of a batch `x` [b, ...] alone, the results concatenated: what keeps a
+/// batched forward bit for bit equal to each clip's forward alone. A GEMM folds the batch
+/// into its rows and its blocking follows the row count, and attention's query blocks
+/// follow `b`, so running those on the whole batch would round differently. The element-wise
+/// work between them (norms, modulation, rotary, residuals) runs on the whole batch.
+fn per_clip(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    if b == 1 {
+        return f(x);
+    }
+    let clips = (0..b)
+        .map(|i| f(&x.narrow(0, i, 1)?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&clips, 0)
+}
+
+/// A linear layer applied clip by clip ([`per_clip`]).
+fn linear_per_clip(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    per_clip(x, |x| layer.forward(x))
+}
+
 /// `FP32LayerNorm`: layer norm computed in f32, with or without affine weights.
 struct LayerNorm {
     weight: Option<(Tensor, Tensor)>,
@@ -158,7 +179,27 @@ impl Attention {
         })
     }
 
+    /// `x` [b, tokens, dim]; `context` [b, text, dim] for cross-attention. Each clip of the
+    /// batch runs alone ([`per_clip`]).
     fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        rotary: Option<&Rotary>,
+    ) -> Result<Tensor> {
+        if x.dim(0)? == 1 {
+            return self.forward_clip(x, context, rotary);
+        }
+        let clips = (0..x.dim(0)?)
+            .map(|i| {
+                let context = context.map(|c| c.narrow(0, i, 1)).transpose()?;
+                self.forward_clip(&x.narrow(0, i, 1)?, context.as_ref(), rotary)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&clips, 0)
+    }
+
+    fn forward_clip(
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
@@ -237,8 +278,10 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.proj_out
-            .forward(&gelu_tanh(&self.proj_in.forward(x)?)?)
+        linear_per_clip(
+            &self.proj_out,
+            &gelu_tanh(&linear_per_clip(&self.proj_in, x)?)?,
+        )
     }
 }
 
@@ -389,7 +432,8 @@ impl WanTransformer {
     }
 
     /// The flow prediction for `latents` [b, c, f, h, w] at `timestep` [b] given the text
-    /// embeddings `context` [b, text_len, text_dim]. Latents and context of any float dtype
+    /// embeddings `context` [b, text_len, text_dim]. Each clip of a batch gets exactly the
+    /// prediction it would get alone (b = 1), bit for bit. Latents and context of any float dtype
     /// are cast to the weights' dtype (as `WanPipeline` casts them to `transformer.dtype`);
     /// the prediction is in the weights' dtype.
     pub fn forward(&self, latents: &Tensor, timestep: &Tensor, context: &Tensor) -> Result<Tensor> {
@@ -411,17 +455,16 @@ impl WanTransformer {
             .reshape(&[b, c, grid[0], pt, grid[1], ph, grid[2], pw][..])?
             .permute(vec![0, 2, 4, 6, 1, 3, 5, 7])?
             .reshape((b, tokens, c * pt * ph * pw))?;
-        let mut x = self.patch_embedding.forward(&patches)?;
+        let mut x = linear_per_clip(&self.patch_embedding, &patches)?;
 
         let t = timestep_features(timestep, self.cfg.freq_dim)?.to_dtype(x.dtype())?;
-        let temb = self.time_2.forward(&self.time_1.forward(&t)?.silu()?)?;
-        let time = self
-            .time_proj
-            .forward(&temb.silu()?)?
+        let temb = linear_per_clip(&self.time_2, &linear_per_clip(&self.time_1, &t)?.silu()?)?;
+        let time = linear_per_clip(&self.time_proj, &temb.silu()?)?
             .reshape((b, 6, self.cfg.inner_dim()))?;
-        let context = self
-            .text_2
-            .forward(&gelu_tanh(&self.text_1.forward(context)?)?)?;
+        let context = linear_per_clip(
+            &self.text_2,
+            &gelu_tanh(&linear_per_clip(&self.text_1, context)?)?,
+        )?;
 
         for block in &self.blocks {
             x = block.forward(&x, &context, &time, &rotary)?;
@@ -433,7 +476,7 @@ impl WanTransformer {
             .broadcast_add(&temb.to_dtype(DType::F32)?.unsqueeze(1)?)?;
         let (shift, scale) = (m.narrow(1, 0, 1)?, m.narrow(1, 1, 1)?);
         let x = modulate(&self.norm_out.forward(&x)?, &shift, &scale)?.to_dtype(x.dtype())?;
-        let out = self.proj_out.forward(&x)?;
+        let out = linear_per_clip(&self.proj_out, &x)?;
         let oc = self.cfg.out_channels;
         out.reshape(&[b, grid[0], grid[1], grid[2], pt, ph, pw, oc][..])?
             .permute(vec![0, 7, 1, 4, 2, 5, 3, 6])?
