@@ -45,6 +45,8 @@ pub struct Metrics {
     pub artifacts_collected: IntCounter,
     pub cache_hits: IntCounter,
     pub jobs_merged: IntCounter,
+    pub batches_dispatched: IntCounter,
+    pub batch_size: Histogram,
     pub artifacts_collected_bytes: IntCounter,
     pub dispatch_latency: Histogram,
     pub job_duration: Histogram,
@@ -120,6 +122,17 @@ impl Metrics {
             jobs_merged: r.add(IntCounter::new(
                 "reelfarm_jobs_merged_total",
                 "Jobs that followed an identical running job and got its outputs instead of rendering."
+            )),
+            batches_dispatched: r.add(IntCounter::new(
+                "reelfarm_batches_dispatched_total",
+                "DENOISE batches of more than one task sent to a worker (ServedModel.max_batch)."
+            )),
+            batch_size: r.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "reelfarm_batch_size",
+                    "Tasks per batch dispatched (batches of more than one task).",
+                )
+                .buckets(vec![2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
             )),
             artifacts_collected: r.add(IntCounter::new(
                 "reelfarm_artifacts_collected_total",

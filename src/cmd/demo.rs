@@ -68,6 +68,8 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     models: None,
                     model_memory_gib: None,
                     checkpoint_every_steps: 5,
+                    max_batch: 1,
+                    max_queue_delay_ms: 0,
                     checkpoint_every_seconds: 120,
                     log_json: false,
                 },

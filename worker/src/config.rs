@@ -105,10 +105,28 @@ pub struct Config {
     #[arg(long, env = "REELFARM_CHECKPOINT_EVERY_SECONDS", default_value_t = 120)]
     pub checkpoint_every_seconds: u64,
 
+    /// DENOISE tasks of one model, size, step count and sampler the worker runs as one
+    /// batch (one transformer forward per step for all of them; each clip's latents equal
+    /// its run alone). Each batch holds one slot; 1: no batching.
+    #[arg(long, env = "REELFARM_MAX_BATCH", default_value_t = 1)]
+    pub max_batch: u32,
+
+    /// How long the coordinator may keep such a task queued, after it became READY, for
+    /// its batch to fill (Triton's max_queue_delay); 0: batch what is queued at dispatch.
+    #[arg(long, env = "REELFARM_MAX_QUEUE_DELAY_MS", default_value_t = 0)]
+    pub max_queue_delay_ms: u32,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,
 }
+
+/// Largest --max-batch: the batch's activations grow with it (a batch of 64 small clips
+/// is already one large forward).
+pub const MAX_BATCH: u32 = 64;
+
+/// Largest --max-queue-delay-ms (the coordinator caps it there too): a minute.
+pub const MAX_QUEUE_DELAY_MS: u32 = 60_000;
 
 /// The farm secret used when none is configured: fine for a demo, not for production.
 pub const DEV_FARM_SECRET: &str = "reelfarm-development-secret";
@@ -126,6 +144,18 @@ impl Config {
             ));
         }
         self.artifacts.validate()?;
+        if !(1..=MAX_BATCH).contains(&self.max_batch) {
+            return Err(format!(
+                "--max-batch must be 1..={MAX_BATCH}, got {}",
+                self.max_batch
+            ));
+        }
+        if self.max_queue_delay_ms > MAX_QUEUE_DELAY_MS {
+            return Err(format!(
+                "--max-queue-delay-ms must be at most {MAX_QUEUE_DELAY_MS}, got {}",
+                self.max_queue_delay_ms
+            ));
+        }
         if let Some(g) = self.model_memory_gib {
             if !(g.is_finite() && g > 0.0) {
                 return Err(format!("--model-memory-gib must be above 0, got {g}"));

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub artifact_bytes: IntCounter,
     pub checkpoints: IntCounter,
     pub preemptions: IntCounter,
+    pub batch_size: Histogram,
     pub session_seconds: Histogram,
     /// `reelfarm_worker_engine_busy_ratio{engine}`: mark engine work with `enter()`.
     pub engine_busy: engine_busy::EngineBusy,
@@ -109,6 +110,13 @@ impl Metrics {
             preemptions: r.add(IntCounter::new(
                 "reelfarm_worker_preemptions_total",
                 "Attempts checkpointed and handed back because the coordinator preempted them.",
+            )),
+            batch_size: r.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "reelfarm_worker_denoise_batch_size",
+                    "DENOISE tasks run together per batch (--max-batch).",
+                )
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
             )),
             session_seconds: r.add(Histogram::with_opts(
                 HistogramOpts::new(

@@ -141,6 +141,7 @@ pub fn job(v: &JobView) -> v1::Job {
                 checkpoint_step: t.checkpoint_step,
                 resumed_from_step: t.resumed_from_step,
                 preemptions: t.preemptions,
+                batch_size: t.batch_size,
                 outputs: t.outputs.iter().map(output).collect(),
             })
             .collect(),
@@ -199,6 +200,7 @@ pub fn assignment(a: &Assignment) -> v1::Assignment {
             step: r.step,
             output: Some(output(&r.output)),
         }),
+        batch: a.batch.map(|(id, size)| v1::BatchOf { id, size }),
     }
 }
 
@@ -226,5 +228,6 @@ pub fn worker(w: &WorkerView) -> v1::WorkerInfo {
         health: w.health.clone(),
         resident: w.info.resident.clone(),
         model_memory_budget_bytes: w.info.model_memory_budget_bytes,
+        max_queue_delay_ms: w.info.max_queue_delay.as_millis() as u32,
     }
 }

@@ -97,6 +97,23 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
             )));
         }
     }
+    if let Some((i, m)) = r
+        .models
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.max_batch > MAX_BATCH)
+    {
+        return Err(Status::invalid_argument(format!(
+            "register.models[{i}].max_batch must be at most {MAX_BATCH}, got {}",
+            m.max_batch
+        )));
+    }
+    if r.max_queue_delay_ms > MAX_QUEUE_DELAY_MS {
+        return Err(Status::invalid_argument(format!(
+            "register.max_queue_delay_ms must be at most {MAX_QUEUE_DELAY_MS}, got {}",
+            r.max_queue_delay_ms
+        )));
+    }
     if let Some(gpu) = &r.gpu {
         for (field, value) in [
             ("register.gpu.name", &gpu.name),
@@ -126,6 +143,19 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
         gpu: r.gpu.clone(),
         resident: r.resident.clone(),
         model_memory_budget_bytes: r.model_memory_budget_bytes,
+        max_queue_delay: std::time::Duration::from_millis(u64::from(r.max_queue_delay_ms)),
+        running_batches: r
+            .running_batches
+            .iter()
+            .take(MAX_OFFERED)
+            .map(|b| {
+                b.members
+                    .iter()
+                    .take(MAX_OFFERED)
+                    .filter_map(|t| convert::token_from(Some(t)))
+                    .collect()
+            })
+            .collect(),
         // At most one per slot can be adopted; the rest would be cancelled anyway.
         running: r
             .running
@@ -135,6 +165,12 @@ fn worker_info(r: &v1::RegisterWorker) -> Result<WorkerInfo, Status> {
             .collect(),
     })
 }
+
+/// A worker's batcher may wait at most this long (a minute): a task that became READY
+/// waits for companions no longer than that (the worker's `--max-queue-delay-ms` limit).
+const MAX_QUEUE_DELAY_MS: u32 = 60_000;
+/// Tasks of one batch at most (the worker's `--max-batch` limit).
+const MAX_BATCH: u32 = 64;
 
 /// Offered running attempts read from one registration, at most.
 const MAX_OFFERED: usize = 4 * MAX_SLOTS as usize;

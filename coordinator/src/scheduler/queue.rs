@@ -17,7 +17,7 @@
 //! job failed) stays queued and is skipped when popped (lazy deletion); a skipped entry
 //! charges nothing. Every operation is O(log tenants).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::model::{JobId, Priority};
@@ -307,6 +307,14 @@ impl ReadyQueue {
     }
 }
 
+/// The queued tasks of one batch group, oldest first, each once (a task dispatch defers is
+/// queued again, and a requeued one may still have its old entry).
+#[derive(Debug, Default)]
+struct BatchGroup {
+    entries: VecDeque<(Arc<str>, ReadyItem)>,
+    members: HashSet<(JobId, u32)>,
+}
+
 /// The farm's ready queues: one for tasks any worker can run (the reference pipeline, and
 /// the PLAN, AUDIO and ASSEMBLE tasks of model jobs), and one per open model for the tasks
 /// only a worker serving that model can run. A worker is offered its models' queues first
@@ -317,6 +325,11 @@ pub struct ReadyQueues {
     any: ReadyQueue,
     by_model: HashMap<String, ReadyQueue>,
     weights: TenantWeights,
+    /// Model tasks that may run in one batch, by batch group (an opaque key of what they
+    /// must share; see the farm's `batching`), oldest first: a second index over entries
+    /// that stay in their model's queue. Lazy like the queues: an entry dispatched through
+    /// its queue stays here until a take or a prune skips it.
+    groups: HashMap<u64, BatchGroup>,
 }
 
 impl ReadyQueues {
@@ -325,19 +338,37 @@ impl ReadyQueues {
             any: ReadyQueue::new(weights.clone()),
             by_model: HashMap::new(),
             weights,
+            groups: HashMap::new(),
         }
     }
 
-    /// Queues a task; `model` is the model it needs, if any.
+    /// Queues a task; `model` is the model it needs, if any, and `group` its batch group
+    /// (a model task that may share a batch).
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         model: Option<&str>,
+        group: Option<u64>,
         priority: Priority,
         tenant: &str,
         job_id: JobId,
         task_index: u32,
         cost: u64,
     ) {
+        if let (Some(g), Some(_)) = (group, model) {
+            let item = ReadyItem {
+                priority,
+                seq: 0,
+                job_id: job_id.clone(),
+                task_index,
+                cost,
+            };
+            // A task deferred by dispatch is queued again: its group entry stays one.
+            let group = self.groups.entry(g).or_default();
+            if group.members.insert((job_id.clone(), task_index)) {
+                group.entries.push_back((tenant.into(), item));
+            }
+        }
         let queue = match model {
             None => &mut self.any,
             Some(m) => match self.by_model.get_mut(m) {
@@ -400,6 +431,71 @@ impl ReadyQueues {
             return self.any.pop(&mut *still_ready);
         }
         None
+    }
+
+    /// Entries of each batch group (stale ones included): an upper bound of the tasks a
+    /// batch of that group could take now (dispatch's view while it pops).
+    pub fn group_lens(&self) -> HashMap<u64, usize> {
+        self.groups
+            .iter()
+            .map(|(g, e)| (*g, e.entries.len()))
+            .collect()
+    }
+
+    /// Takes up to `n` entries of batch group `group`, oldest first, for which
+    /// `still_ready` holds (stale ones are dropped on the way), and charges each to its
+    /// tenant in `model`'s queue as a dispatch would. Their entries in that queue stay and
+    /// are skipped when popped: `still_ready` must mark the task as no longer queued.
+    pub fn take_group(
+        &mut self,
+        model: &str,
+        group: u64,
+        n: usize,
+        mut still_ready: impl FnMut(&ReadyItem) -> bool,
+    ) -> Vec<ReadyItem> {
+        let mut taken: Vec<(Arc<str>, ReadyItem)> = Vec::new();
+        let Some(entries) = self.groups.get_mut(&group) else {
+            return Vec::new();
+        };
+        while taken.len() < n {
+            let Some((tenant, item)) = entries.entries.pop_front() else {
+                break;
+            };
+            entries
+                .members
+                .remove(&(item.job_id.clone(), item.task_index));
+            if still_ready(&item) {
+                taken.push((tenant, item));
+            }
+        }
+        if entries.entries.is_empty() {
+            self.groups.remove(&group);
+        }
+        let queue = self.by_model.get_mut(model);
+        if let Some(q) = queue {
+            for (tenant, item) in &taken {
+                if q.tenants.contains_key(tenant) {
+                    q.charge(tenant, item.cost);
+                }
+            }
+        }
+        taken.into_iter().map(|(_, item)| item).collect()
+    }
+
+    /// Drops the batch groups' entries for which `still_queued` fails (dispatched through
+    /// their queue, cancelled): run now and then, so groups no batch takes stay small.
+    pub fn prune_groups(&mut self, mut still_queued: impl FnMut(&ReadyItem) -> bool) {
+        self.groups.retain(|_, group| {
+            let BatchGroup { entries, members } = group;
+            entries.retain(|(_, item)| {
+                let keep = still_queued(item);
+                if !keep {
+                    members.remove(&(item.job_id.clone(), item.task_index));
+                }
+                keep
+            });
+            !entries.is_empty()
+        });
     }
 
     /// Nothing is queued for any worker.
@@ -645,6 +741,7 @@ mod tests {
         let models = ["small".to_string(), "large".to_string()];
         q.push(
             Some("small"),
+            None,
             Priority::Normal,
             "t",
             "small-normal".into(),
@@ -653,14 +750,15 @@ mod tests {
         );
         q.push(
             Some("large"),
+            None,
             Priority::High,
             "t",
             "large-high".into(),
             0,
             1,
         );
-        q.push(None, Priority::Normal, "t", "any-normal".into(), 0, 1);
-        q.push(None, Priority::High, "t", "any-high".into(), 0, 1);
+        q.push(None, None, Priority::Normal, "t", "any-normal".into(), 0, 1);
+        q.push(None, None, Priority::High, "t", "any-high".into(), 0, 1);
         let order: Vec<String> = std::iter::from_fn(|| q.pop_for(&models, |_| true))
             .map(|i| i.job_id)
             .collect();

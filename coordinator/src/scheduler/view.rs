@@ -57,6 +57,8 @@ pub struct TaskRunView {
     pub checkpoint_step: u32,
     pub resumed_from_step: u32,
     pub preemptions: u32,
+    /// DENOISE: clips its current (or last) attempt ran with in one batch; 0 before.
+    pub batch_size: u32,
     pub outputs: Vec<Output>,
 }
 

@@ -112,6 +112,7 @@ fn template(spec: &v1::JobSpec, output_uri: &str) -> anyhow::Result<v1::Assignme
             output: Some(output),
         }],
         resume: None,
+        batch: None,
     })
 }
 

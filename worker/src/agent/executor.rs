@@ -297,6 +297,125 @@ impl Executor {
         progress: tokio::sync::watch::Sender<(u64, u64)>,
         control: AttemptControl,
     ) -> Result<Produced, TaskFailure> {
+        let (inputs, resume) = self.read_inputs(&task).await?;
+        let this = self.clone();
+        let task = Arc::new(task);
+        let runtime = tokio::runtime::Handle::current();
+        let computed = {
+            let task = task.clone();
+            tokio::task::spawn_blocking(move || {
+                let attempt = Attempt {
+                    resume,
+                    control: &control,
+                    runtime,
+                    saved: Default::default(),
+                };
+                this.compute(&task, inputs, &progress, attempt)
+            })
+            .await
+            .map_err(|e| format!("task panicked: {e}"))??
+        };
+        self.store_outputs(&task, computed).await
+    }
+
+    /// Runs DENOISE tasks of one model as one batch (see `stages::denoise_batch`): each
+    /// member with its own inputs, progress, control and outputs, one result per member in
+    /// order.
+    pub async fn run_batch(
+        self: &Arc<Self>,
+        members: Vec<BatchMember>,
+    ) -> Vec<Result<Produced, TaskFailure>> {
+        let started = Instant::now();
+        let count = members.len();
+        let mut results: Vec<Option<Result<Produced, TaskFailure>>> =
+            (0..count).map(|_| None).collect();
+        let mut runnable = Vec::new();
+        for (i, (task, progress, control)) in members.into_iter().enumerate() {
+            if task.kind != v1::TaskKind::Denoise {
+                results[i] = Some(Err(format!(
+                    "a batch holds a {} task; only DENOISE tasks batch",
+                    task.kind.as_str_name()
+                )
+                .into()));
+                continue;
+            }
+            match self.read_inputs(&task).await {
+                Ok((inputs, resume)) => runnable.push((i, task, inputs, resume, progress, control)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        self.metrics.batch_size.observe(runnable.len() as f64);
+        let this = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            let resumes: Vec<Option<Vec<u8>>> =
+                runnable.iter_mut().map(|member| member.3.take()).collect();
+            let attempts: Vec<Attempt<'_>> = runnable
+                .iter()
+                .zip(resumes)
+                .map(|((.., control), resume)| Attempt {
+                    resume,
+                    control,
+                    runtime: runtime.clone(),
+                    saved: Default::default(),
+                })
+                .collect();
+            let members: Vec<DenoiseMember<'_>> = runnable
+                .iter()
+                .zip(&attempts)
+                .map(
+                    |((_, task, inputs, _, progress, _), attempt)| DenoiseMember {
+                        task,
+                        inputs,
+                        attempt,
+                        progress,
+                    },
+                )
+                .collect();
+            let computed = this.denoise(members);
+            drop(attempts);
+            runnable
+                .into_iter()
+                .zip(computed)
+                .map(|((i, task, ..), c)| (i, task, c))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match joined {
+            Ok(done) => {
+                for (i, task, computed) in done {
+                    let produced = match computed {
+                        Ok(c) => self.store_outputs(&task, c).await,
+                        Err(e) => Err(e),
+                    };
+                    results[i] = Some(produced);
+                }
+            }
+            Err(e) => {
+                let message = format!("batch panicked: {e}");
+                for r in results.iter_mut().filter(|r| r.is_none()) {
+                    *r = Some(Err(message.clone().into()));
+                }
+            }
+        }
+        for _ in 0..count {
+            self.metrics
+                .task_duration
+                .with_label_values(&["denoise"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("batch member not run".to_string().into())))
+            .collect()
+    }
+
+    /// The contents of `task`'s inputs, in its order, and of its checkpoint when it has one
+    /// that can be read.
+    async fn read_inputs(
+        &self,
+        task: &Task,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), TaskFailure> {
         let mut inputs = Vec::with_capacity(task.inputs.len());
         for (kind, _, output) in &task.inputs {
             match self.store.get(output).await {
@@ -324,23 +443,15 @@ impl Executor {
                 }
             },
         };
-        let this = self.clone();
-        let task = Arc::new(task);
-        let runtime = tokio::runtime::Handle::current();
-        let computed = {
-            let task = task.clone();
-            tokio::task::spawn_blocking(move || {
-                let attempt = Attempt {
-                    resume,
-                    control: &control,
-                    runtime,
-                    saved: Default::default(),
-                };
-                this.compute(&task, inputs, &progress, attempt)
-            })
-            .await
-            .map_err(|e| format!("task panicked: {e}"))??
-        };
+        Ok((inputs, resume))
+    }
+
+    /// Writes what `task` computed to the artifact store under its attempt's names.
+    async fn store_outputs(
+        &self,
+        task: &Task,
+        computed: Computed,
+    ) -> Result<Produced, TaskFailure> {
         let mut outputs = Vec::with_capacity(computed.files.len());
         for (name, kind, bytes) in computed.files {
             self.metrics.artifact_bytes.inc_by(bytes.len() as u64);
@@ -356,6 +467,93 @@ impl Executor {
             outputs,
             scene: computed.scene,
         })
+    }
+
+    /// DENOISE of `members` (one model) as one batch; a single task is a batch of one.
+    fn denoise(&self, members: Vec<DenoiseMember<'_>>) -> Vec<Result<Computed, TaskFailure>> {
+        let started = Instant::now();
+        let mut results: Vec<Option<Result<Computed, TaskFailure>>> =
+            members.iter().map(|_| None).collect();
+        // Each clip's inputs, and its own progress and checkpoint closures.
+        let mut ready = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let found = (|| {
+                let model = m.task.model.as_ref().ok_or("DENOISE without a model")?;
+                let text = input(m.task, m.inputs, "text")?;
+                let plan = match model.guide_strength {
+                    Some(_) => Some(input(m.task, m.inputs, "plan")?),
+                    None => None,
+                };
+                Ok::<_, String>((model, text, plan))
+            })();
+            match found {
+                Ok(f) => ready.push((i, f)),
+                Err(e) => results[i] = Some(Err(e.into())),
+            }
+        }
+        let mut reports: Vec<Box<dyn FnMut(u64, u64) + '_>> = ready
+            .iter()
+            .map(|(i, _)| {
+                let progress = members[*i].progress;
+                Box::new(move |done: u64, total: u64| {
+                    progress.send_replace((done, total));
+                }) as Box<dyn FnMut(u64, u64)>
+            })
+            .collect();
+        let mut saves: Vec<SaveCheckpoint<'_>> = ready
+            .iter()
+            .map(|(i, _)| {
+                let m = &members[*i];
+                Box::new(move |step: u32, bytes: Vec<u8>| {
+                    self.save_checkpoint(m.task, m.attempt, step, bytes)
+                }) as SaveCheckpoint<'_>
+            })
+            .collect();
+        let clips: Vec<stages::DenoiseClip<'_>> = ready
+            .iter()
+            .zip(reports.iter_mut().zip(saves.iter_mut()))
+            .map(|((i, (model, text, plan)), (report, save))| {
+                let m = &members[*i];
+                stages::DenoiseClip {
+                    spec: &m.task.spec,
+                    task: model,
+                    text,
+                    plan: *plan,
+                    resume: m.attempt.resume.as_deref(),
+                    progress: &mut **report,
+                    cancel: &m.attempt.control.cancel,
+                    checkpoints: stages::Checkpointing {
+                        every_steps: self.checkpoints.every_steps,
+                        every: self.checkpoints.every,
+                        preempt: &m.attempt.control.preempt,
+                        save: &mut **save,
+                    },
+                }
+            })
+            .collect();
+        let latents = {
+            let _busy = self.metrics.engine_busy.enter();
+            stages::denoise_batch(&self.models, clips)
+        };
+        for ((i, _), latents) in ready.iter().zip(latents) {
+            let task = members[*i].task;
+            results[*i] = Some(match latents {
+                Ok(bytes) => {
+                    self.count_steps(u64::from(task.spec.frame_count()), task.spec.steps, started);
+                    let (id, tag) = (&task.token.task_id, task.attempt_tag());
+                    Ok(Computed::files(vec![(
+                        format!("{id}.{tag}.safetensors"),
+                        "latents",
+                        bytes,
+                    )]))
+                }
+                Err(e) => Err(e.into()),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every member ends in a result"))
+            .collect()
     }
 
     /// The pipeline stage of `task` on its inputs (`inputs[i]` is the content of
@@ -439,40 +637,15 @@ impl Executor {
                 })
             }
             v1::TaskKind::Denoise => {
-                let model = task.model.as_ref().ok_or("DENOISE without a model")?;
-                let text = input(task, &inputs, "text")?;
-                let plan = match model.guide_strength {
-                    Some(_) => Some(input(task, &inputs, "plan")?),
-                    None => None,
+                let member = DenoiseMember {
+                    task,
+                    inputs: &inputs,
+                    attempt: &attempt,
+                    progress,
                 };
-                let started = Instant::now();
-                let mut save =
-                    |step: u32, bytes: Vec<u8>| self.save_checkpoint(task, &attempt, step, bytes);
-                let latents = {
-                    let _busy = self.metrics.engine_busy.enter();
-                    stages::denoise(
-                        &self.models,
-                        &task.spec,
-                        model,
-                        text,
-                        plan,
-                        attempt.resume.as_deref(),
-                        &mut report,
-                        cancel,
-                        stages::Checkpointing {
-                            every_steps: self.checkpoints.every_steps,
-                            every: self.checkpoints.every,
-                            preempt: &attempt.control.preempt,
-                            save: &mut save,
-                        },
-                    )?
-                };
-                self.count_steps(u64::from(task.spec.frame_count()), task.spec.steps, started);
-                Ok(Computed::files(vec![(
-                    format!("{id}.{tag}.safetensors"),
-                    "latents",
-                    latents,
-                )]))
+                self.denoise(vec![member])
+                    .pop()
+                    .expect("one result per member")
             }
             v1::TaskKind::Decode => {
                 let model = task.model.as_ref().ok_or("DECODE without a model")?;
@@ -620,6 +793,21 @@ fn input<'a>(task: &Task, inputs: &'a [Vec<u8>], kind: &str) -> Result<&'a [u8],
         .map(|i| inputs[i].as_slice())
         .ok_or_else(|| format!("missing {kind} input"))
 }
+
+/// One DENOISE task of a batch, with its inputs' contents, attempt and progress.
+struct DenoiseMember<'a> {
+    task: &'a Task,
+    inputs: &'a [Vec<u8>],
+    attempt: &'a Attempt<'a>,
+    progress: &'a tokio::sync::watch::Sender<(u64, u64)>,
+}
+
+/// One member of [`Executor::run_batch`]: the task, where its step progress goes, how the
+/// coordinator steers it.
+pub type BatchMember = (Task, tokio::sync::watch::Sender<(u64, u64)>, AttemptControl);
+
+/// Saves one checkpoint of a denoise (after its step `u32`) to the artifact store.
+type SaveCheckpoint<'a> = Box<dyn FnMut(u32, Vec<u8>) -> Result<(), String> + 'a>;
 
 /// One attempt's run: the checkpoint it resumes from, how it is steered, and the
 /// runtime its blocking thread writes checkpoints through.

@@ -17,6 +17,7 @@
 //! [`start`] wires them up under one shutdown token; [`RunningWorker::drain`] is the
 //! graceful shutdown.
 
+pub(crate) mod assignments;
 pub(crate) mod connect;
 pub(crate) mod content_check;
 pub mod executor;
@@ -145,7 +146,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )));
     }
 
-    let (models, broken_models) = crate::models::scan(config.models.as_deref())?;
+    let (models, broken_models) = crate::models::scan(config.models.as_deref(), config.max_batch)?;
     let model_host = Arc::new(crate::models::host::ModelHost::new(
         config.models.clone(),
         models
@@ -171,6 +172,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         version: env!("CARGO_PKG_VERSION").to_string(),
         metrics_address: http_addr.to_string(),
         running: vec![],
+        running_batches: vec![],
+        max_queue_delay_ms: config.max_queue_delay_ms,
         models,
         broken_models,
         gpu: selected.gpu.as_ref().map(gpu_device),

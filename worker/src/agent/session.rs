@@ -1,8 +1,9 @@
 //! The worker's session with the coordinator: one bidirectional gRPC stream, and the loop
 //! that opens a new one whenever it ends.
 //!
-//! The worker registers, then runs every assignment it receives (at most `slots` at once),
-//! streaming step progress and finally the result with the assignment's attempt token.
+//! The worker registers, then runs every assignment it receives (at most `slots` at once,
+//! see [`assignments`]), streaming step progress and finally the result with the
+//! assignment's attempt token.
 //!
 //! A session is short-lived next to the tasks: the running attempts and unconfirmed results
 //! live in the [`TaskRegistry`], which each new session offers the coordinator at
@@ -10,7 +11,6 @@
 //! hint, etcd's leader, the `--coordinator` list) with backoff. Tasks still orphaned after
 //! `orphan_timeout` without a session are stopped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::assignments;
 use super::connect::{dial, leader_hint, Connector, LeaderLookup};
 use super::content_check::ContentChecks;
-use super::executor::{decode, to_proto_output, AttemptControl, Executor, Produced};
-use super::failure::{TaskFailure, PREEMPTED};
-use super::tasks::{hand_back_message, TaskRegistry};
+use super::executor::Executor;
+use super::tasks::TaskRegistry;
 
-/// Progress messages per task at most this often (the latest step wins).
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
 /// Outbound messages buffered before the sender waits.
 const OUTBOUND_BUFFER: usize = 1024;
 
@@ -113,6 +111,7 @@ async fn serve(
     let (out, out_rx) = mpsc::channel(OUTBOUND_BUFFER);
     let mut register = config.register.clone();
     register.running = tasks.offered();
+    register.running_batches = tasks.offered_batches();
     register.resident = executor.models.resident();
     let offered = register.running.len();
     let register = v1::WorkerMessage {
@@ -149,9 +148,7 @@ async fn serve(
                     "registered");
             }
             Some(v1::coordinator_message::Body::Assignments(a)) => {
-                for assignment in a.items {
-                    start_task(assignment, executor, tasks);
-                }
+                assignments::start(a.items, executor, tasks);
             }
             Some(v1::coordinator_message::Body::Cancel(c)) => {
                 if let Some(t) = c.token {
@@ -180,178 +177,5 @@ async fn serve(
         error,
         leader: None,
         registered,
-    }
-}
-
-/// Starts running `assignment` in the background (it waits for a free slot there), or
-/// answers at once: an error for an undecodable one, a hand-back while draining.
-fn start_task(assignment: v1::Assignment, executor: &Arc<Executor>, tasks: &Arc<TaskRegistry>) {
-    let task = match decode(&assignment) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "undecodable assignment");
-            if let Some(token) = assignment.token {
-                // No worker of this version can run it: the coordinator fails it at once.
-                let refused =
-                    TaskFailure::permanent("spec_refused", format!("bad assignment: {e}"));
-                tasks.send(result_message(token, Err(refused)));
-            }
-            return;
-        }
-    };
-    if tasks.is_draining() {
-        // Assigned before the coordinator saw the drain: give it straight back.
-        tasks.send(hand_back_message(
-            task.token.clone(),
-            "worker shutting down",
-            false,
-        ));
-        return;
-    }
-    let cancel = Arc::new(AtomicBool::new(false));
-    let preempt = Arc::new(AtomicBool::new(false));
-    tasks.track(task.token.clone(), cancel.clone(), preempt.clone());
-    let (executor, tasks) = (executor.clone(), tasks.clone());
-    tokio::spawn(async move {
-        let span = tracing::info_span!("task", job_id = %task.token.job_id, task_id = %task.token.task_id,
-            attempt = task.token.attempt);
-        let _permit = tasks.slot().await;
-        let token = task.token.clone();
-        let kind = task.kind;
-        let (progress_tx, progress_rx) = tokio::sync::watch::channel((0u64, 0u64));
-        let forward = tokio::spawn(forward_progress(progress_rx, token.clone(), tasks.clone()));
-        let started = Instant::now();
-        let control = AttemptControl {
-            cancel: cancel.clone(),
-            preempt,
-            report: {
-                let tasks = tasks.clone();
-                Arc::new(move |m| {
-                    tasks.send(m);
-                })
-            },
-        };
-        let result = executor.run(task, progress_tx, control).await;
-        forward.abort();
-        // Still ours unless handed back or replaced by a newer attempt of the same task.
-        let ours = tasks.release(&token);
-        let label = kind
-            .as_str_name()
-            .trim_start_matches("TASK_KIND_")
-            .to_ascii_lowercase();
-        let cancelled = cancel.load(Ordering::Relaxed) || !ours;
-        let outcome = match (&result, cancelled) {
-            (_, true) => "cancelled",
-            (Ok(_), false) => "ok",
-            (Err(_), false) => "error",
-        };
-        executor
-            .metrics
-            .tasks
-            .with_label_values(&[&label, outcome])
-            .inc();
-        let _enter = span.enter();
-        match &result {
-            Ok(_) if !cancelled => {
-                tracing::info!(kind = %label, seconds = started.elapsed().as_secs_f64(), "task done")
-            }
-            Ok(_) => {
-                tracing::info!(kind = %label, "task finished after it was cancelled; result dropped")
-            }
-            Err(e) => {
-                tracing::warn!(kind = %label, error = %e, outcome, "task ended without result")
-            }
-        }
-        if cancelled {
-            // The coordinator no longer expects this attempt; a result would be rejected.
-            return;
-        }
-        if let Err(e) = &result {
-            if e.code == PREEMPTED {
-                // Its checkpoint went ahead on the same stream: the next attempt resumes there.
-                executor.metrics.preemptions.inc();
-                tasks.send(hand_back_message(token, &e.message, true));
-                return;
-            }
-        }
-        tasks
-            .finish(token.clone(), result_message(token, result))
-            .await;
-        // A task that loaded another model: the coordinator places by what is loaded.
-        if let Some(status) = executor
-            .models
-            .status_if_changed(executor.metrics.gpu.free_bytes())
-        {
-            tasks.send(v1::WorkerMessage {
-                body: Some(v1::worker_message::Body::Status(status)),
-            });
-        }
-    });
-}
-
-/// Forwards step progress with the measured speed, at most every PROGRESS_INTERVAL, until
-/// the task ends (the caller aborts it).
-async fn forward_progress(
-    mut progress: tokio::sync::watch::Receiver<(u64, u64)>,
-    token: v1::AttemptToken,
-    tasks: Arc<TaskRegistry>,
-) {
-    let mut last: Option<(Instant, u64)> = None;
-    let mut speed = 0.0f64;
-    while progress.changed().await.is_ok() {
-        let (done, total) = *progress.borrow_and_update();
-        let now = Instant::now();
-        if let Some((t, d)) = last {
-            let dt = now.duration_since(t).as_secs_f64();
-            if dt > 0.0 && done > d {
-                let s = (done - d) as f64 / dt;
-                // Smoothed so one slow step does not look like a stall.
-                speed = if speed == 0.0 {
-                    s
-                } else {
-                    0.7 * speed + 0.3 * s
-                };
-            }
-        }
-        last = Some((now, done));
-        tasks.send(v1::WorkerMessage {
-            body: Some(v1::worker_message::Body::Progress(v1::TaskProgress {
-                token: Some(token.clone()),
-                step: done.min(u64::from(u32::MAX)) as u32,
-                total_steps: total.min(u64::from(u32::MAX)) as u32,
-                steps_per_second: speed,
-            })),
-        });
-        tokio::time::sleep(PROGRESS_INTERVAL).await;
-    }
-}
-
-/// The TaskResult message of the attempt `token`: its outputs, or the error it ended with.
-fn result_message(
-    token: v1::AttemptToken,
-    result: Result<Produced, TaskFailure>,
-) -> v1::WorkerMessage {
-    let r = match result {
-        Ok(p) => v1::TaskResult {
-            token: Some(token),
-            ok: true,
-            error: String::new(),
-            outputs: p.outputs.iter().map(to_proto_output).collect(),
-            scene: p.scene.unwrap_or_default(),
-            error_class: v1::ErrorClass::Unspecified as i32,
-            error_code: String::new(),
-        },
-        Err(e) => v1::TaskResult {
-            token: Some(token),
-            ok: false,
-            error_class: e.class as i32,
-            error_code: e.code.to_string(),
-            error: e.message,
-            outputs: vec![],
-            scene: String::new(),
-        },
-    };
-    v1::WorkerMessage {
-        body: Some(v1::worker_message::Body::Result(r)),
     }
 }

@@ -32,6 +32,8 @@ struct RunningTask {
     token: v1::AttemptToken,
     cancel: Arc<AtomicBool>,
     preempt: Arc<AtomicBool>,
+    /// The coordinator's id of the batch it runs in (`Assignment.batch`), if any.
+    batch: Option<u64>,
 }
 
 /// A result not yet known to have reached a coordinator.
@@ -89,6 +91,24 @@ impl TaskRegistry {
         tokens
     }
 
+    /// Which running attempts run as one batch (`RegisterWorker.running_batches`): a
+    /// coordinator adopting them counts one slot per batch, as the worker runs them.
+    pub(crate) fn offered_batches(&self) -> Vec<v1::RunningBatch> {
+        let mut batches: HashMap<(u64, u64), Vec<v1::AttemptToken>> = HashMap::new();
+        for r in lock(&self.running).values() {
+            if let Some(id) = r.batch {
+                batches
+                    .entry((r.token.term, id))
+                    .or_default()
+                    .push(r.token.clone());
+            }
+        }
+        batches
+            .into_values()
+            .map(|members| v1::RunningBatch { members })
+            .collect()
+    }
+
     /// A session registered: it carries everything from now on, starting with the results
     /// not known to have arrived.
     pub(crate) fn attach(&self, out: mpsc::Sender<v1::WorkerMessage>) {
@@ -125,12 +145,14 @@ impl TaskRegistry {
     }
 
     /// Records `token` as running, stopped through `cancel`, asked to checkpoint and stop
-    /// through `preempt`; replaces an older attempt of the same task.
+    /// through `preempt`, in the coordinator's `batch` if it runs in one; replaces an older
+    /// attempt of the same task.
     pub(crate) fn track(
         &self,
         token: v1::AttemptToken,
         cancel: Arc<AtomicBool>,
         preempt: Arc<AtomicBool>,
+        batch: Option<u64>,
     ) {
         lock(&self.running).insert(
             key(&token),
@@ -138,6 +160,7 @@ impl TaskRegistry {
                 token,
                 cancel,
                 preempt,
+                batch,
             },
         );
     }

@@ -16,8 +16,12 @@ use std::path::Path;
 use reelfarm_models::registry;
 use reelfarm_proto::v1;
 
-/// Scans `dir` (nothing when `None`): the models to serve and the broken folders.
-pub fn scan(dir: Option<&Path>) -> anyhow::Result<(Vec<v1::ServedModel>, Vec<v1::BrokenModel>)> {
+/// Scans `dir` (nothing when `None`): the models to serve, each batching `max_batch`
+/// DENOISE tasks (`--max-batch`), and the broken folders.
+pub fn scan(
+    dir: Option<&Path>,
+    max_batch: u32,
+) -> anyhow::Result<(Vec<v1::ServedModel>, Vec<v1::BrokenModel>)> {
     let Some(dir) = dir else {
         return Ok((vec![], vec![]));
     };
@@ -48,6 +52,12 @@ pub fn scan(dir: Option<&Path>) -> anyhow::Result<(Vec<v1::ServedModel>, Vec<v1:
             parameters: m.parameters,
             dtypes: m.dtypes,
             weight_bytes: m.weight_bytes,
+            // A model this worker cannot serve batches nothing.
+            max_batch: if m.not_servable.is_empty() {
+                max_batch
+            } else {
+                0
+            },
             not_servable: m.not_servable,
         })
         .collect();

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use reelfarm_models::wan::pipeline::{
-    from_safetensors, to_safetensors, DenoiseParams, DenoiseStart, SamplerKind, TextEmbeddings,
+    from_safetensors, to_safetensors, BatchClip, Checkpoint, DenoiseParams, DenoiseStart,
+    SamplerKind, TextEmbeddings,
 };
+use reelfarm_models::wan::sampling::StepState;
 
 use super::host::{LoadedModel, ModelHost};
 use crate::pipeline::plan::Plan;
@@ -112,24 +114,157 @@ pub struct Checkpointing<'a> {
     pub save: &'a mut dyn FnMut(u32, Vec<u8>) -> Result<(), String>,
 }
 
+/// One clip of a DENOISE: its spec and model parameters, its inputs (text embeddings, the
+/// plan when guided, `resume`: a checkpoint of an earlier attempt of the task), and how it
+/// reports and is steered.
+pub struct DenoiseClip<'a> {
+    pub spec: &'a ClipSpec,
+    pub task: &'a ModelTask,
+    pub text: &'a [u8],
+    pub plan: Option<&'a [u8]>,
+    pub resume: Option<&'a [u8]>,
+    pub progress: Progress<'a>,
+    pub cancel: &'a AtomicBool,
+    pub checkpoints: Checkpointing<'a>,
+}
+
 /// DENOISE: the clip's latents, from noise or (guided) from the plan's simulation, or from
-/// `resume`, a checkpoint of an earlier attempt of the task; saves checkpoints on the way
-/// as `checkpoints` says, and stops with [`PipelineError::Preempted`] after the one a
-/// preemption asked for.
-#[allow(clippy::too_many_arguments)]
-pub fn denoise(
+/// its checkpoint; saves checkpoints on the way as `checkpoints` says, and stops with
+/// [`PipelineError::Preempted`] after the one a preemption asked for. A batch of one.
+pub fn denoise(host: &ModelHost, clip: DenoiseClip<'_>) -> Result<Vec<u8>, PipelineError> {
+    denoise_batch(host, vec![clip])
+        .pop()
+        .expect("one result per clip")
+}
+
+/// DENOISE of several clips of one model as one batch (`--max-batch`): one transformer
+/// forward per step for all of them, each clip's latents equal to its denoise alone (the
+/// model's `denoise_batch`). One result per clip, in order: a clip whose inputs are
+/// unusable, or that is cancelled or preempted, ends alone and the others go on. Clips may
+/// be at different steps (a resumed one batches with fresh ones); clips of different shapes
+/// cannot share a forward and run one shape after another, with a warning.
+pub fn denoise_batch(
     host: &ModelHost,
-    spec: &ClipSpec,
-    task: &ModelTask,
-    text: &[u8],
-    plan: Option<&[u8]>,
-    resume: Option<&[u8]>,
-    progress: Progress<'_>,
-    cancel: &AtomicBool,
-    checkpoints: Checkpointing<'_>,
-) -> Result<Vec<u8>, PipelineError> {
-    let m = host.get(&task.name).map_err(PipelineError::ModelLoad)?;
-    let text = read_text(text)?;
+    clips: Vec<DenoiseClip<'_>>,
+) -> Vec<Result<Vec<u8>, PipelineError>> {
+    let Some(first) = clips.first() else {
+        return Vec::new();
+    };
+    let m = match host.get(&first.task.name) {
+        Ok(m) => m,
+        Err(e) => {
+            return clips
+                .iter()
+                .map(|_| Err(PipelineError::ModelLoad(e.clone())))
+                .collect()
+        }
+    };
+    let mut results: Vec<Option<Result<Vec<u8>, PipelineError>>> =
+        clips.iter().map(|_| None).collect();
+    // Every clip's inputs, read first: a clip whose inputs fail ends there, alone.
+    let mut ready = Vec::new();
+    let (mut texts, mut params, mut guides, mut resumes) = (vec![], vec![], vec![], vec![]);
+    let mut handlers = Vec::new();
+    for (i, clip) in clips.into_iter().enumerate() {
+        let prepared = if clip.task.name == m.name {
+            prepare(&m, &clip)
+        } else {
+            Err(PipelineError::InvalidInput(format!(
+                "a batch of model {:?} holds a clip of model {:?}",
+                m.name, clip.task.name
+            )))
+        };
+        match prepared {
+            Ok((text, p, guide, resume)) => {
+                ready.push(i);
+                texts.push(text);
+                params.push(p);
+                guides.push(guide);
+                resumes.push(resume);
+                handlers.push(ClipSteps::new(clip));
+            }
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    // Clips share a run when their latents have one shape (the coordinator batches one
+    // shape, so a second run is a mismatch of its making, warned about).
+    let shape = |k: usize| {
+        let p: &DenoiseParams = &params[k];
+        (p.frames, p.height, p.width)
+    };
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for k in 0..ready.len() {
+        match runs.iter_mut().find(|r| shape(r[0]) == shape(k)) {
+            Some(run) => run.push(k),
+            None => runs.push(vec![k]),
+        }
+    }
+    if runs.len() > 1 {
+        tracing::warn!(
+            clips = ready.len(),
+            runs = runs.len(),
+            "batch members differ in shape; running them in separate runs"
+        );
+    }
+    for run in runs {
+        let batch: Vec<BatchClip<'_>> = run
+            .iter()
+            .map(|&k| BatchClip {
+                text: &texts[k],
+                params: &params[k],
+                start: match (resumes[k].take(), &guides[k]) {
+                    (Some(c), _) => DenoiseStart::Resume(c),
+                    (None, Some((latents, strength))) => DenoiseStart::Guide {
+                        latents,
+                        strength: *strength,
+                    },
+                    (None, None) => DenoiseStart::Noise,
+                },
+            })
+            .collect();
+        let outcome = m.model.denoise_batch(batch, |j, state| {
+            let k = run[j];
+            handlers[k].step(&m, &params[k], state)
+        });
+        match outcome {
+            Ok(latents) => {
+                for (&k, latents) in run.iter().zip(latents) {
+                    let h = &mut handlers[k];
+                    results[ready[k]] = Some(match latents {
+                        Ok(l) => {
+                            (h.progress)(h.total, h.total);
+                            to_safetensors(&[("latents", &l)]).map_err(model_error)
+                        }
+                        Err(e) => Err(h.error(e)),
+                    });
+                }
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                for &k in &run {
+                    results[ready[k]] = Some(Err(model_error(&text)));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every clip ends in a result"))
+        .collect()
+}
+
+/// A clip's denoise inputs: its text embeddings, parameters, guide latents with the
+/// strength (guided), and the checkpoint it resumes (when it has a usable one).
+type PreparedClip = (
+    TextEmbeddings,
+    DenoiseParams,
+    Option<(Tensor, f64)>,
+    Option<Checkpoint>,
+);
+
+fn prepare(m: &LoadedModel, clip: &DenoiseClip<'_>) -> Result<PreparedClip, PipelineError> {
+    let (spec, task) = (clip.spec, clip.task);
+    let text = read_text(clip.text)?;
     if task.guidance_scale > 1.0 && text.negative.is_none() {
         return Err(PipelineError::InvalidInput(
             "guided denoise without negative embeddings".into(),
@@ -147,84 +282,101 @@ pub fn denoise(
     // A checkpoint this attempt cannot use (another worker version's format, a damaged
     // file) costs the steps it saved, not the task: the run from the start gives the same
     // latents.
-    let resume = resume.and_then(|bytes| match m.model.read_checkpoint(bytes, &params) {
-        Ok(c) => {
-            tracing::info!(step = c.step(), "resuming the denoise from its checkpoint");
-            Some(c)
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "checkpoint unusable; denoising from the start");
-            None
-        }
-    });
-    let guide = match (&resume, task.guide_strength, plan) {
+    let resume = clip
+        .resume
+        .and_then(|bytes| match m.model.read_checkpoint(bytes, &params) {
+            Ok(c) => {
+                tracing::info!(step = c.step(), "resuming the denoise from its checkpoint");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "checkpoint unusable; denoising from the start");
+                None
+            }
+        });
+    let guide = match (&resume, task.guide_strength, clip.plan) {
         (Some(_), _, _) | (None, None, _) => None,
-        (None, Some(s), Some(plan)) => Some((guide_latents(&m, spec, plan)?, s)),
+        (None, Some(s), Some(plan)) => Some((guide_latents(m, spec, plan)?, s)),
         (None, Some(_), None) => {
             return Err(PipelineError::InvalidInput(
                 "guided denoise without the plan".into(),
             ))
         }
     };
-    let start = match (resume, &guide) {
-        (Some(c), _) => DenoiseStart::Resume(c),
-        (None, Some((latents, strength))) => DenoiseStart::Guide {
-            latents,
-            strength: *strength,
-        },
-        (None, None) => DenoiseStart::Noise,
-    };
-    let total = spec.steps as u64;
-    let Checkpointing {
-        every_steps,
-        every,
-        preempt,
-        save,
-    } = checkpoints;
-    let mut last_saved = Instant::now();
-    let mut preempted_at = None;
-    let latents = m
-        .model
-        .denoise_from(&text, &params, start, |s| {
-            progress(s.done as u64, total);
-            if cancel.load(Ordering::Relaxed) {
-                candle_core::bail!("cancelled");
-            }
-            let preempting = preempt.load(Ordering::Relaxed);
-            let due = preempting
-                || (every_steps > 0 && s.done % every_steps as usize == 0)
-                || every.is_some_and(|d| last_saved.elapsed() >= d);
-            if due && s.done < s.total {
-                let saved = m
-                    .model
-                    .checkpoint(s, &params)
-                    .map_err(|e| format!("{e:#}"))
-                    .and_then(|bytes| save(s.done as u32, bytes));
-                match saved {
-                    Ok(()) => {
-                        last_saved = Instant::now();
-                        if preempting {
-                            preempted_at = Some(s.done as u32);
-                            candle_core::bail!("preempted");
-                        }
+    Ok((text, params, guide, resume))
+}
+
+/// One clip's side of the denoising loop: progress, cancellation, checkpoints and the
+/// preemption that stops it after one.
+struct ClipSteps<'a> {
+    progress: Progress<'a>,
+    cancel: &'a AtomicBool,
+    checkpoints: Checkpointing<'a>,
+    total: u64,
+    last_saved: Instant,
+    preempted_at: Option<u32>,
+}
+
+impl<'a> ClipSteps<'a> {
+    fn new(clip: DenoiseClip<'a>) -> Self {
+        Self {
+            total: u64::from(clip.spec.steps),
+            progress: clip.progress,
+            cancel: clip.cancel,
+            checkpoints: clip.checkpoints,
+            last_saved: Instant::now(),
+            preempted_at: None,
+        }
+    }
+
+    /// After each step: reports it; stops the clip when cancelled; saves a checkpoint when
+    /// one is due, and stops after it when preempted.
+    fn step(
+        &mut self,
+        m: &LoadedModel,
+        params: &DenoiseParams,
+        s: &StepState,
+    ) -> candle_core::Result<()> {
+        (self.progress)(s.done as u64, self.total);
+        if self.cancel.load(Ordering::Relaxed) {
+            candle_core::bail!("cancelled");
+        }
+        let c = &mut self.checkpoints;
+        let preempting = c.preempt.load(Ordering::Relaxed);
+        let due = preempting
+            || (c.every_steps > 0 && s.done.is_multiple_of(c.every_steps as usize))
+            || c.every.is_some_and(|d| self.last_saved.elapsed() >= d);
+        if due && s.done < s.total {
+            let saved = m
+                .model
+                .checkpoint(s, params)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|bytes| (c.save)(s.done as u32, bytes));
+            match saved {
+                Ok(()) => {
+                    self.last_saved = Instant::now();
+                    if preempting {
+                        self.preempted_at = Some(s.done as u32);
+                        candle_core::bail!("preempted");
                     }
-                    // The run goes on; a preemption waits for a checkpoint that is saved.
-                    Err(e) => tracing::warn!(step = s.done, error = %e, "checkpoint not saved"),
                 }
+                // The run goes on; a preemption waits for a checkpoint that is saved.
+                Err(e) => tracing::warn!(step = s.done, error = %e, "checkpoint not saved"),
             }
-            Ok(())
-        })
-        .map_err(|e| {
-            if let Some(step) = preempted_at {
-                PipelineError::Preempted { step }
-            } else if cancel.load(Ordering::Relaxed) {
-                PipelineError::Cancelled
-            } else {
-                model_error(format!("{e:#}"))
-            }
-        })?;
-    progress(total, total);
-    to_safetensors(&[("latents", &latents)]).map_err(model_error)
+        }
+        Ok(())
+    }
+
+    /// What the clip's run ended with, when it ended early.
+    fn error(&self, e: anyhow::Error) -> PipelineError {
+        if let Some(step) = self.preempted_at {
+            PipelineError::Preempted { step }
+        } else if self.cancel.load(Ordering::Relaxed) {
+            PipelineError::Cancelled
+        } else {
+            model_error(format!("{e:#}"))
+        }
+    }
 }
 
 /// The plan's guide render of every frame, encoded by the model's VAE.

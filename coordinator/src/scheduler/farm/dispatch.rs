@@ -19,6 +19,8 @@ pub struct Assignment {
     pub inputs: Vec<TaskInput>,
     /// DENOISE: the checkpoint to resume from.
     pub resume: Option<ResumeFrom>,
+    /// One of a batch (see `batching`): the batch's id and size.
+    pub batch: Option<(u64, u32)>,
 }
 
 /// A task's checkpoint: the step it was taken after, and its file.
@@ -62,6 +64,12 @@ impl Farm {
             let (jobs, metrics, warm) = (&mut self.jobs, &self.metrics, &self.warm);
             let (workers, idle) = (&self.workers, &self.idle);
             let affinity_wait = self.config.affinity_wait;
+            // Batch groups' sizes, for a task left to fill its batch (see `batching`).
+            let group_lens = if here.info.models.iter().any(|m| m.max_batch > 1) {
+                self.ready.group_lens()
+            } else {
+                HashMap::new()
+            };
             // Tasks of jobs this worker is excluded from (see `health`), and model tasks left
             // to a worker holding their model (see `placement`): not charged to their
             // tenant, queued again once this worker has its task.
@@ -86,13 +94,17 @@ impl Farm {
                 let model = (j.record.tasks[index].kind.needs_model())
                     .then_some(j.record.spec.model.as_ref())
                     .flatten();
+                let ready_for = t.ready_at.elapsed();
                 let defer = j.excluded.contains(&worker_id)
                     || model.is_some_and(|m| {
-                        let ready_for = t.ready_at.elapsed();
                         Farm::leave_to_warm(warm, resident, &m.name, ready_for, affinity_wait)
                             || (ready_for < affinity_wait
                                 && Farm::leave_to_cheaper(workers, idle, &here.info, &m.name))
-                    });
+                    })
+                    || (!group_lens.is_empty()
+                        && Farm::hold_for_batch(&here.info, j, index, |g| {
+                            group_lens.get(&g).copied().unwrap_or(0)
+                        }));
                 if defer {
                     deferred.push((i.job_id.clone(), i.task_index));
                 }
@@ -112,96 +124,14 @@ impl Farm {
                 self.idle.push_front(worker_id);
                 break;
             };
+            let mut group = vec![self.assign(&worker_id, &item)];
+            for mate in self.take_batch_mates(&worker_id, &item) {
+                group.push(self.assign(&worker_id, &mate));
+            }
+            self.mark_batch(&worker_id, &mut group);
             let worker = self.workers.get_mut(&worker_id).expect("checked above");
-            let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
-            let index = item.task_index as usize;
-            let attempt = {
-                let task = &mut job.tasks[index];
-                task.state = TaskState::Assigned;
-                task.issued = task.issued.max(task.attempt) + 1;
-                task.attempt = task.issued;
-                task.term = self.term;
-                task.worker = Some(worker_id.clone());
-                task.progress = 0.0;
-                task.step = 0;
-                task.steps_per_second = 0.0;
-                task.last_progress = Instant::now();
-                task.preempting = false;
-                task.resumed_from = task.checkpoint.as_ref().map_or(0, |c| c.step);
-                if task.attempt > 1 {
-                    task.retries += 1;
-                }
-                self.metrics
-                    .dispatch_latency
-                    .observe(task.ready_at.elapsed().as_secs_f64());
-                task.attempt
-            };
-            if job.started_ms.is_none() {
-                job.started_ms = Some(now_ms());
-            }
-            let def = &job.record.tasks[index];
-            self.metrics
-                .tasks_dispatched
-                .with_label_values(&[def.kind.as_str()])
-                .inc();
-            let segment_count = job
-                .record
-                .tasks
-                .iter()
-                .filter(|t| matches!(t.kind, TaskKind::VideoSegment | TaskKind::Decode))
-                .count() as u32;
-            let mut inputs: Vec<TaskInput> = def
-                .deps
-                .iter()
-                .flat_map(|d| {
-                    let dep_def = &job.record.tasks[*d as usize];
-                    job.tasks[*d as usize].outputs.iter().map(|o| TaskInput {
-                        kind: dep_def.kind,
-                        segment_index: dep_def.segment_index,
-                        output: o.clone(),
-                    })
-                })
-                .collect();
-            if def.kind == TaskKind::TextEncode {
-                // Another job's committed embeddings of the same key: the worker returns
-                // them instead of encoding again (see `text_share`).
-                let shared = job
-                    .text_key
-                    .as_ref()
-                    .and_then(|key| self.text.reusable(key, &item.job_id).map(<[_]>::to_vec));
-                for output in shared.into_iter().flatten() {
-                    inputs.push(TaskInput {
-                        kind: TaskKind::TextEncode,
-                        segment_index: 0,
-                        output,
-                    });
-                }
-            }
-            let assignment = Assignment {
-                token: AttemptToken {
-                    job_id: item.job_id.clone(),
-                    task_id: def.id.clone(),
-                    attempt,
-                    term: self.term,
-                },
-                kind: def.kind,
-                spec: job.spec.clone(),
-                frame_start: def.frame_start,
-                frame_end: def.frame_end,
-                segment_index: def.segment_index,
-                segment_count,
-                inputs,
-                resume: job.tasks[index].checkpoint.clone(),
-            };
-            job.touch();
-            worker
-                .running
-                .insert((item.job_id.clone(), item.task_index));
             worker.free -= 1;
-            batches
-                .entry(worker_id.clone())
-                .or_default()
-                .push(assignment);
+            batches.entry(worker_id.clone()).or_default().extend(group);
             if worker.free > 0 && !worker.draining {
                 self.idle.push_back(worker_id);
             } else {
@@ -224,5 +154,99 @@ impl Farm {
             self.update_worker_gauges();
         }
         self.preempt_for_high();
+    }
+
+    /// Starts a new attempt of the popped task `item` on worker `worker_id` (which holds
+    /// the slot): its state, counters and the assignment that carries it.
+    fn assign(&mut self, worker_id: &str, item: &ReadyItem) -> Assignment {
+        let job = self.jobs.get_mut(&item.job_id).expect("checked in pop");
+        let index = item.task_index as usize;
+        let attempt = {
+            let task = &mut job.tasks[index];
+            task.state = TaskState::Assigned;
+            task.issued = task.issued.max(task.attempt) + 1;
+            task.attempt = task.issued;
+            task.term = self.term;
+            task.worker = Some(worker_id.to_string());
+            task.progress = 0.0;
+            task.step = 0;
+            task.steps_per_second = 0.0;
+            task.last_progress = Instant::now();
+            task.preempting = false;
+            task.resumed_from = task.checkpoint.as_ref().map_or(0, |c| c.step);
+            task.batch_size = 1;
+            if task.attempt > 1 {
+                task.retries += 1;
+            }
+            self.metrics
+                .dispatch_latency
+                .observe(task.ready_at.elapsed().as_secs_f64());
+            task.attempt
+        };
+        if job.started_ms.is_none() {
+            job.started_ms = Some(now_ms());
+        }
+        let def = &job.record.tasks[index];
+        self.metrics
+            .tasks_dispatched
+            .with_label_values(&[def.kind.as_str()])
+            .inc();
+        let segment_count = job
+            .record
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.kind, TaskKind::VideoSegment | TaskKind::Decode))
+            .count() as u32;
+        let mut inputs: Vec<TaskInput> = def
+            .deps
+            .iter()
+            .flat_map(|d| {
+                let dep_def = &job.record.tasks[*d as usize];
+                job.tasks[*d as usize].outputs.iter().map(|o| TaskInput {
+                    kind: dep_def.kind,
+                    segment_index: dep_def.segment_index,
+                    output: o.clone(),
+                })
+            })
+            .collect();
+        if def.kind == TaskKind::TextEncode {
+            // Another job's committed embeddings of the same key: the worker returns
+            // them instead of encoding again (see `text_share`).
+            let shared = job
+                .text_key
+                .as_ref()
+                .and_then(|key| self.text.reusable(key, &item.job_id).map(<[_]>::to_vec));
+            for output in shared.into_iter().flatten() {
+                inputs.push(TaskInput {
+                    kind: TaskKind::TextEncode,
+                    segment_index: 0,
+                    output,
+                });
+            }
+        }
+        let assignment = Assignment {
+            token: AttemptToken {
+                job_id: item.job_id.clone(),
+                task_id: def.id.clone(),
+                attempt,
+                term: self.term,
+            },
+            kind: def.kind,
+            spec: job.spec.clone(),
+            frame_start: def.frame_start,
+            frame_end: def.frame_end,
+            segment_index: def.segment_index,
+            segment_count,
+            inputs,
+            resume: job.tasks[index].checkpoint.clone(),
+            batch: None,
+        };
+        job.touch();
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            worker
+                .running
+                .insert((item.job_id.clone(), item.task_index));
+        }
+        assignment
     }
 }

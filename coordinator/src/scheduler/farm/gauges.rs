@@ -18,6 +18,7 @@ impl Farm {
     /// The watchdog's refresh of the worker-slot gauges.
     pub(crate) fn refresh_gauges(&mut self) {
         self.update_worker_gauges();
+        self.prune_batch_groups();
     }
 
     /// Sets the worker and slot gauges from the registry (a walk over every worker).

@@ -53,6 +53,8 @@ pub(super) struct TaskRun {
     pub(super) preempting: bool,
     pub(super) preempted_at: Option<Instant>,
     pub(super) preemptions: u32,
+    /// Clips the current (or last) attempt runs with in one batch (see `batching`).
+    pub(super) batch_size: u32,
 }
 
 impl TaskRun {
@@ -209,6 +211,7 @@ impl Farm {
                 preempting: false,
                 preempted_at: None,
                 preemptions: 0,
+                batch_size: 0,
             })
             .collect();
         let mut scene = None;
@@ -404,8 +407,10 @@ pub(super) fn enqueue(
         .as_ref()
         .filter(|_| def.kind.needs_model())
         .map(|m| m.name.as_str());
+    let group = batching::group_of(spec, def, task.checkpoint.as_ref());
     ready.push(
         model,
+        group,
         spec.priority,
         &spec.tenant,
         job.record.id.clone(),
@@ -462,6 +467,7 @@ fn view_of(job: &JobEntry, with_tasks: bool) -> JobView {
                 checkpoint_step: t.checkpoint.as_ref().map_or(0, |c| c.step),
                 resumed_from_step: t.resumed_from,
                 preemptions: t.preemptions,
+                batch_size: t.batch_size,
                 outputs: t.outputs.clone(),
             })
             .collect()

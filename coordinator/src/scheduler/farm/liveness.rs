@@ -23,11 +23,39 @@ use super::*;
 
 impl Farm {
     /// Adopts the attempts `offered` by worker `worker_id` where possible; cancels the rest
-    /// on that worker.
-    pub(super) fn adopt(&mut self, worker_id: &str, offered: Vec<AttemptToken>) {
+    /// on that worker. Members of one of its `batches` adopted together hold one slot.
+    pub(super) fn adopt(
+        &mut self,
+        worker_id: &str,
+        offered: Vec<AttemptToken>,
+        batches: Vec<Vec<AttemptToken>>,
+    ) {
         let now = Instant::now();
+        let batch_of: HashMap<&AttemptToken, usize> = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(i, members)| members.iter().map(move |t| (t, i)))
+            .collect();
+        // Offered batch → (the id its adopted members run under here, members adopted).
+        let mut adopted_batches: HashMap<usize, (u64, Vec<(JobId, u32)>)> = HashMap::new();
         for token in offered {
-            let adopted = self.try_adopt(worker_id, &token, now);
+            let batch = batch_of.get(&token).copied();
+            let shares_slot = batch.is_some_and(|b| adopted_batches.contains_key(&b));
+            let adopted = self.try_adopt(worker_id, &token, now, shares_slot);
+            if let (true, Some(b)) = (adopted, batch) {
+                let index = self
+                    .jobs
+                    .get(&token.job_id)
+                    .and_then(|j| j.record.tasks.iter().position(|t| t.id == token.task_id));
+                let next = &mut self.next_batch;
+                let entry = adopted_batches.entry(b).or_insert_with(|| {
+                    *next += 1;
+                    (*next, Vec::new())
+                });
+                entry
+                    .1
+                    .extend(index.map(|i| (token.job_id.clone(), i as u32)));
+            }
             let Some(worker) = self.workers.get(worker_id) else {
                 return;
             };
@@ -41,13 +69,26 @@ impl Farm {
                 let _ = worker.tx.send(ToWorker::Cancel(token));
             }
         }
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            for (id, members) in adopted_batches.into_values() {
+                worker.batches.insert(id, members);
+            }
+        }
     }
 
-    fn try_adopt(&mut self, worker_id: &str, token: &AttemptToken, now: Instant) -> bool {
+    /// Adopts one offered attempt; `shares_slot`: it runs in a batch with one adopted
+    /// already, whose slot it shares.
+    fn try_adopt(
+        &mut self,
+        worker_id: &str,
+        token: &AttemptToken,
+        now: Instant,
+        shares_slot: bool,
+    ) -> bool {
         let Some(worker) = self.workers.get_mut(worker_id) else {
             return false;
         };
-        if worker.free == 0 {
+        if worker.free == 0 && !shares_slot {
             return false;
         }
         let Some(job) = self.jobs.get_mut(&token.job_id) else {
@@ -84,7 +125,9 @@ impl Farm {
         }
         job.touch();
         worker.running.insert((token.job_id.clone(), index as u32));
-        worker.free -= 1;
+        if !shares_slot {
+            worker.free -= 1;
+        }
         true
     }
 

@@ -5,7 +5,8 @@
 //!
 //! Invariants:
 //! - A task is in the ready queue only while READY and its job has no pending terminal write.
-//! - A worker's `free` slots plus its `running` tasks equal its advertised slots.
+//! - A worker's `free` slots plus its `running` tasks equal its advertised slots, the
+//!   members of one batch counting once (see `batching`).
 //! - A report is accepted only with the task's current token (term and attempt) from the
 //!   worker it was assigned to (fencing); everything else is counted and rejected.
 //! - A job moves to a terminal state only through one durable write, and at most one such
@@ -19,6 +20,7 @@
 //! - `dispatch`: READY tasks onto workers' free slots ([`Assignment`]).
 //! - `reports`: progress and results from workers, commits, retries, terminal states.
 //! - `health`: failures charged to workers: per-job exclusion, the unhealthy mark.
+//! - `batching`: DENOISE tasks of one shape sent as one batch to a worker that batches.
 //! - `placement`: warm placement, model tasks left to a worker holding the model.
 //! - `liveness`: adoption after reconnects, hand-back, stuck attempts, waiting reasons.
 //! - `checkpoints`: denoising tasks' checkpoints, kept for the next attempt to resume.
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+mod batching;
 mod checkpoints;
 mod dispatch;
 mod gauges;
@@ -54,7 +57,7 @@ mod tests;
 mod text_share;
 mod workers;
 
-use super::queue::{ReadyQueues, TenantWeights};
+use super::queue::{ReadyItem, ReadyQueues, TenantWeights};
 use super::view::{JobView, TaskRunView, WorkerView};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -186,6 +189,8 @@ pub(crate) struct Farm {
     followers: HashMap<JobId, Vec<JobId>>,
     /// Commits made by transitions with no caller to hand them to (see `merges`).
     deferred: Vec<Commit>,
+    /// The last batch id given out this term (see `batching`).
+    next_batch: u64,
 }
 
 struct DispatchHold {
@@ -223,6 +228,7 @@ impl Farm {
             running_by_content: HashMap::new(),
             followers: HashMap::new(),
             deferred: Vec::new(),
+            next_batch: 0,
         }
     }
 

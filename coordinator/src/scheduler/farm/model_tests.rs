@@ -626,3 +626,182 @@ fn a_preempted_denoise_that_finishes_instead_frees_the_queue_for_the_next_preemp
         f.preempting
     );
 }
+
+/// A worker serving "wan" that batches `max_batch` DENOISE tasks, waiting up to `delay`
+/// for a batch to fill; offering `running`, of which `batches` ran as batches.
+fn batching_worker(
+    farm: &mut Farm,
+    slots: u32,
+    max_batch: u32,
+    delay: std::time::Duration,
+    running: Vec<AttemptToken>,
+    batches: Vec<Vec<AttemptToken>>,
+) -> mpsc::UnboundedReceiver<ToWorker> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    farm.register_worker(
+        WorkerInfo {
+            id: "gpu".into(),
+            slots,
+            models: vec![ServedModel {
+                name: "wan".into(),
+                family: "wan2.1-t2v".into(),
+                max_batch,
+                ..Default::default()
+            }],
+            max_queue_delay: delay,
+            running,
+            running_batches: batches,
+            ..Default::default()
+        },
+        tx,
+    );
+    rx
+}
+
+/// Runs the TEXT_ENCODE and PLAN of every job in `ids` on "gpu" (one slot each), leaving
+/// their DENOISE tasks READY.
+fn encode_all(f: &mut Farm, gpu: &mut mpsc::UnboundedReceiver<ToWorker>, ids: &[&str]) {
+    f.dispatch();
+    let early = assignments(gpu);
+    assert_eq!(early.len(), 2 * ids.len(), "{:?}", kinds(&early));
+    for a in &early {
+        assert!(matches!(a.kind, TaskKind::TextEncode | TaskKind::Plan));
+        assert_eq!(a.batch, None, "only DENOISE tasks batch");
+        succeed(f, "gpu", a, vec![output(&a.token.job_id)]);
+    }
+}
+
+fn free_slots(f: &Farm) -> u32 {
+    f.workers["gpu"].free
+}
+
+fn batch_size(f: &Farm, a: &Assignment) -> u32 {
+    let job = &f.jobs[&a.token.job_id];
+    let index = job
+        .record
+        .tasks
+        .iter()
+        .position(|t| t.id == a.token.task_id)
+        .unwrap();
+    job.tasks[index].batch_size
+}
+
+const BATCH_JOBS: [&str; 3] = ["000000000000000a", "000000000000000b", "000000000000000c"];
+
+#[test]
+fn denoise_tasks_of_one_shape_run_as_one_batch_in_one_slot_freed_by_the_last() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, 4, Default::default(), vec![], vec![]);
+    for (i, id) in BATCH_JOBS.iter().enumerate() {
+        model_job(&mut f, id, &format!("clip {i}"), i as u64);
+    }
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 3, "{:?}", kinds(&denoise));
+    let batch = denoise[0].batch.expect("batched");
+    assert_eq!(batch.1, 3);
+    assert!(
+        denoise.iter().all(|a| a.batch == Some(batch)),
+        "one batch id"
+    );
+    assert!(denoise.iter().all(|a| batch_size(&f, a) == 3));
+    assert_eq!(free_slots(&f), 7, "a batch holds one slot");
+    succeed(&mut f, "gpu", &denoise[0], vec![output("latents-a")]);
+    succeed(&mut f, "gpu", &denoise[1], vec![output("latents-b")]);
+    assert_eq!(free_slots(&f), 7, "the slot is held while a member runs");
+    succeed(&mut f, "gpu", &denoise[2], vec![output("latents-c")]);
+    assert_eq!(free_slots(&f), 8, "the last member frees the slot");
+}
+
+#[test]
+fn other_shapes_and_workers_without_batch_capacity_get_one_task_each() {
+    // A worker that batches 4: two shapes, no batch.
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, 4, Default::default(), vec![], vec![]);
+    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
+    let wider = JobSpec {
+        width: 128,
+        ..model_spec("clip 1", 1)
+    };
+    f.insert_job(record_of(BATCH_JOBS[1], wider), &[]);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 2);
+    assert!(denoise.iter().all(|a| a.batch.is_none()), "{denoise:?}");
+    assert_eq!(free_slots(&f), 6, "one slot each");
+
+    // A worker that batches 1: one shape, no batch.
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, 1, Default::default(), vec![], vec![]);
+    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
+    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 2);
+    assert!(denoise
+        .iter()
+        .all(|a| a.batch.is_none() && batch_size(&f, a) == 1));
+}
+
+#[test]
+fn a_lone_task_waits_at_most_max_queue_delay_for_batch_mates() {
+    let delay = std::time::Duration::from_millis(300);
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, 2, delay, vec![], vec![]);
+    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..1]);
+    f.dispatch();
+    assert!(
+        assignments(&mut gpu).is_empty(),
+        "held for a batch-mate while younger than the delay"
+    );
+    // A mate arrives within the delay: both go as one batch.
+    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[1..2]);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 2);
+    assert!(denoise.iter().all(|a| a.batch.is_some_and(|b| b.1 == 2)));
+
+    // No mate: after the delay the task goes alone.
+    model_job(&mut f, BATCH_JOBS[2], "clip 2", 2);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[2..]);
+    f.dispatch();
+    assert!(assignments(&mut gpu).is_empty());
+    std::thread::sleep(delay + std::time::Duration::from_millis(50));
+    f.dispatch();
+    let alone = assignments(&mut gpu);
+    assert_eq!(kinds(&alone), [(BATCH_JOBS[2], TaskKind::Denoise)]);
+    assert_eq!(alone[0].batch, None);
+}
+
+#[test]
+fn a_batch_offered_again_after_a_lost_stream_is_adopted_into_one_slot() {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, 2, Default::default(), vec![], vec![]);
+    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
+    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 2);
+    // The stream breaks; the worker comes back still running the batch and offers it.
+    f.remove_worker("gpu", None, "stream_lost");
+    let tokens: Vec<AttemptToken> = denoise.iter().map(|a| a.token.clone()).collect();
+    let _gpu = batching_worker(
+        &mut f,
+        8,
+        2,
+        Default::default(),
+        tokens.clone(),
+        vec![tokens.clone()],
+    );
+    assert_eq!(free_slots(&f), 7, "both members adopted into one slot");
+    succeed(&mut f, "gpu", &denoise[0], vec![output("latents-a")]);
+    assert_eq!(free_slots(&f), 7, "held while its mate runs");
+    succeed(&mut f, "gpu", &denoise[1], vec![output("latents-b")]);
+    assert_eq!(free_slots(&f), 8, "freed by the last member");
+}

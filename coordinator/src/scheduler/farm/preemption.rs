@@ -8,7 +8,8 @@
 //! Bounds: one preemption in flight per queue of HIGH work; a task is preempted at most
 //! once per `preemption_interval`, so LOW work keeps moving under a stream of HIGH jobs;
 //! only DENOISE tasks of model jobs are preempted (they are the long ones and the ones
-//! with checkpoints: the reference pipeline's segments are short and restart cheaply).
+//! with checkpoints: the reference pipeline's segments are short and restart cheaply),
+//! and never one running in a batch (its batch-mates would hold the slot on).
 //! The scan runs at the end of a dispatch, at most every [`SCAN_INTERVAL`] (the watchdog
 //! dispatches every tick, so it also runs while nothing else happens).
 
@@ -102,6 +103,7 @@ impl Farm {
                 };
                 let task = &job.tasks[*index as usize];
                 let eligible = job.record.spec.priority == Priority::Low
+                    && !w.batches.is_batched(&(job_id.clone(), *index))
                     && job.record.tasks[*index as usize].kind == TaskKind::Denoise
                     && task.state == TaskState::Running
                     && !task.preempting

@@ -146,8 +146,11 @@ impl Farm {
 
     pub(super) fn release_slot(&mut self, worker_id: &str, job_id: &str, index: u32, done: bool) {
         if let Some(w) = self.workers.get_mut(worker_id) {
-            if w.running.remove(&(job_id.to_string(), index)) {
-                w.free += 1;
+            let task = (job_id.to_string(), index);
+            if w.running.remove(&task) {
+                if w.batches.ended(&task) {
+                    w.free += 1;
+                }
                 if done {
                     w.tasks_done += 1;
                 }

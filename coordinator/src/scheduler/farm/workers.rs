@@ -27,6 +27,11 @@ pub struct WorkerInfo {
     pub gpu: Option<reelfarm_proto::v1::GpuDevice>,
     /// Bytes of model weights it keeps loaded at most (its pool); 0: one model at a time.
     pub model_memory_budget_bytes: u64,
+    /// The dynamic batcher's wait for a batch to fill (see `batching`); batch sizes are
+    /// per model, in `models`.
+    pub max_queue_delay: Duration,
+    /// Which of `running` it runs together as one batch: adopted together, in one slot.
+    pub running_batches: Vec<Vec<AttemptToken>>,
 }
 
 /// A message for one worker's stream.
@@ -47,6 +52,8 @@ pub(super) struct WorkerEntry {
     pub(super) tx: mpsc::UnboundedSender<ToWorker>,
     pub(super) free: u32,
     pub(super) running: HashSet<(JobId, u32)>,
+    /// Which of `running` run as one batch (see `batching`).
+    pub(super) batches: batching::WorkerBatches,
     /// Takes no new tasks: cordoned by an operator, or `shutting_down`.
     pub(super) draining: bool,
     /// The worker said it is shutting down (SIGTERM); this session takes no new tasks.
@@ -72,6 +79,7 @@ impl Farm {
         let session = self.next_session;
         let id = info.id.clone();
         let offered = std::mem::take(&mut info.running);
+        let offered_batches = std::mem::take(&mut info.running_batches);
         let cordoned = self.cordoned.contains(&id);
         // A model too large for the worker's GPU is listed but not served (see `placement`).
         let serves: Vec<String> = info
@@ -92,6 +100,7 @@ impl Farm {
                 session,
                 tx,
                 running: HashSet::new(),
+                batches: Default::default(),
                 draining: cordoned,
                 shutting_down: false,
                 in_idle: true,
@@ -100,7 +109,7 @@ impl Farm {
                 serves,
             },
         );
-        self.adopt(&id, offered);
+        self.adopt(&id, offered, offered_batches);
         let worker = self.workers.get_mut(&id).expect("inserted above");
         if worker.free > 0 && !worker.draining {
             self.idle.push_back(id.clone());

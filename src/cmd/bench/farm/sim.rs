@@ -418,6 +418,8 @@ fn register(ctx: &SimContext, handle: &WorkerHandle) -> v1::WorkerMessage {
                 dtypes: vec!["BF16".into()],
                 weight_bytes: m.weight_bytes(),
                 not_servable: vec![],
+                // Simulated workers do not batch: the trace's step times are per clip.
+                max_batch: 1,
             })
             .collect();
         r.resident = resident(trace, &handle.pool());
