@@ -631,3 +631,108 @@ async fn a_worker_keeps_several_models_resident_within_its_budget_most_recent_fi
     assert!(w.resident.iter().all(|r| r.memory == "host"));
     assert_eq!(w.model_memory_budget_bytes, 1 << 30);
 }
+
+/// A model worker that batches `max_batch` DENOISE tasks in its one slot (the harness
+/// starts workers with one), waiting up to 5 s for a batch to fill.
+fn add_batching_worker(
+    cluster: &mut Cluster,
+    id: &str,
+    models: &tempfile::TempDir,
+    max_batch: u32,
+) {
+    cluster.add_worker_with_args(
+        id,
+        &[
+            "--models".to_string(),
+            models.path().display().to_string(),
+            "--max-batch".to_string(),
+            max_batch.to_string(),
+            "--max-queue-delay-ms".to_string(),
+            "5000".to_string(),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn denoise_tasks_of_several_jobs_run_as_one_batch_and_equal_their_unbatched_runs() {
+    let models = tiny_models_folder(MODEL);
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 1,
+        ..ClusterOptions::default()
+    })
+    .await;
+    add_batching_worker(&mut cluster, "gpu-batch", &models, 3);
+    cluster
+        .wait_workers_connected(&["gpu-batch".to_string()])
+        .await;
+    let listed = cluster.listed_worker("gpu-batch").await.expect("listed");
+    assert_eq!(listed.max_queue_delay_ms, 5000, "{listed:?}");
+    assert_eq!(listed.models[0].max_batch, 3, "{listed:?}");
+
+    // Three jobs of one shape and step count, different seeds and guidance: one batch.
+    let specs: Vec<v1::JobSpec> = (0..3)
+        .map(|i| v1::JobSpec {
+            guidance_scale: Some([5.0, 1.0, 3.0][i]),
+            ..model_spec("a red ball bouncing", 40 + i as u64)
+        })
+        .collect();
+    let mut batched = Vec::new();
+    for spec in &specs {
+        batched.push(cluster.submit(spec.clone()).await.id);
+    }
+    let mut batched_latents = Vec::new();
+    for id in &batched {
+        let done = cluster.wait_succeeded(id).await;
+        assert_eq!(
+            denoise_task(&done).batch_size,
+            3,
+            "the DENOISE ran in a batch of three: {}",
+            describe(&done)
+        );
+        batched_latents.push(latents_sha256(&done));
+    }
+    let metrics = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .unwrap()
+        .1;
+    assert_eq!(
+        sample_sum(&metrics, "reelfarm_batches_dispatched_total", ""),
+        Some(1.0),
+        "one batch dispatched"
+    );
+    let worker_metrics = http_get(&cluster.worker("gpu-batch").http_addr(), "/metrics")
+        .unwrap()
+        .1;
+    assert_eq!(
+        sample_sum(
+            &worker_metrics,
+            "reelfarm_worker_denoise_batch_size_sum",
+            ""
+        ),
+        Some(3.0),
+        "the worker ran one batch of three"
+    );
+    assert!(cluster
+        .worker("gpu-batch")
+        .process
+        .log()
+        .contains("running a batch"));
+
+    // The same jobs on a worker that does not batch: the same latents, bit for bit.
+    cluster.worker("gpu-batch").kill9();
+    add_batching_worker(&mut cluster, "gpu-solo", &models, 1);
+    cluster
+        .wait_workers_connected(&["gpu-solo".to_string()])
+        .await;
+    for (spec, latents) in specs.iter().zip(&batched_latents) {
+        let job = cluster.submit(spec.clone()).await;
+        let done = cluster.wait_succeeded(&job.id).await;
+        let denoise = denoise_task(&done);
+        assert_eq!(denoise.worker_id, "gpu-solo", "{}", describe(&done));
+        assert_eq!(denoise.batch_size, 1);
+        assert_eq!(
+            &latents_sha256(&done),
+            latents,
+            "a batched denoise equals the clip rendered alone"
+        );
+    }
+}

@@ -68,10 +68,17 @@ fn print(w: &v1::WorkerInfo, format: Format) {
             // One indented line per model, so the worker's line stays one line.
             for m in &w.models {
                 let loaded = w.resident.iter().any(|r| r.name == m.name);
+                // A worker that batches its DENOISE tasks says how many and how long it
+                // waits for a batch to fill.
+                let batch = if m.max_batch > 1 {
+                    format!(", batch {} ({} ms)", m.max_batch, w.max_queue_delay_ms)
+                } else {
+                    String::new()
+                };
                 let state = if m.not_servable.is_empty() && loaded {
-                    "serving, loaded".to_string()
+                    format!("serving, loaded{batch}")
                 } else if m.not_servable.is_empty() {
-                    "serving".to_string()
+                    format!("serving{batch}")
                 } else {
                     format!("listed, not servable: {}", m.not_servable.join("; "))
                 };
