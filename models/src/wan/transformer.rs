@@ -459,8 +459,11 @@ impl WanTransformer {
 
         let t = timestep_features(timestep, self.cfg.freq_dim)?.to_dtype(x.dtype())?;
         let temb = linear_per_clip(&self.time_2, &linear_per_clip(&self.time_1, &t)?.silu()?)?;
-        let time = linear_per_clip(&self.time_proj, &temb.silu()?)?
-            .reshape((b, 6, self.cfg.inner_dim()))?;
+        let time = linear_per_clip(&self.time_proj, &temb.silu()?)?.reshape((
+            b,
+            6,
+            self.cfg.inner_dim(),
+        ))?;
         let context = linear_per_clip(
             &self.text_2,
             &gelu_tanh(&linear_per_clip(&self.text_1, context)?)?,
