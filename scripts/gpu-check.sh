@@ -14,6 +14,9 @@
 #                            same GPU (goal: at least 1.0x). PyTorch's side needs a Python
 #                            with CUDA torch and diffusers: REELFARM_TORCH_PYTHON (default
 #                            python3); without them its side says "skipped".
+#   bench-batch.json         batching across jobs on the tiny model, bf16: 4 clips one after
+#                            another against the same 4 as one batch (--max-batch 4), and
+#                            whether each batched clip equals its run alone bit for bit
 #   nvidia-smi.txt, versions.txt
 #
 # Needs network access for the toolchain wheels on first use (scripts/cuda-toolkit.sh), or
@@ -50,4 +53,6 @@ fi
 "$target/reelfarm" bench model --config 1.3b --device cuda --dtype bf16 \
     --frames 81 --height 480 --width 832 --stages transformer --warmup 1 --repeat 3 \
     --python "${REELFARM_TORCH_PYTHON:-python3}" > "$OUT/bench-model.json"
+"$target/reelfarm" bench batch --device cuda --dtype bf16 --batch 4 --repeat 5 \
+    > "$OUT/bench-batch.json"
 log "done in $((SECONDS - started)) s; results in $OUT"

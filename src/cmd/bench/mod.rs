@@ -9,7 +9,10 @@
 //!   simulated GPU workers, farm placement against round-robin.
 //! - [`model`]: the Wan 2.1 model stages (denoising step, VAE decode, text encoding) on CPU,
 //!   against diffusers + PyTorch on the same machine, inputs and weights.
+//! - [`batch`]: N clips denoised one after another against the same N as one batch
+//!   (`--max-batch`), bit-equality checked.
 
+pub mod batch;
 pub mod farm;
 pub mod floor;
 pub mod load;

@@ -99,12 +99,18 @@ fn default_dtype() -> String {
 
 /// The candle device and dtype a plan names.
 fn device_and_dtype(plan: &Plan) -> anyhow::Result<(Device, DType)> {
-    let dtype = match plan.dtype.as_str() {
+    device_and_dtype_of(&plan.device, &plan.dtype)
+}
+
+/// The candle device (`cpu`, or `cuda`: device 0 of the `cuda` build) and dtype (`f32`,
+/// `bf16`) named by `--device` and `--dtype`.
+pub(super) fn device_and_dtype_of(device: &str, dtype: &str) -> anyhow::Result<(Device, DType)> {
+    let dtype = match dtype {
         "f32" => DType::F32,
         "bf16" => DType::BF16,
         other => bail!("--dtype {other:?}: f32 or bf16"),
     };
-    let device = match plan.device.as_str() {
+    let device = match device {
         "cpu" => Device::Cpu,
         "cuda" if cfg!(feature = "cuda") => {
             Device::new_cuda(0).context("--device cuda: candle's CUDA device 0")?
@@ -219,7 +225,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
 }
 
 /// The model folder of `--config`, written into `work` for `1.3b`.
-fn resolve_config(config: &str, work: &Path) -> anyhow::Result<(String, PathBuf)> {
+pub(super) fn resolve_config(config: &str, work: &Path) -> anyhow::Result<(String, PathBuf)> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures");
     match config {
         "wan-tiny-a" | "wan-tiny-b" => {
