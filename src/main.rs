@@ -257,39 +257,7 @@ enum Bench {
     },
     /// Batching across jobs: N clips denoised one after another against the same N as one
     /// batch (a worker's --max-batch), in the same run.
-    Batch {
-        /// wan-tiny-a or wan-tiny-b (the test fixtures), or a diffusers model folder with
-        /// every component.
-        #[arg(long, default_value = "wan-tiny-a")]
-        config: String,
-        /// Clips per batch.
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-        /// Clip length in frames (4k + 1 for Wan's VAE).
-        #[arg(long, default_value_t = 17)]
-        frames: usize,
-        /// Frame height in pixels (a multiple of 16).
-        #[arg(long, default_value_t = 128)]
-        height: usize,
-        /// Frame width in pixels (a multiple of 16).
-        #[arg(long, default_value_t = 128)]
-        width: usize,
-        /// Denoising steps per clip.
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        /// Classifier-free guidance (above 1: two transformer rows per clip and step).
-        #[arg(long, default_value_t = 5.0)]
-        guidance_scale: f64,
-        /// Timed runs each way, alternating (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        /// cpu, or cuda (device 0; needs the `cuda` build).
-        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-        device: String,
-        /// f32 or bf16 for the transformer and the text encoder.
-        #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-        dtype: String,
-    },
+    Batch(cmd::bench::batch::BatchArgs),
 }
 
 fn parse_state(s: &str) -> Result<v1::JobState, String> {
@@ -442,28 +410,6 @@ async fn main() -> anyhow::Result<()> {
             work,
             stage,
         }),
-        Command::Bench(Bench::Batch {
-            config,
-            batch,
-            frames,
-            height,
-            width,
-            steps,
-            guidance_scale,
-            repeat,
-            device,
-            dtype,
-        }) => cmd::bench::batch::run(cmd::bench::batch::BatchArgs {
-            config,
-            batch,
-            frames,
-            height,
-            width,
-            steps,
-            guidance_scale,
-            repeat,
-            device,
-            dtype,
-        }),
+        Command::Bench(Bench::Batch(args)) => cmd::bench::batch::run(args),
     }
 }

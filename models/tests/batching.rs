@@ -27,17 +27,6 @@ fn params(seed: u64, sampler: SamplerKind, steps: usize, guidance_scale: f64) ->
     }
 }
 
-/// The latents as bits: equal means bit for bit, not within a tolerance.
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
-}
-
 fn alone(m: &WanModel, text: &TextEmbeddings, p: &DenoiseParams) -> Tensor {
     m.denoise_from(text, p, DenoiseStart::Noise, |_| Ok(()))
         .unwrap()

@@ -151,17 +151,6 @@ fn tensors_round_trip_through_safetensors_bytes_and_garbage_is_an_error() {
     assert!(from_safetensors(&bytes[..bytes.len() / 2], &Device::Cpu).is_err());
 }
 
-/// The latents as bits: equal means bit for bit, not within a tolerance.
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
-}
-
 #[test]
 fn a_denoise_resumed_from_a_checkpoint_equals_the_uninterrupted_run_bit_for_bit() {
     use reelfarm_models::wan::pipeline::DenoiseStart;

@@ -56,3 +56,16 @@ pub fn relative_error(ours: &Tensor, theirs: &Tensor) -> f32 {
     let ours = ours.to_device(&Device::Cpu).unwrap();
     max_abs_diff(&ours, theirs) / max_abs(theirs)
 }
+
+/// A tensor's values as f32 bits: equal means bit for bit, not within a tolerance.
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}

@@ -15,17 +15,38 @@ use reelfarm_models::wan::pipeline::{
     BatchClip, DenoiseParams, DenoiseStart, SamplerKind, TextEmbeddings, WanModel,
 };
 
+#[derive(clap::Args, Debug)]
 pub struct BatchArgs {
-    /// `wan-tiny-a`, `wan-tiny-b` or a diffusers folder with every component.
+    /// wan-tiny-a or wan-tiny-b (the test fixtures), or a diffusers model folder with every
+    /// component.
+    #[arg(long, default_value = "wan-tiny-a")]
     pub config: String,
+    /// Clips per batch.
+    #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Clip length in frames (4k + 1 for Wan's VAE).
+    #[arg(long, default_value_t = 17)]
     pub frames: usize,
+    /// Frame height in pixels (a multiple of 16).
+    #[arg(long, default_value_t = 128)]
     pub height: usize,
+    /// Frame width in pixels (a multiple of 16).
+    #[arg(long, default_value_t = 128)]
     pub width: usize,
+    /// Denoising steps per clip.
+    #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Classifier-free guidance (above 1: two transformer rows per clip and step).
+    #[arg(long, default_value_t = 5.0)]
     pub guidance_scale: f64,
+    /// Timed runs each way, alternating (the median is reported).
+    #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// cpu, or cuda (device 0; needs the `cuda` build).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
+    /// f32 or bf16 for the transformer and the text encoder.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     pub dtype: String,
 }
 

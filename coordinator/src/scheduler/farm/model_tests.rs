@@ -671,6 +671,22 @@ fn encode_all(f: &mut Farm, gpu: &mut mpsc::UnboundedReceiver<ToWorker>, ids: &[
     }
 }
 
+/// A farm with an 8-slot "gpu" worker batching `max_batch`, two model jobs of one shape
+/// encoded, and the DENOISE assignments of one dispatch.
+fn two_jobs_dispatched(
+    max_batch: u32,
+) -> (Farm, mpsc::UnboundedReceiver<ToWorker>, Vec<Assignment>) {
+    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
+    let mut gpu = batching_worker(&mut f, 8, max_batch, Default::default(), vec![], vec![]);
+    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
+    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
+    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
+    f.dispatch();
+    let denoise = assignments(&mut gpu);
+    assert_eq!(denoise.len(), 2, "{:?}", kinds(&denoise));
+    (f, gpu, denoise)
+}
+
 fn free_slots(f: &Farm) -> u32 {
     f.workers["gpu"].free
 }
@@ -733,14 +749,7 @@ fn other_shapes_and_workers_without_batch_capacity_get_one_task_each() {
     assert_eq!(free_slots(&f), 6, "one slot each");
 
     // A worker that batches 1: one shape, no batch.
-    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
-    let mut gpu = batching_worker(&mut f, 8, 1, Default::default(), vec![], vec![]);
-    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
-    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
-    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
-    f.dispatch();
-    let denoise = assignments(&mut gpu);
-    assert_eq!(denoise.len(), 2);
+    let (f, _gpu, denoise) = two_jobs_dispatched(1);
     assert!(denoise
         .iter()
         .all(|a| a.batch.is_none() && batch_size(&f, a) == 1));
@@ -780,14 +789,8 @@ fn a_lone_task_waits_at_most_max_queue_delay_for_batch_mates() {
 
 #[test]
 fn a_batch_offered_again_after_a_lost_stream_is_adopted_into_one_slot() {
-    let mut f = Farm::new(1, config(), Arc::new(Metrics::new()));
-    let mut gpu = batching_worker(&mut f, 8, 2, Default::default(), vec![], vec![]);
-    model_job(&mut f, BATCH_JOBS[0], "clip 0", 0);
-    model_job(&mut f, BATCH_JOBS[1], "clip 1", 1);
-    encode_all(&mut f, &mut gpu, &BATCH_JOBS[..2]);
-    f.dispatch();
-    let denoise = assignments(&mut gpu);
-    assert_eq!(denoise.len(), 2);
+    let (mut f, _gpu, denoise) = two_jobs_dispatched(2);
+    assert!(denoise.iter().all(|a| a.batch.is_some_and(|b| b.1 == 2)));
     // The stream breaks; the worker comes back still running the batch and offers it.
     f.remove_worker("gpu", None, "stream_lost");
     let tokens: Vec<AttemptToken> = denoise.iter().map(|a| a.token.clone()).collect();
