@@ -276,6 +276,8 @@ spec:
         - --cluster={{ .Values.cluster }}
         - --engine={{ $w.engine }}
         - --slots={{ $w.slots }}
+        - --max-batch={{ $w.maxBatch }}
+        - --max-queue-delay-ms={{ $w.maxQueueDelayMs }}
         - --artifacts={{ include "reelfarm.artifactsLocation" . }}
         - --http-listen=0.0.0.0:{{ $w.metricsPort }}
         - --lease-ttl={{ $w.leaseTtlSeconds }}
