@@ -140,6 +140,13 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_SEGMENTS", default_value_t = 64)]
     pub max_segments: u32,
 
+    /// A file holding the cluster's join token: every WorkerService stream must present it
+    /// (`authorization: Bearer TOKEN`, the worker's own --join-token-file) or is refused
+    /// with UNAUTHENTICATED before anything on it is read. Without it any process that
+    /// reaches the port may register as a worker.
+    #[arg(long, env = "REELFARM_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<std::path::PathBuf>,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,
@@ -182,6 +189,7 @@ impl Config {
             tenant_weights: TenantWeights::default(),
             artifact_gc_grace_seconds: 900.0,
             no_result_cache: false,
+            join_token_file: None,
             log_json: false,
         }
     }

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub task_failures: IntCounterVec,
     pub workers_excluded: IntCounter,
     pub workers_marked_unhealthy: IntCounter,
+    pub worker_sessions_unauthenticated: IntCounter,
     pub stale_reports: IntCounter,
     pub checkpoints: IntCounter,
     pub preemptions_requested: IntCounter,
@@ -141,6 +142,10 @@ impl Metrics {
             artifacts_collected_bytes: r.add(IntCounter::new(
                 "reelfarm_artifacts_collected_bytes_total",
                 "Bytes of uncommitted attempts' files deleted from the artifact store."
+            )),
+            worker_sessions_unauthenticated: r.add(IntCounter::new(
+                "reelfarm_worker_sessions_unauthenticated_total",
+                "WorkerService streams refused for a missing or wrong join token (--join-token-file)."
             )),
             stale_reports: r.add(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",

@@ -96,6 +96,17 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningCoordinator> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let join_token = config
+        .join_token_file
+        .as_deref()
+        .map(reelfarm_proto::auth::JoinToken::read)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if join_token.is_none() {
+        tracing::warn!(
+            "no --join-token-file: any process that reaches the port may register as a worker"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let artifacts = Arc::new(
         ArtifactStore::open(&config.artifacts)
@@ -146,11 +157,14 @@ pub async fn start(
     let router = api::router(
         role.clone(),
         role_rx,
-        metrics.clone(),
-        &config.cluster,
-        backend,
-        artifacts.clone(),
-        shutdown.clone(),
+        api::ApiContext {
+            metrics: metrics.clone(),
+            cluster: config.cluster.clone(),
+            backend,
+            store: artifacts.clone(),
+            join_token,
+            shutdown: shutdown.clone(),
+        },
     )
     .await;
     let grpc_shutdown = shutdown.clone();

@@ -6,7 +6,10 @@
 //! - `admin.proto`: [`v1::AdminService`](v1::admin_service_server::AdminService) — workers and
 //!   cluster status for operators.
 //!
-//! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` needs no .proto files.
+//! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` needs no .proto files;
+//! [`auth`] is how credentials travel (the workers' join token).
+
+pub mod auth;
 
 /// Generated code for package `reelfarm.v1`.
 pub mod v1 {

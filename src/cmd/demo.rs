@@ -70,6 +70,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                     checkpoint_every_steps: 5,
                     max_batch: 1,
                     max_queue_delay_ms: 0,
+                    join_token_file: None,
                     checkpoint_every_seconds: 120,
                     log_json: false,
                 },

@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_MAX_QUEUE_DELAY_MS", default_value_t = 0)]
     pub max_queue_delay_ms: u32,
 
+    /// A file holding the cluster's join token, presented on every coordinator session
+    /// (`authorization: Bearer TOKEN`): needed when the coordinator has --join-token-file.
+    #[arg(long, env = "REELFARM_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<std::path::PathBuf>,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,

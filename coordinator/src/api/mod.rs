@@ -6,11 +6,13 @@
 //! - [`validate`]: protobuf requests → domain types, with every bound named.
 //! - [`convert`]: domain types → protobuf.
 //! - [`status`]: the one mapping from errors to gRPC statuses.
+//! - [`auth`]: the credentials a service requires (the workers' join token).
 //!
 //! [`router`] adds server reflection (v1 and v1alpha, so grpcurl 1.8 works) and
 //! `grpc.health.v1.Health`.
 
 pub(crate) mod admin_service;
+pub(crate) mod auth;
 pub mod convert;
 pub(crate) mod job_service;
 pub(crate) mod status;
@@ -31,6 +33,18 @@ use crate::role::{Role, RoleHandle};
 
 use reelfarm_proto::limits::MAX_MESSAGE_BYTES;
 
+/// What the services share besides the replica's role.
+pub struct ApiContext {
+    pub metrics: Arc<Metrics>,
+    pub cluster: String,
+    /// The state backend's name, for GetClusterStatus.
+    pub backend: &'static str,
+    pub store: Arc<reelfarm_artifacts::ArtifactStore>,
+    /// `--join-token-file`'s token: WorkerService admits only streams that present it.
+    pub join_token: Option<reelfarm_proto::auth::JoinToken>,
+    pub shutdown: CancellationToken,
+}
+
 /// Builds the gRPC router with every service, reflection and health.
 ///
 /// Health: the overall service ("") is SERVING while the process runs (liveness); the
@@ -39,12 +53,17 @@ use reelfarm_proto::limits::MAX_MESSAGE_BYTES;
 pub async fn router(
     role: RoleHandle,
     mut role_changes: tokio::sync::watch::Receiver<Role>,
-    metrics: Arc<Metrics>,
-    cluster: &str,
-    backend: &'static str,
-    store: Arc<reelfarm_artifacts::ArtifactStore>,
-    shutdown: CancellationToken,
+    context: ApiContext,
 ) -> Router {
+    let ApiContext {
+        metrics,
+        cluster,
+        backend,
+        store,
+        join_token,
+        shutdown,
+    } = context;
+    let cluster = cluster.as_str();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(reelfarm_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -82,19 +101,23 @@ pub async fn router(
 
     let jobs = JobServiceServer::new(job_service::JobApi::new(
         role.clone(),
-        metrics,
+        metrics.clone(),
         store.clone(),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let workers = WorkerServiceServer::new(worker_service::WorkerApi::new(
-        role.clone(),
-        cluster.to_string(),
-        store,
-        shutdown,
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let unauthenticated = metrics.worker_sessions_unauthenticated.clone();
+    let workers = tonic::service::interceptor::InterceptedService::new(
+        WorkerServiceServer::new(worker_service::WorkerApi::new(
+            role.clone(),
+            cluster.to_string(),
+            store,
+            shutdown,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        auth::JoinTokenCheck::new(join_token, unauthenticated),
+    );
     let admin = AdminServiceServer::new(admin_service::AdminApi::new(
         role,
         cluster.to_string(),

@@ -117,6 +117,13 @@ fn gpu_device(g: &GpuFacts) -> v1::GpuDevice {
 /// Starts a worker; it runs until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Read before anything starts: a worker that cannot join says so at once.
+    let join_token = config
+        .join_token_file
+        .as_deref()
+        .map(reelfarm_proto::auth::JoinToken::read)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let id = config.worker_id();
     let selected = crate::engine::select::select(config.engine, config.gpu)?;
     let engine = selected.engine.clone();
@@ -240,6 +247,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             // Two lease TTLs: by then the coordinator has requeued everything this worker ran.
             orphan_timeout: Duration::from_secs(2 * config.lease_ttl.max(1) as u64),
             checks,
+            join_token,
         },
         executor,
         running.clone(),

@@ -40,6 +40,8 @@ pub(crate) struct SessionConfig {
     pub(crate) orphan_timeout: Duration,
     /// Runs the VerifyContent checks the coordinator sends (not tasks: no slot, no token).
     pub(crate) checks: Arc<ContentChecks>,
+    /// `--join-token-file`'s token, presented on every session.
+    pub(crate) join_token: Option<reelfarm_proto::auth::JoinToken>,
 }
 
 /// Why a session ended, and where the leader is if a follower said so.
@@ -120,11 +122,28 @@ async fn serve(
     if out.send(register).await.is_err() {
         return failed("outbound closed".into(), None);
     }
-    let mut inbound = match client.session(ReceiverStream::new(out_rx)).await {
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+    if let Some(token) = &config.join_token {
+        let value = token
+            .bearer()
+            .parse()
+            .expect("a join token is visible ASCII (checked when read)");
+        request
+            .metadata_mut()
+            .insert(reelfarm_proto::auth::AUTHORIZATION, value);
+    }
+    let mut inbound = match client.session(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
             let leader = leader_hint(&status);
-            return failed(format!("session refused: {status}"), leader);
+            return failed(
+                format!(
+                    "session refused ({:?}): {}",
+                    status.code(),
+                    status.message()
+                ),
+                leader,
+            );
         }
     };
 
