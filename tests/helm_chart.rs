@@ -350,11 +350,26 @@ fn gpu_workers_request_a_gpu_run_the_cuda_image_and_accept_their_arguments() {
             pod["tolerations"]
         );
 
-        let args: Vec<String> = w["args"]
+        // The join token Secret is mounted in the pod; here a file with a token stands in.
+        let secrets = tempfile::tempdir().unwrap();
+        let token_file = secrets.path().join("join-token");
+        std::fs::write(&token_file, "0".repeat(48)).unwrap();
+        let rendered: Vec<&str> = w["args"]
             .as_array()
             .expect("worker args")
             .iter()
-            .map(|a| a.as_str().expect("string args").to_string())
+            .map(|a| a.as_str().expect("string args"))
+            .collect();
+        assert!(
+            rendered.contains(&"--join-token-file=/etc/reelfarm/join-token/join-token"),
+            "{name}: workers present the join token: {rendered:?}"
+        );
+        let args: Vec<String> = rendered
+            .iter()
+            .map(|a| match a.strip_prefix("--join-token-file=") {
+                Some(_) => format!("--join-token-file={}", token_file.display()),
+                None => a.to_string(),
+            })
             .collect();
         let start = |binary: &str| {
             let mut cmd = without_reelfarm_env(Command::new(binary));
@@ -446,6 +461,12 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
             no_cache,
             name == "minio-s3-values",
             "{name}: --no-result-cache from coordinator.resultCache"
+        );
+        // Coordinators check the workers' join token, read from the mounted Secret.
+        assert_eq!(
+            arg(c, "join-token-file"),
+            Some("/etc/reelfarm/join-token/join-token"),
+            "{name}: --join-token-file from joinToken"
         );
         // A tenantWeights map becomes one --tenant-weights flag (sorted by tenant).
         let expected_weights = (name == "external-etcd-s3-values").then_some("ads=3,crm=1");

@@ -115,6 +115,26 @@ The farm Secret's name: the existing one, or the chart-created one.
 {{- end }}
 
 {{/*
+The join token Secret's name: the existing one, or the chart-created one.
+*/}}
+{{- define "reelfarm.joinTokenSecretName" -}}
+{{- if .Values.joinToken.existingSecret }}
+{{- .Values.joinToken.existingSecret }}
+{{- else }}
+{{- include "reelfarm.componentName" (dict "ctx" . "component" "join-token") }}
+{{- end }}
+{{- end }}
+
+{{/*
+The flag that points a coordinator or a worker at the mounted join token.
+*/}}
+{{- define "reelfarm.joinTokenArg" -}}
+{{- if .Values.joinToken.enabled }}
+- --join-token-file=/etc/reelfarm/join-token/join-token
+{{- end }}
+{{- end }}
+
+{{/*
 The S3 credentials Secret's name: the existing one, or the chart-created one.
 */}}
 {{- define "reelfarm.s3SecretName" -}}
@@ -216,6 +236,14 @@ store (S3 artifacts need no volume).
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- if .Values.joinToken.enabled }}
+- name: join-token
+  secret:
+    secretName: {{ include "reelfarm.joinTokenSecretName" . }}
+    items:
+      - key: {{ .Values.joinToken.key }}
+        path: join-token
+{{- end }}
 {{- if eq .Values.artifacts.type "pvc" }}
 - name: artifacts
   persistentVolumeClaim:
@@ -226,6 +254,11 @@ store (S3 artifacts need no volume).
 {{- define "reelfarm.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if .Values.joinToken.enabled }}
+- name: join-token
+  mountPath: /etc/reelfarm/join-token
+  readOnly: true
+{{- end }}
 {{- if eq .Values.artifacts.type "pvc" }}
 - name: artifacts
   mountPath: {{ .Values.artifacts.mountPath }}
@@ -281,6 +314,7 @@ spec:
         - --artifacts={{ include "reelfarm.artifactsLocation" . }}
         - --http-listen=0.0.0.0:{{ $w.metricsPort }}
         - --lease-ttl={{ $w.leaseTtlSeconds }}
+        {{- include "reelfarm.joinTokenArg" . | nindent 8 }}
         {{- if $w.models.enabled }}
         - --models={{ $w.models.mountPath }}
         {{- end }}
