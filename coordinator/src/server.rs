@@ -96,11 +96,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningCoordinator> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let join_token = config
-        .join_token_file
-        .as_deref()
-        .map(reelfarm_proto::auth::JoinToken::read)
-        .transpose()
+    let join_token = reelfarm_proto::auth::JoinToken::read_flag(config.join_token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     if join_token.is_none() {
         tracing::warn!(

@@ -50,6 +50,11 @@ impl JoinToken {
         Self::parse(&contents).map_err(|e| format!("--join-token-file {}: {e}", path.display()))
     }
 
+    /// [`JoinToken::read`] of a `--join-token-file` that may not be given.
+    pub fn read_flag(path: Option<&Path>) -> Result<Option<Self>, String> {
+        path.map(Self::read).transpose()
+    }
+
     /// The `authorization` header value that presents it.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.0)

@@ -118,11 +118,7 @@ fn gpu_device(g: &GpuFacts) -> v1::GpuDevice {
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
     config.validate().map_err(anyhow::Error::msg)?;
     // Read before anything starts: a worker that cannot join says so at once.
-    let join_token = config
-        .join_token_file
-        .as_deref()
-        .map(reelfarm_proto::auth::JoinToken::read)
-        .transpose()
+    let join_token = reelfarm_proto::auth::JoinToken::read_flag(config.join_token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     let id = config.worker_id();
     let selected = crate::engine::select::select(config.engine, config.gpu)?;
