@@ -282,22 +282,26 @@ impl WanModel {
         // Every clip's starting latents and positioned sampler; one that cannot start ends
         // with its error and stays out of the batch.
         let mut results: Vec<Option<anyhow::Result<Tensor>>> = clips.iter().map(|_| None).collect();
-        let mut started = Vec::new();
+        let (mut members, mut samplers, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, clip) in clips.into_iter().enumerate() {
             match self.start(clip.params, clip.start) {
-                Ok(s) => started.push((i, s)),
+                Ok((latents, sampler, next)) => {
+                    members.push(i);
+                    samplers.push(sampler);
+                    firsts.push((latents, next));
+                }
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let (members, mut starts): (Vec<usize>, Vec<_>) = started.into_iter().unzip();
-        let batch = starts
+        let batch = samplers
             .iter_mut()
+            .zip(firsts)
             .zip(&members)
-            .map(|((latents, sampler, next), &i)| BatchedClip {
-                latents: latents.clone(),
+            .map(|((sampler, (latents, next)), &i)| BatchedClip {
+                latents,
                 sampler: sampler.as_mut(),
                 text: &conditionings[i],
-                next: *next,
+                next,
             })
             .collect();
         let mut on_step = on_step;

@@ -115,6 +115,8 @@ pub fn run_batch(
         }
     }
     let mut results: Vec<Option<Result<Tensor>>> = clips.iter().map(|_| None).collect();
+    // The text rows change only when a clip ends: concatenated again only then.
+    let mut context: Option<(Vec<usize>, Tensor)> = None;
     loop {
         // The clips with a step left, in batch order; a clip with none is done.
         for (i, c) in clips.iter().enumerate() {
@@ -142,14 +144,17 @@ pub fn run_batch(
             .map(|&i| clips[i].sampler.timesteps()[clips[i].next] as f32)
             .collect();
         let timestep = Tensor::new(times.as_slice(), latents.device())?;
-        let mut contexts: Vec<&Tensor> = active.iter().map(|&i| clips[i].text.prompt).collect();
-        contexts.extend(guided.iter().filter_map(|&i| clips[i].text.guided()));
-        let context = Tensor::cat(&contexts, 0)?;
+        if context.as_ref().is_none_or(|(r, _)| *r != rows) {
+            let mut texts: Vec<&Tensor> = active.iter().map(|&i| clips[i].text.prompt).collect();
+            texts.extend(guided.iter().filter_map(|&i| clips[i].text.guided()));
+            context = Some((rows.clone(), Tensor::cat(&texts, 0)?));
+        }
+        let context = &context.as_ref().expect("set above").1;
         // The predictions come in the transformer's dtype; guidance and the sampler run in
         // the latents' (f32 in WanPipeline). diffusers combines bf16 predictions in bf16:
         // combining in f32 only removes that rounding.
         let dtype = latents.dtype();
-        let predictions = transformer.forward(&latents, &timestep, &context)?;
+        let predictions = transformer.forward(&latents, &timestep, context)?;
         for (row, &i) in active.iter().enumerate() {
             let row_of = |r: usize| predictions.narrow(0, r, 1)?.to_dtype(dtype);
             let cond = row_of(row)?;

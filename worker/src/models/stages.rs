@@ -128,16 +128,10 @@ pub struct DenoiseClip<'a> {
     pub checkpoints: Checkpointing<'a>,
 }
 
-/// DENOISE: the clip's latents, from noise or (guided) from the plan's simulation, or from
-/// its checkpoint; saves checkpoints on the way as `checkpoints` says, and stops with
-/// [`PipelineError::Preempted`] after the one a preemption asked for. A batch of one.
-pub fn denoise(host: &ModelHost, clip: DenoiseClip<'_>) -> Result<Vec<u8>, PipelineError> {
-    denoise_batch(host, vec![clip])
-        .pop()
-        .expect("one result per clip")
-}
-
-/// DENOISE of several clips of one model as one batch (`--max-batch`): one transformer
+/// DENOISE: each clip's latents, from noise or (guided) from the plan's simulation, or from
+/// its checkpoint; saves checkpoints on the way as each clip's `checkpoints` says, and
+/// stops a clip with [`PipelineError::Preempted`] after the one a preemption asked for.
+/// Several clips of one model run as one batch (`--max-batch`): one transformer
 /// forward per step for all of them, each clip's latents equal to its denoise alone (the
 /// model's `denoise_batch`). One result per clip, in order: a clip whose inputs are
 /// unusable, or that is cancelled or preempted, ends alone and the others go on. Clips may

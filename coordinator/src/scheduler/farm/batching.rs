@@ -180,37 +180,35 @@ impl Farm {
         })
     }
 
-    /// Makes the assignments of one dispatch to `worker_id` a batch when there are more
-    /// than one (they hold one slot together), and records each task's batch size.
-    pub(super) fn mark_batch(&mut self, worker_id: &str, group: &mut [Assignment]) {
+    /// Makes the assignments of one dispatch to `worker_id`, of the popped `items` in the
+    /// same order, a batch when there are more than one: they hold one slot together, and
+    /// each task records the batch's size (a task alone keeps 1, from `assign`).
+    pub(super) fn mark_batch(
+        &mut self,
+        worker_id: &str,
+        items: &[ReadyItem],
+        group: &mut [Assignment],
+    ) {
         let size = group.len() as u32;
-        if size > 1 {
-            self.next_batch += 1;
-            let id = self.next_batch;
-            for a in group.iter_mut() {
-                a.batch = Some((id, size));
-            }
-            self.metrics.batches_dispatched.inc();
-            self.metrics.batch_size.observe(f64::from(size));
-            tracing::debug!(worker_id, batch = id, size, "dispatching a batch");
+        if size <= 1 {
+            return;
         }
-        let members: Vec<(JobId, u32)> = group
-            .iter()
-            .filter_map(|a| {
-                let job = self.jobs.get_mut(&a.token.job_id)?;
-                let index = job
-                    .record
-                    .tasks
-                    .iter()
-                    .position(|t| t.id == a.token.task_id)?;
-                job.tasks[index].batch_size = size;
-                Some((a.token.job_id.clone(), index as u32))
-            })
-            .collect();
-        if size > 1 {
-            if let Some(w) = self.workers.get_mut(worker_id) {
-                w.batches.insert(self.next_batch, members);
+        self.next_batch += 1;
+        let id = self.next_batch;
+        for a in group.iter_mut() {
+            a.batch = Some((id, size));
+        }
+        for item in items {
+            if let Some(job) = self.jobs.get_mut(&item.job_id) {
+                job.tasks[item.task_index as usize].batch_size = size;
             }
+        }
+        self.metrics.batches_dispatched.inc();
+        self.metrics.batch_size.observe(f64::from(size));
+        tracing::debug!(worker_id, batch = id, size, "dispatching a batch");
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            w.batches
+                .insert(id, items.iter().map(|i| (i.job_id.clone(), i.task_index)));
         }
     }
 

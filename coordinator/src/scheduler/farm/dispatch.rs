@@ -124,11 +124,11 @@ impl Farm {
                 self.idle.push_front(worker_id);
                 break;
             };
-            let mut group = vec![self.assign(&worker_id, &item)];
-            for mate in self.take_batch_mates(&worker_id, &item) {
-                group.push(self.assign(&worker_id, &mate));
-            }
-            self.mark_batch(&worker_id, &mut group);
+            let mut items = vec![item];
+            items.extend(self.take_batch_mates(&worker_id, &items[0]));
+            let mut group: Vec<Assignment> =
+                items.iter().map(|i| self.assign(&worker_id, i)).collect();
+            self.mark_batch(&worker_id, &items, &mut group);
             let worker = self.workers.get_mut(&worker_id).expect("checked above");
             worker.free -= 1;
             batches.entry(worker_id.clone()).or_default().extend(group);

@@ -42,24 +42,18 @@ impl Farm {
             let batch = batch_of.get(&token).copied();
             let shares_slot = batch.is_some_and(|b| adopted_batches.contains_key(&b));
             let adopted = self.try_adopt(worker_id, &token, now, shares_slot);
-            if let (true, Some(b)) = (adopted, batch) {
-                let index = self
-                    .jobs
-                    .get(&token.job_id)
-                    .and_then(|j| j.record.tasks.iter().position(|t| t.id == token.task_id));
+            if let (Some(index), Some(b)) = (adopted, batch) {
                 let next = &mut self.next_batch;
                 let entry = adopted_batches.entry(b).or_insert_with(|| {
                     *next += 1;
                     (*next, Vec::new())
                 });
-                entry
-                    .1
-                    .extend(index.map(|i| (token.job_id.clone(), i as u32)));
+                entry.1.push((token.job_id.clone(), index));
             }
             let Some(worker) = self.workers.get(worker_id) else {
                 return;
             };
-            if adopted {
+            if adopted.is_some() {
                 tracing::info!(worker_id, job_id = %token.job_id, task_id = %token.task_id,
                     attempt = token.attempt, term = token.term, "running attempt adopted");
             } else {
@@ -76,34 +70,32 @@ impl Farm {
         }
     }
 
-    /// Adopts one offered attempt; `shares_slot`: it runs in a batch with one adopted
-    /// already, whose slot it shares.
+    /// Adopts one offered attempt, returning its task's index; `shares_slot`: it runs in a
+    /// batch with one adopted already, whose slot it shares.
     fn try_adopt(
         &mut self,
         worker_id: &str,
         token: &AttemptToken,
         now: Instant,
         shares_slot: bool,
-    ) -> bool {
-        let Some(worker) = self.workers.get_mut(worker_id) else {
-            return false;
-        };
+    ) -> Option<u32> {
+        let worker = self.workers.get_mut(worker_id)?;
         if worker.free == 0 && !shares_slot {
-            return false;
+            return None;
         }
-        let Some(job) = self.jobs.get_mut(&token.job_id) else {
-            return false;
-        };
+        let job = self.jobs.get_mut(&token.job_id)?;
         if job.pending.is_some() || job.record.state.is_terminal() {
-            return false;
+            return None;
         }
-        let Some(index) = job.record.tasks.iter().position(|t| t.id == token.task_id) else {
-            return false;
-        };
+        let index = job
+            .record
+            .tasks
+            .iter()
+            .position(|t| t.id == token.task_id)?;
         let priority = job.record.spec.priority;
         let task = &mut job.tasks[index];
         if task.state != TaskState::Ready || task.committing {
-            return false;
+            return None;
         }
         if task.queued {
             // The queue entry is skipped when popped (see `dispatch`).
@@ -128,7 +120,7 @@ impl Farm {
         if !shares_slot {
             worker.free -= 1;
         }
-        true
+        Some(index as u32)
     }
 
     /// After a failover: hold dispatch until every worker in `expected` has reconnected, or
