@@ -3,6 +3,9 @@
 //! Each address is asked `AdminService/GetClusterStatus` (which followers answer too); the
 //! leader is used at once, a follower's `leader_address` is followed, and an address that
 //! does not answer is skipped. A single coordinator without etcd is always the leader.
+//!
+//! Every request carries the [`Target`]'s API key (`--api-key`, `REELFARM_API_KEY`) as
+//! `authorization: Bearer KEY`.
 
 use std::time::Duration;
 
@@ -10,7 +13,67 @@ use anyhow::Context as _;
 use reelfarm_proto::v1::{
     self, admin_service_client::AdminServiceClient, job_service_client::JobServiceClient,
 };
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
+
+/// The coordinator replicas to reach and the credential to present.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    pub addresses: Vec<String>,
+    api_key: Option<MetadataValue<Ascii>>,
+}
+
+impl Target {
+    /// `api_key` is checked here, so a mistyped key fails before anything is sent.
+    pub fn new(addresses: Vec<String>, api_key: Option<&str>) -> anyhow::Result<Self> {
+        let api_key = api_key
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                let key = reelfarm_proto::auth::ApiKeyToken::parse(k)
+                    .map_err(|e| anyhow::anyhow!("--api-key: {e}"))?;
+                key.bearer()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--api-key: not ASCII"))
+            })
+            .transpose()?;
+        Ok(Self { addresses, api_key })
+    }
+
+    /// One address, no key: the in-process farms of the demo and the benchmarks.
+    pub fn local(address: &str) -> Self {
+        Self {
+            addresses: vec![address.to_string()],
+            api_key: None,
+        }
+    }
+
+    fn bearer(&self) -> Bearer {
+        Bearer(self.api_key.clone())
+    }
+}
+
+/// Adds the API key to every request.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(reelfarm_proto::auth::AUTHORIZATION, v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to the leader that presents the key.
+pub type Conn = InterceptedService<Channel, Bearer>;
 
 /// Per-address connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,9 +97,9 @@ enum Probe {
     Follower(Option<String>),
 }
 
-async fn probe(addr: &str) -> anyhow::Result<Probe> {
+async fn probe(addr: &str, bearer: &Bearer) -> anyhow::Result<Probe> {
     let channel = open(addr).await?;
-    let status = AdminServiceClient::new(channel.clone())
+    let status = AdminServiceClient::with_interceptor(channel.clone(), bearer.clone())
         .get_cluster_status(v1::GetClusterStatusRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("{addr}: {}", s.message()))?
@@ -50,15 +113,17 @@ async fn probe(addr: &str) -> anyhow::Result<Probe> {
 
 /// Opens a channel to the leading coordinator among `addresses` (following a follower's
 /// pointer), waiting up to [`LEADER_WAIT`] while none leads.
-pub async fn connect(addresses: &[String]) -> anyhow::Result<Channel> {
+pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
+    let addresses = &target.addresses;
+    let bearer = target.bearer();
     anyhow::ensure!(!addresses.is_empty(), "no coordinator address given");
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
         let mut last = None;
         for addr in addresses {
-            match probe(addr).await {
+            match probe(addr, &bearer).await {
                 Ok(Probe::Leader(c)) => return Ok(c),
-                Ok(Probe::Follower(Some(leader))) => match probe(&leader).await {
+                Ok(Probe::Follower(Some(leader))) => match probe(&leader, &bearer).await {
                     Ok(Probe::Leader(c)) => return Ok(c),
                     Ok(Probe::Follower(_)) => {
                         last = Some(anyhow::anyhow!(
@@ -82,10 +147,16 @@ pub async fn connect(addresses: &[String]) -> anyhow::Result<Channel> {
     }
 }
 
-pub async fn jobs(addresses: &[String]) -> anyhow::Result<JobServiceClient<Channel>> {
-    Ok(JobServiceClient::new(connect(addresses).await?))
+pub async fn jobs(target: &Target) -> anyhow::Result<JobServiceClient<Conn>> {
+    Ok(JobServiceClient::with_interceptor(
+        connect(target).await?,
+        target.bearer(),
+    ))
 }
 
-pub async fn admin(addresses: &[String]) -> anyhow::Result<AdminServiceClient<Channel>> {
-    Ok(AdminServiceClient::new(connect(addresses).await?))
+pub async fn admin(target: &Target) -> anyhow::Result<AdminServiceClient<Conn>> {
+    Ok(AdminServiceClient::with_interceptor(
+        connect(target).await?,
+        target.bearer(),
+    ))
 }

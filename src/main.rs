@@ -26,6 +26,11 @@ struct Cli {
     )]
     coordinator: Vec<String>,
 
+    /// API key to present (`authorization: Bearer KEY`), for a coordinator with
+    /// authentication on.
+    #[arg(long, global = true, env = "REELFARM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
     /// Output format.
     #[arg(
         long,
@@ -84,6 +89,9 @@ enum Command {
     Drain { id: String },
     /// Lift `drain`: the worker takes tasks again.
     Uncordon { id: String },
+    /// API keys: create, list, revoke (needs an admin key).
+    #[command(subcommand)]
+    Keys(Keys),
     /// List the prompt words the scene parser understands.
     Words,
     /// Run a whole farm in this process (in-memory state, local workers) on one job.
@@ -268,11 +276,35 @@ fn parse_state(s: &str) -> Result<v1::JobState, String> {
         })
 }
 
+#[derive(Subcommand)]
+enum Keys {
+    /// Create a key; prints it once (the coordinator keeps only its hash).
+    Create {
+        /// The tenant its jobs belong to (optional for an admin key).
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, value_enum)]
+        role: cmd::keys::Role,
+        /// Who holds it, what for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys (ids, tenants, roles; never secrets), newest first.
+    List {
+        /// Only this tenant's keys.
+        #[arg(long, default_value = "")]
+        tenant: String,
+    },
+    /// Revoke a key: its id (as `create` and `list` print it) or the key itself.
+    Revoke { id: String },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     reelfarm_telemetry::init_tracing_with_default(false, "warn");
-    let c = &cli.coordinator;
+    let target = reelfarm::client::Target::new(cli.coordinator, cli.api_key.as_deref())?;
+    let c = &target;
     let f = cli.output;
     match cli.command {
         Command::Submit {
@@ -307,6 +339,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Workers => cmd::workers::list(c, f).await,
         Command::Drain { id } => cmd::workers::drain(c, &id, f).await,
         Command::Uncordon { id } => cmd::workers::uncordon(c, &id, f).await,
+        Command::Keys(Keys::Create {
+            tenant,
+            role,
+            description,
+        }) => cmd::keys::create(c, tenant, role, description, f).await,
+        Command::Keys(Keys::List { tenant }) => cmd::keys::list(c, tenant, f).await,
+        Command::Keys(Keys::Revoke { id }) => cmd::keys::revoke(c, id, f).await,
         Command::Words => cmd::words::run(f),
         Command::Demo { spec, workers, out } => {
             cmd::demo::run(cmd::demo::DemoArgs { spec, workers, out }, f).await

@@ -1,8 +1,20 @@
-//! Who may join a farm, end to end against real processes over real gRPC with etcd: with
-//! `--join-token-file` on the coordinator, a worker presenting the cluster's token joins,
-//! and a worker without it or with another one is refused with UNAUTHENTICATED (and never
-//! listed); so is a hand-made WorkerService stream, before its registration is read. The
-//! test counts what it tried and prints it.
+//! Who may join a farm and who may call it, end to end against real processes over real
+//! gRPC with etcd, each test counting what it tried and printing it:
+//!
+//! - workers: with `--join-token-file` on the coordinator, a worker presenting the
+//!   cluster's token joins, one without it or with another is refused with
+//!   UNAUTHENTICATED (and never listed); so is a hand-made WorkerService stream, before its
+//!   registration is read;
+//! - clients: with `--bootstrap-admin-key-file`, every RPC that server reflection lists
+//!   (other than health and reflection, which stay open) refuses a call without a key or
+//!   with a wrong one (grpcurl, so the list is the server's own); keys made and revoked
+//!   with the `reelfarm keys` CLI; roles (a read key on a write RPC is PERMISSION_DENIED);
+//!   a key's jobs are its tenant's (`spec.tenant` naming another is PERMISSION_DENIED);
+//!   another tenant's job is NOT_FOUND on every job RPC, exactly as a missing one;
+//!   idempotency keys and the result cache do not cross tenants; a revoked key stops
+//!   working; a key over its rate gets RESOURCE_EXHAUSTED with a retry hint;
+//! - safe defaults: the coordinator refuses a non-loopback address without authentication
+//!   unless `--insecure`.
 
 mod common;
 
@@ -103,4 +115,460 @@ async fn only_workers_with_the_join_token_join_the_farm() {
     for t in &tried {
         println!("  ok: {t}");
     }
+}
+
+/// The bootstrap admin key of the tests (the shape `rfk_<id>_<secret>`).
+const ADMIN_KEY: &str = "rfk_e2eadmin00_Q7w9Zr2Lk4Xp8Vn3Hc6Jd1Fb5Gt0Ys2Ma7Ue9Wo4";
+
+/// Runs `grpcurl -plaintext [args] ADDR [words]`: (success, stdout, stderr).
+async fn grpcurl(addr: &str, args: &[&str], words: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new("grpcurl")
+        .arg("-plaintext")
+        .args(args)
+        .arg(addr)
+        .args(words)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("running grpcurl (run scripts/test.sh to install it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `reelfarm [args]` against the cluster with `--api-key key`; stdout on success.
+async fn cli(cluster: &Cluster, key: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(CLI_BIN)
+        .args([
+            "--coordinator",
+            &cluster.coordinator.url(),
+            "--api-key",
+            key,
+        ])
+        .args(args)
+        .output()
+        .await
+        .expect("running reelfarm");
+    assert!(
+        out.status.success(),
+        "reelfarm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    let s = r.expect_err("the call was expected to be refused");
+    (s.code(), s.message().to_string())
+}
+
+#[tokio::test]
+async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
+    require_tool("grpcurl");
+    let secrets = tempfile::tempdir().unwrap();
+    let admin_file = token_file(&secrets, "admin-key", ADMIN_KEY);
+    let join = token_file(&secrets, "join-token", TOKEN);
+    let mut cluster = Cluster::start(ClusterOptions {
+        workers: 0,
+        coordinator_args: vec![
+            "--bootstrap-admin-key-file".into(),
+            admin_file,
+            "--join-token-file".into(),
+            join.clone(),
+            // A burst of 5 per key: reached below with a key of its own.
+            "--key-submit-rate".into(),
+            "0.5".into(),
+        ],
+    })
+    .await;
+    cluster.add_worker_with_args("w", &["--join-token-file".into(), join]);
+    cluster.wait_workers_connected(&["w".to_string()]).await;
+    let addr = cluster.coordinator.addr();
+    let mut tried: Vec<String> = Vec::new();
+
+    // Keys through the CLI, as an operator makes them.
+    let ads = cli(
+        &cluster,
+        ADMIN_KEY,
+        &["keys", "create", "--tenant", "ads", "--role", "submit"],
+    )
+    .await;
+    let ads_read = cli(
+        &cluster,
+        ADMIN_KEY,
+        &["keys", "create", "--tenant", "ads", "--role", "read"],
+    )
+    .await;
+    let crm = cli(
+        &cluster,
+        ADMIN_KEY,
+        &["keys", "create", "--tenant", "crm", "--role", "submit"],
+    )
+    .await;
+    let listed = cli(&cluster, ADMIN_KEY, &["--output", "json", "keys", "list"]).await;
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "three keys and the bootstrap key:\n{listed}"
+    );
+    for key in [&ads, &ads_read, &crm] {
+        assert!(!listed.contains(key.as_str()), "list never shows a secret");
+    }
+    tried.push("keys create/list through the CLI, no secret listed".into());
+
+    // Every RPC reflection lists: refused without a key and with a wrong one.
+    let (ok, services, e) = grpcurl(&addr, &[], &["list"]).await;
+    assert!(ok, "reflection stays open: {e}");
+    let (ok, _, e) = grpcurl(&addr, &[], &["grpc.health.v1.Health/Check"]).await;
+    assert!(ok, "health stays open: {e}");
+    let wrong = "authorization: Bearer rfk_e2eadmin00_WRONGWRONGWRONGWRONGWRONGWRONGWRONG00";
+    let mut rpcs = 0;
+    for service in services
+        .lines()
+        .map(str::trim)
+        .filter(|s| s.starts_with("reelfarm."))
+    {
+        let (ok, methods, e) = grpcurl(&addr, &[], &["list", service]).await;
+        assert!(ok, "{e}");
+        for method in methods.lines().map(str::trim).filter(|m| !m.is_empty()) {
+            let method = method.replace(&format!("{service}."), &format!("{service}/"));
+            for header in [None, Some(wrong)] {
+                let mut args = vec!["-d", "{}"];
+                if let Some(h) = header {
+                    args.extend(["-H", h]);
+                }
+                let (ok, _, e) = grpcurl(&addr, &args, &[&method]).await;
+                assert!(
+                    !ok && e.contains("Unauthenticated"),
+                    "{method} with {header:?}: expected Unauthenticated, got {e}"
+                );
+            }
+            rpcs += 1;
+        }
+    }
+    assert!(rpcs >= 15, "every RPC of the three services: {rpcs}");
+    tried.push(format!(
+        "{rpcs} RPCs listed by reflection, each without a key and with a wrong one: UNAUTHENTICATED"
+    ));
+
+    // A read key on every write RPC, and on admin RPCs.
+    let mut jobs_read = cluster.jobs_as(Some(&ads_read));
+    let (code, msg) = code_of(
+        jobs_read
+            .submit_job(v1::SubmitJobRequest {
+                spec: Some(spec("a red ball")),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("needs a submit key"), "{msg}");
+    let (code, _) = code_of(
+        jobs_read
+            .submit_batch(v1::SubmitBatchRequest {
+                jobs: vec![v1::SubmitJobRequest {
+                    spec: Some(spec("a red ball")),
+                    ..Default::default()
+                }],
+            })
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    let (code, _) = code_of(
+        jobs_read
+            .cancel_job(v1::CancelJobRequest {
+                id: "0123456789abcdef".into(),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    let mut admin_read = cluster.admin_as(Some(&ads_read));
+    let (code, _) = code_of(admin_read.list_workers(v1::ListWorkersRequest {}).await);
+    assert_eq!(code, Code::PermissionDenied);
+    let (code, _) = code_of(
+        admin_read
+            .create_api_key(v1::CreateApiKeyRequest {
+                tenant: "ads".into(),
+                role: v1::ApiKeyRole::Admin as i32,
+                description: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(
+        code,
+        Code::PermissionDenied,
+        "a read key cannot make itself an admin"
+    );
+    admin_read
+        .get_cluster_status(v1::GetClusterStatusRequest {})
+        .await
+        .expect("any key finds the leader");
+    tried.push("a read key on SubmitJob, SubmitBatch, CancelJob, ListWorkers, CreateApiKey: PERMISSION_DENIED".into());
+
+    // A key's jobs are its tenant's.
+    let mut jobs_ads = cluster.jobs_as(Some(&ads));
+    let mut mine = spec("a red ball");
+    mine.seed = Some(7);
+    let submit = |s: v1::JobSpec, key: &str| v1::SubmitJobRequest {
+        spec: Some(s),
+        idempotency_key: key.to_string(),
+    };
+    let job = jobs_ads
+        .submit_job(submit(mine.clone(), "same-key"))
+        .await
+        .expect("a submit key submits")
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.spec.as_ref().unwrap().tenant, "ads", "the key's tenant");
+    let mut other = mine.clone();
+    other.tenant = "crm".into();
+    let (code, msg) = code_of(jobs_ads.submit_job(submit(other.clone(), "")).await);
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.starts_with("spec.tenant"), "{msg}");
+    let (code, msg) = code_of(
+        jobs_ads
+            .submit_batch(v1::SubmitBatchRequest {
+                jobs: vec![submit(mine.clone(), ""), submit(other, "")],
+            })
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(msg.starts_with("jobs[1].spec.tenant"), "{msg}");
+    tried.push("spec.tenant naming another tenant: PERMISSION_DENIED naming the field".into());
+    let done = cluster.wait_succeeded(&job.id).await;
+    let video = done
+        .outputs
+        .iter()
+        .find(|o| o.kind == "video")
+        .expect("a video")
+        .uri
+        .clone();
+
+    // Another tenant's job is NOT_FOUND on every job RPC, worded as a missing one.
+    let mut jobs_crm = cluster.jobs_as(Some(&crm));
+    let missing = "00000000000000ff";
+    let (code, missing_msg) = code_of(
+        jobs_crm
+            .get_job(v1::GetJobRequest { id: missing.into() })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    let (code, msg) = code_of(
+        jobs_crm
+            .get_job(v1::GetJobRequest { id: job.id.clone() })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    assert_eq!(
+        msg,
+        missing_msg.replace(missing, &job.id),
+        "exactly as a missing job"
+    );
+    let (code, _) = code_of(
+        jobs_crm
+            .watch_job(v1::WatchJobRequest { id: job.id.clone() })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    let (code, _) = code_of(
+        jobs_crm
+            .cancel_job(v1::CancelJobRequest { id: job.id.clone() })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound);
+    let (code, _) = code_of(
+        jobs_crm
+            .verify_content(v1::VerifyContentRequest {
+                source: Some(v1::verify_content_request::Source::Uri(video.clone())),
+            })
+            .await,
+    );
+    assert_eq!(code, Code::NotFound, "another tenant's file by URI");
+    let listed = jobs_crm
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(
+        listed.is_empty(),
+        "crm lists none of ads's jobs: {listed:?}"
+    );
+    let (code, msg) = code_of(
+        jobs_crm
+            .list_jobs(v1::ListJobsRequest {
+                tenant: "ads".into(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(code, Code::PermissionDenied, "{msg}");
+    let bytes = std::fs::read(output_path(&video)).unwrap();
+    let verdict = jobs_crm
+        .verify_content(v1::VerifyContentRequest {
+            source: Some(v1::verify_content_request::Source::Data(bytes)),
+        })
+        .await
+        .expect("anyone may check a file they hold")
+        .into_inner();
+    assert!(verdict.ours);
+    assert_eq!(verdict.job_id, "", "which job made it is ads's to know");
+    let mine_ads = cluster
+        .jobs_as(Some(&ads_read))
+        .verify_content(v1::VerifyContentRequest {
+            source: Some(v1::verify_content_request::Source::Uri(video)),
+        })
+        .await
+        .expect("ads reads its own file by URI")
+        .into_inner();
+    assert_eq!(mine_ads.job_id, job.id);
+    tried.push("another tenant's job: GetJob, WatchJob, CancelJob, VerifyContent(uri) NOT_FOUND; ListJobs empty, tenant filter PERMISSION_DENIED; VerifyContent(data) hides the job".into());
+
+    // The same idempotency key and the same spec in another tenant: its own job, rendered.
+    let theirs = jobs_crm
+        .submit_job(submit(mine, "same-key"))
+        .await
+        .expect("crm submits")
+        .into_inner()
+        .job
+        .unwrap();
+    assert_ne!(theirs.id, job.id, "idempotency keys are per tenant");
+    let theirs = cluster.wait_succeeded(&theirs.id).await;
+    assert_eq!(theirs.cached_from, "", "no cache hit across tenants");
+    assert_eq!(theirs.merged_into, "");
+    assert!(theirs.outputs.iter().all(|o| o.uri.contains(&theirs.id)));
+    tried.push("same idempotency key and spec in another tenant: a new job, no cache hit".into());
+
+    // Revocation through the CLI, by id.
+    let id = ads_read.split('_').nth(1).unwrap().to_string();
+    cli(&cluster, ADMIN_KEY, &["keys", "revoke", &id]).await;
+    let (code, msg) = code_of(
+        cluster
+            .jobs_as(Some(&ads_read))
+            .get_job(v1::GetJobRequest { id: job.id.clone() })
+            .await,
+    );
+    assert_eq!(code, Code::Unauthenticated, "{msg}");
+    assert!(msg.contains("revoked"), "{msg}");
+    tried.push("a revoked key: UNAUTHENTICATED".into());
+
+    // Rate: a fresh key's burst of 5 submissions, then RESOURCE_EXHAUSTED with a hint.
+    let burst = cli(
+        &cluster,
+        ADMIN_KEY,
+        &["keys", "create", "--tenant", "ads", "--role", "submit"],
+    )
+    .await;
+    let mut jobs_burst = cluster.jobs_as(Some(&burst));
+    for _ in 0..5 {
+        let (code, _) = code_of(
+            jobs_burst
+                .cancel_job(v1::CancelJobRequest { id: missing.into() })
+                .await,
+        );
+        assert_eq!(code, Code::NotFound);
+    }
+    let refused = jobs_burst
+        .cancel_job(v1::CancelJobRequest { id: missing.into() })
+        .await
+        .expect_err("over the rate");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.metadata().get("retry-after").is_some(),
+        "{refused:?}"
+    );
+    jobs_ads
+        .get_job(v1::GetJobRequest { id: job.id.clone() })
+        .await
+        .expect("other keys are not limited by it");
+    tried.push("a key over --key-submit-rate: RESOURCE_EXHAUSTED with retry-after".into());
+
+    let metrics = http_get(&cluster.coordinator.http_addr(), "/metrics")
+        .unwrap()
+        .1;
+    for reason in ["unauthenticated", "permission_denied", "rate_limited"] {
+        let n = sample_sum(
+            &metrics,
+            "reelfarm_api_requests_refused_total",
+            &format!("reason=\"{reason}\""),
+        )
+        .unwrap_or(0.0);
+        assert!(n >= 1.0, "{reason} counted: {n}");
+    }
+    tried.push("refusals counted in reelfarm_api_requests_refused_total".into());
+
+    println!("security suite (clients): {} checks", tried.len());
+    for t in &tried {
+        println!("  ok: {t}");
+    }
+}
+
+#[tokio::test]
+async fn a_coordinator_refuses_to_listen_open_on_a_non_loopback_address() {
+    let secrets = tempfile::tempdir().unwrap();
+    let admin_file = token_file(&secrets, "admin-key", ADMIN_KEY);
+    let run = |args: Vec<String>| {
+        let mut all = vec![
+            "--listen".to_string(),
+            format!("0.0.0.0:{}", free_port()),
+            "--http-listen".to_string(),
+            format!("127.0.0.1:{}", free_port()),
+            "--artifacts".to_string(),
+            secrets.path().join("artifacts").display().to_string(),
+        ];
+        all.extend(args);
+        let mut child = std::process::Command::new(COORDINATOR_BIN)
+            .args(&all)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Refusals exit at once; a coordinator that starts keeps running.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                (Some(status), err)
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                (None, String::new())
+            }
+        }
+    };
+    let (status, err) = run(vec![]);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "open on 0.0.0.0 must be refused"
+    );
+    assert!(
+        err.contains("refusing to listen") && err.contains("--insecure"),
+        "{err}"
+    );
+    let (status, err) = run(vec![
+        "--bootstrap-admin-key-file".into(),
+        admin_file.clone(),
+    ]);
+    assert!(
+        status.is_some(),
+        "keys without a join token are refused too"
+    );
+    assert!(err.contains("--join-token-file"), "{err}");
+    let (status, _) = run(vec!["--insecure".into()]);
+    assert!(status.is_none(), "--insecure serves open, in so many words");
+    let (status, err) = run(vec![
+        "--insecure".into(),
+        "--bootstrap-admin-key-file".into(),
+        admin_file,
+    ]);
+    assert!(
+        status.is_some() && err.contains("give one of them"),
+        "{err}"
+    );
+    println!("security suite (defaults): 4 checks");
 }

@@ -190,6 +190,12 @@ impl ArtifactStore {
         self.read(uri, Some(max_bytes)).await.map(Vec::from)
     }
 
+    /// The job whose outputs folder holds `uri` (see [`Location::job_of`]): how a
+    /// VerifyContent by URI is confined to the caller's tenant.
+    pub fn job_of_uri(&self, uri: &str) -> Option<String> {
+        self.location.job_of(uri)
+    }
+
     /// Checks that the file `uri` names exists in this store with `bytes` bytes: what the
     /// coordinator asks before committing a worker's result, so a worker writing somewhere
     /// else (another bucket, a pod-local directory) is caught at once.

@@ -120,6 +120,26 @@ impl Location {
         };
         checked_path(&rest)
     }
+
+    /// The job whose folder (`jobs/<job_id>/`) holds the object `uri` names; `None` for a
+    /// URI outside this store or outside every job's folder.
+    pub fn job_of(&self, uri: &str) -> Option<String> {
+        let key = self.key_of(uri).ok()?.to_string();
+        let below = match self {
+            Location::S3 { prefix, .. } if !prefix.is_empty() => key
+                .strip_prefix(prefix.as_str())?
+                .strip_prefix('/')?
+                .to_string(),
+            _ => key,
+        };
+        let mut parts = below.split('/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("jobs"), Some(job), Some(name)) if !job.is_empty() && !name.is_empty() => {
+                Some(job.to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Location {
@@ -203,6 +223,25 @@ mod tests {
         );
         assert!(Location::parse("gs://bucket/x").is_err(), "other schemes");
         assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn a_uri_names_the_job_whose_folder_holds_it() {
+        let s3 = Location::parse("s3://bucket-1/prod").expect("valid");
+        assert_eq!(
+            s3.job_of("s3://bucket-1/prod/jobs/00ab/video.mp4")
+                .as_deref(),
+            Some("00ab")
+        );
+        assert_eq!(s3.job_of("s3://bucket-1/prod/jobs/00ab"), None);
+        assert_eq!(s3.job_of("s3://bucket-1/prod/other/00ab/x"), None);
+        assert_eq!(s3.job_of("s3://bucket-2/prod/jobs/00ab/x"), None);
+        let local = Location::parse("/srv/art").expect("valid");
+        assert_eq!(
+            local.job_of("file:///srv/art/jobs/77/a.wav").as_deref(),
+            Some("77")
+        );
+        assert_eq!(local.job_of("file:///srv/art/jobs/../jobs/77/a.wav"), None);
     }
 
     #[test]

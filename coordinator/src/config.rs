@@ -147,6 +147,30 @@ pub struct Config {
     #[arg(long, env = "REELFARM_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<std::path::PathBuf>,
 
+    /// A file holding one admin API key (`rfk_<id>_<secret>`, e.g. from
+    /// `echo "rfk_$(openssl rand -hex 8)_$(openssl rand -hex 32)"`), stored (as a hash) on the
+    /// first start so that an operator can create the other keys. Authentication of clients
+    /// is on when this is given or the store holds API keys (unless --insecure).
+    #[arg(long, env = "REELFARM_BOOTSTRAP_ADMIN_KEY_FILE")]
+    pub bootstrap_admin_key_file: Option<std::path::PathBuf>,
+
+    /// Serve clients without API keys (every caller acts as an admin) and workers without a
+    /// join token. Needed, in so many words, to listen on a non-loopback address without
+    /// authentication; a --join-token-file given with it is still enforced.
+    #[arg(long, env = "REELFARM_INSECURE")]
+    pub insecure: bool,
+
+    /// Requests per second each API key may make to SubmitJob, SubmitBatch and CancelJob
+    /// (token bucket; bursts of 10 seconds' worth); beyond it RESOURCE_EXHAUSTED with a
+    /// retry-after hint. 0: unlimited. Callers without a key (auth off) are not limited.
+    #[arg(long, env = "REELFARM_KEY_SUBMIT_RATE", default_value_t = 20.0)]
+    pub key_submit_rate: f64,
+
+    /// Requests per second each API key may make to the reading RPCs (GetJob, ListJobs,
+    /// WatchJob, VerifyContent, AdminService), as --key-submit-rate. 0: unlimited.
+    #[arg(long, env = "REELFARM_KEY_READ_RATE", default_value_t = 100.0)]
+    pub key_read_rate: f64,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,
@@ -190,6 +214,10 @@ impl Config {
             artifact_gc_grace_seconds: 900.0,
             no_result_cache: false,
             join_token_file: None,
+            bootstrap_admin_key_file: None,
+            insecure: false,
+            key_submit_rate: 20.0,
+            key_read_rate: 100.0,
             log_json: false,
         }
     }
@@ -209,6 +237,21 @@ impl Config {
             ));
         }
         self.artifacts.validate()?;
+        for (flag, rate) in [
+            ("--key-submit-rate", self.key_submit_rate),
+            ("--key-read-rate", self.key_read_rate),
+        ] {
+            if !(rate.is_finite() && (0.0..=1e6).contains(&rate)) {
+                return Err(format!("{flag} must be 0..=1000000 per second, got {rate}"));
+            }
+        }
+        if self.insecure && self.bootstrap_admin_key_file.is_some() {
+            return Err(
+                "--insecure turns authentication off and --bootstrap-admin-key-file turns it \
+                 on: give one of them"
+                    .into(),
+            );
+        }
         if self.max_queued_jobs == 0 {
             return Err("--max-queued-jobs must be at least 1".into());
         }

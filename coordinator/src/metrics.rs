@@ -38,6 +38,7 @@ pub struct Metrics {
     pub workers_excluded: IntCounter,
     pub workers_marked_unhealthy: IntCounter,
     pub worker_sessions_unauthenticated: IntCounter,
+    pub api_requests_refused: IntCounterVec,
     pub stale_reports: IntCounter,
     pub checkpoints: IntCounter,
     pub preemptions_requested: IntCounter,
@@ -146,6 +147,15 @@ impl Metrics {
             worker_sessions_unauthenticated: r.add(IntCounter::new(
                 "reelfarm_worker_sessions_unauthenticated_total",
                 "WorkerService streams refused for a missing or wrong join token (--join-token-file)."
+            )),
+            api_requests_refused: r.add(IntCounterVec::new(
+                Opts::new(
+                    "reelfarm_api_requests_refused_total",
+                    "Client requests refused before they ran, by reason: unauthenticated (no, \
+                     wrong or revoked API key), permission_denied (role or tenant), \
+                     rate_limited (the key's token bucket)."
+                ),
+                &["reason"]
             )),
             stale_reports: r.add(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",

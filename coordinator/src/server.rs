@@ -137,6 +137,16 @@ pub async fn start(
             )
         };
     let backend = store.backend();
+    let bootstrap = config
+        .bootstrap_admin_key_file
+        .as_deref()
+        .map(|p| reelfarm_proto::auth::ApiKeyToken::read("--bootstrap-admin-key-file", p))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let keys =
+        api::auth::KeyRing::start(store.clone(), bootstrap, config.insecure, shutdown.clone())
+            .await?;
+    refuse_open_non_loopback(&config, keys.enabled(), join_token.is_some())?;
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let role = RoleHandle::new(role_rx.clone());
@@ -159,6 +169,8 @@ pub async fn start(
             backend,
             store: artifacts.clone(),
             join_token,
+            keys,
+            key_rates: (config.key_submit_rate, config.key_read_rate),
             shutdown: shutdown.clone(),
         },
     )
@@ -211,6 +223,42 @@ pub async fn start(
         lost,
         tasks,
     })
+}
+
+/// Safe defaults: on an address other hosts can reach, clients must present API keys and
+/// workers the join token, unless `--insecure` says otherwise in so many words. On loopback
+/// (the embedded demo, tests) an open farm is allowed.
+fn refuse_open_non_loopback(
+    config: &Config,
+    keys_on: bool,
+    join_token: bool,
+) -> anyhow::Result<()> {
+    if config.insecure {
+        tracing::warn!(listen = %config.listen,
+            "--insecure: clients are not authenticated (every caller acts as an admin)");
+        return Ok(());
+    }
+    if config.listen.ip().is_loopback() {
+        if !keys_on {
+            tracing::info!("no API keys: clients are not authenticated (loopback only)");
+        }
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !keys_on {
+        missing.push("--bootstrap-admin-key-file (API keys for clients)");
+    }
+    if !join_token {
+        missing.push("--join-token-file (the workers' credential)");
+    }
+    anyhow::ensure!(
+        missing.is_empty(),
+        "refusing to listen on {} (not loopback) without authentication: give {}, or \
+         --insecure to serve it open",
+        config.listen,
+        missing.join(" and ")
+    );
+    Ok(())
 }
 
 struct Leadership {

@@ -74,6 +74,13 @@ impl ClusterKeys {
     pub fn cordon(&self, worker_id: &str) -> String {
         format!("{}{worker_id}", self.cordons_prefix())
     }
+    /// API keys (their hashes), one key per id.
+    pub fn api_keys_prefix(&self) -> String {
+        format!("{}apikeys/", self.root)
+    }
+    pub fn api_key(&self, id: &str) -> String {
+        format!("{}{id}", self.api_keys_prefix())
+    }
     /// Prefix under which workers register with their leases (the coordinator watches it).
     pub fn workers_prefix(&self) -> String {
         format!("{}workers/", self.root)

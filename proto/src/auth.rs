@@ -4,6 +4,10 @@
 //! both the coordinator (`--join-token-file`) and the worker (`--join-token-file`) read from
 //! a file (a Kubernetes Secret mounted as one), sent as `authorization: Bearer TOKEN` on
 //! the WorkerService stream and checked before anything on the stream is read.
+//!
+//! A client proves who it is with an **API key** ([`ApiKeyToken`]), `rfk_<id>_<secret>`, sent
+//! the same way. The id is public (lists, logs, revocation); the secret is random and the
+//! coordinator keeps only its SHA-256.
 
 use std::path::Path;
 
@@ -66,8 +70,7 @@ impl JoinToken {
         let Some(presented) = bearer_token(header) else {
             return false;
         };
-        let (a, b) = (presented.as_bytes(), self.0.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(presented.as_bytes(), self.0.as_bytes())
     }
 }
 
@@ -78,6 +81,95 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     let credential = credential.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty() && !credential.contains(' '))
         .then_some(credential)
+}
+
+/// How every API key begins (so a key in a log or a leaked file is recognisable).
+pub const API_KEY_PREFIX: &str = "rfk_";
+/// Bounds of a key's id (lowercase letters and digits).
+pub const API_KEY_ID_CHARS: std::ops::RangeInclusive<usize> = 8..=32;
+/// Bounds of a key's secret (letters and digits): at least 32 characters of randomness.
+pub const API_KEY_SECRET_CHARS: std::ops::RangeInclusive<usize> = 32..=128;
+
+/// An API key as a client presents it: `rfk_<id>_<secret>` (never printed: `Debug` shows the
+/// id only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyToken {
+    id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for ApiKeyToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeyToken({}, ..)", self.id)
+    }
+}
+
+impl ApiKeyToken {
+    /// A key from its parts (the coordinator makes the secret from a CSPRNG).
+    pub fn new(id: &str, secret: &str) -> Result<Self, String> {
+        Self::parse(&format!("{API_KEY_PREFIX}{id}_{secret}"))
+    }
+
+    /// Reads `rfk_<id>_<secret>`: id 8..=32 of `[a-z0-9]`, secret 32..=128 of `[A-Za-z0-9]`.
+    /// The error never repeats the input (it may be someone's secret).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let shape = || {
+            format!(
+                "an API key is {API_KEY_PREFIX}<id>_<secret>: id {}..={} of [a-z0-9], secret                  {}..={} of [A-Za-z0-9]",
+                API_KEY_ID_CHARS.start(),
+                API_KEY_ID_CHARS.end(),
+                API_KEY_SECRET_CHARS.start(),
+                API_KEY_SECRET_CHARS.end()
+            )
+        };
+        let rest = text.trim().strip_prefix(API_KEY_PREFIX).ok_or_else(shape)?;
+        let (id, secret) = rest.split_once('_').ok_or_else(shape)?;
+        let id_ok = API_KEY_ID_CHARS.contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let secret_ok = API_KEY_SECRET_CHARS.contains(&secret.len())
+            && secret.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !(id_ok && secret_ok) {
+            return Err(shape());
+        }
+        Ok(Self {
+            id: id.to_string(),
+            secret: secret.to_string(),
+        })
+    }
+
+    /// The key in the file `path` (named in the error), for `--bootstrap-admin-key-file`.
+    pub fn read(flag: &str, path: &Path) -> Result<Self, String> {
+        let contents =
+            std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+        Self::parse(&contents).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    }
+
+    /// The public part.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The secret part (what the coordinator hashes).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The whole key, as a client sends it.
+    pub fn expose(&self) -> String {
+        format!("{API_KEY_PREFIX}{}_{}", self.id, self.secret)
+    }
+
+    /// The `authorization` header value that presents it.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.expose())
+    }
+}
+
+/// Whether two byte strings are equal, in a time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -114,6 +206,33 @@ mod tests {
             format!("Bearer {TOKEN} extra"),
         ] {
             assert!(!t.admits(&wrong), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn an_api_key_has_its_shape_and_is_never_printed() {
+        let secret = "Ab3".repeat(12);
+        let k = ApiKeyToken::parse(&format!(" rfk_0a1b2c3d_{secret}\n")).unwrap();
+        assert_eq!(k.id(), "0a1b2c3d");
+        assert_eq!(k.secret(), secret);
+        assert_eq!(k.expose(), format!("rfk_0a1b2c3d_{secret}"));
+        assert_eq!(ApiKeyToken::new("0a1b2c3d", &secret).unwrap(), k);
+        assert!(!format!("{k:?}").contains(&secret));
+        for bad in [
+            String::new(),
+            format!("0a1b2c3d_{secret}"),
+            format!("rfk_0a1b_{secret}"),
+            format!("rfk_0A1B2C3D_{secret}"),
+            format!("rfk_0a1b2c3d_{}", &secret[..31]),
+            format!("rfk_0a1b2c3d_{secret}!"),
+            format!("rfk_0a1b2c3d{secret}"),
+            format!("rfk_0a1b2c3d_{}", "a".repeat(129)),
+        ] {
+            let e = ApiKeyToken::parse(&bad).unwrap_err();
+            assert!(
+                !bad.is_empty() && !e.contains(&bad) || bad.is_empty(),
+                "{e}"
+            );
         }
     }
 }

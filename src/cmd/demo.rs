@@ -98,7 +98,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let mut client = crate::client::jobs(std::slice::from_ref(&address)).await?;
+    let mut client = crate::client::jobs(&crate::client::Target::local(&address)).await?;
     let job = client
         .submit_job(v1::SubmitJobRequest {
             spec: Some(args.spec.to_proto()),

@@ -5,7 +5,11 @@ use reelfarm_proto::v1;
 
 use crate::output::{self, Format};
 
-pub async fn run(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+pub async fn run(
+    coordinators: &crate::client::Target,
+    id: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut client = crate::client::jobs(coordinators).await?;
     let job = client
         .get_job(v1::GetJobRequest { id: id.to_string() })

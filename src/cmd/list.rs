@@ -13,7 +13,11 @@ pub struct ListArgs {
     pub all: bool,
 }
 
-pub async fn run(coordinators: &[String], args: ListArgs, format: Format) -> anyhow::Result<()> {
+pub async fn run(
+    coordinators: &crate::client::Target,
+    args: ListArgs,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut client = crate::client::jobs(coordinators).await?;
     let mut token = String::new();
     loop {

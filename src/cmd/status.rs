@@ -5,7 +5,7 @@ use reelfarm_proto::v1;
 
 use crate::output::Format;
 
-pub async fn run(coordinators: &[String], format: Format) -> anyhow::Result<()> {
+pub async fn run(coordinators: &crate::client::Target, format: Format) -> anyhow::Result<()> {
     let mut client = crate::client::admin(coordinators).await?;
     let s = client
         .get_cluster_status(v1::GetClusterStatusRequest {})

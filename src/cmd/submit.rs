@@ -7,7 +7,7 @@ use super::spec_args::SpecArgs;
 use crate::output::{self, Format};
 
 pub async fn run(
-    coordinators: &[String],
+    coordinators: &crate::client::Target,
     spec: &SpecArgs,
     idempotency_key: Option<String>,
     follow: bool,

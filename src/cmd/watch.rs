@@ -6,13 +6,12 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use reelfarm_proto::v1::{self, job_service_client::JobServiceClient};
-use tonic::transport::Channel;
 
 use crate::output::{self, Format};
 
 /// Follows `id` to a terminal state and returns the final job.
 pub async fn follow(
-    client: &mut JobServiceClient<Channel>,
+    client: &mut JobServiceClient<crate::client::Conn>,
     id: &str,
     format: Format,
 ) -> anyhow::Result<v1::Job> {
@@ -59,7 +58,11 @@ pub async fn follow(
     last.ok_or_else(|| anyhow::anyhow!("WatchJob ended without a snapshot"))
 }
 
-pub async fn run(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+pub async fn run(
+    coordinators: &crate::client::Target,
+    id: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut client = crate::client::jobs(coordinators).await?;
     let job = follow(&mut client, id, format).await?;
     if format == Format::Text {

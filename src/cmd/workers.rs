@@ -98,7 +98,7 @@ fn print(w: &v1::WorkerInfo, format: Format) {
     }
 }
 
-pub async fn list(coordinators: &[String], format: Format) -> anyhow::Result<()> {
+pub async fn list(coordinators: &crate::client::Target, format: Format) -> anyhow::Result<()> {
     let mut client = crate::client::admin(coordinators).await?;
     let resp = client
         .list_workers(v1::ListWorkersRequest {})
@@ -120,7 +120,11 @@ pub async fn list(coordinators: &[String], format: Format) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn drain(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+pub async fn drain(
+    coordinators: &crate::client::Target,
+    id: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut client = crate::client::admin(coordinators).await?;
     let resp = client
         .drain_worker(v1::DrainWorkerRequest { id: id.to_string() })
@@ -133,7 +137,11 @@ pub async fn drain(coordinators: &[String], id: &str, format: Format) -> anyhow:
     Ok(())
 }
 
-pub async fn uncordon(coordinators: &[String], id: &str, format: Format) -> anyhow::Result<()> {
+pub async fn uncordon(
+    coordinators: &crate::client::Target,
+    id: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut client = crate::client::admin(coordinators).await?;
     let resp = client
         .uncordon_worker(v1::UncordonWorkerRequest { id: id.to_string() })

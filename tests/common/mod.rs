@@ -10,6 +10,9 @@
 //!   friends, which poll a job until a condition holds or fail with the job's JSON.
 //! - [`Store`]: where the processes keep artifacts — a directory of the test (default) or
 //!   other store flags, e.g. an S3-compatible bucket ([`Cluster::start_with_store`]).
+//! - Authentication: a cluster started with `--bootstrap-admin-key-file FILE` among its
+//!   coordinator flags presents that admin key on its own clients ([`Coordinator::api_key`]);
+//!   [`with_key`] makes clients that present any other.
 //! - [`http_get`], [`etcd_keys`](Cluster::etcd_keys), [`require_tool`]: small helpers the
 //!   suites share.
 //!
@@ -34,7 +37,32 @@ pub use reelfarm::local_etcd::{free_port, LocalEtcd};
 use reelfarm_proto::v1::{
     self, admin_service_client::AdminServiceClient, job_service_client::JobServiceClient,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// Adds `authorization: Bearer KEY` to every request (none for `None`).
+#[derive(Clone)]
+pub struct KeyHeader(Option<String>);
+
+impl tonic::service::Interceptor for KeyHeader {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {k}").parse().expect("ASCII"),
+            );
+        }
+        Ok(r)
+    }
+}
+
+/// A channel that presents an API key.
+pub type Authed = InterceptedService<Channel, KeyHeader>;
+
+/// `channel` presenting `key`.
+pub fn with_key(channel: Channel, key: Option<&str>) -> Authed {
+    InterceptedService::new(channel, KeyHeader(key.map(str::to_string)))
+}
 
 pub const COORDINATOR_BIN: &str = env!("CARGO_BIN_EXE_reelfarm-coordinator");
 pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_reelfarm-worker");
@@ -183,6 +211,8 @@ pub struct Coordinator {
     pub process: Process,
     pub grpc_port: u16,
     pub http_port: u16,
+    /// The admin key its clients present: the `--bootstrap-admin-key-file`'s, if given.
+    pub api_key: Option<String>,
 }
 
 impl Coordinator {
@@ -231,7 +261,7 @@ impl Coordinator {
             .connect()
             .await
             .map_err(|e| e.to_string())?;
-        AdminServiceClient::new(channel)
+        AdminServiceClient::new(with_key(channel, self.api_key.as_deref()))
             .get_cluster_status(v1::GetClusterStatusRequest {})
             .await
             .map(|r| r.into_inner())
@@ -374,7 +404,19 @@ impl Cluster {
         .collect();
         args.extend(store.args(&artifacts));
         args.extend(options.coordinator_args.iter().cloned());
+        let api_key = options
+            .coordinator_args
+            .iter()
+            .position(|a| a == "--bootstrap-admin-key-file")
+            .and_then(|i| options.coordinator_args.get(i + 1))
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .expect("reading the bootstrap admin key")
+                    .trim()
+                    .to_string()
+            });
         let mut coordinator = Coordinator {
+            api_key,
             process: Process::new(
                 "coordinator",
                 COORDINATOR_BIN,
@@ -503,13 +545,29 @@ impl Cluster {
     }
 
     /// A JobService client of the coordinator.
-    pub fn jobs(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel())
+    pub fn jobs(&self) -> JobServiceClient<Authed> {
+        JobServiceClient::new(with_key(
+            self.channel(),
+            self.coordinator.api_key.as_deref(),
+        ))
+    }
+
+    /// A JobService client presenting `key` (None: no key).
+    pub fn jobs_as(&self, key: Option<&str>) -> JobServiceClient<Authed> {
+        JobServiceClient::new(with_key(self.channel(), key))
+    }
+
+    /// An AdminService client presenting `key` (None: no key).
+    pub fn admin_as(&self, key: Option<&str>) -> AdminServiceClient<Authed> {
+        AdminServiceClient::new(with_key(self.channel(), key))
     }
 
     /// An AdminService client of the coordinator.
-    pub fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel())
+    pub fn admin(&self) -> AdminServiceClient<Authed> {
+        AdminServiceClient::new(with_key(
+            self.channel(),
+            self.coordinator.api_key.as_deref(),
+        ))
     }
 
     /// Worker `id` as ListWorkers shows it now, if it is connected.

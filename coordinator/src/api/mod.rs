@@ -6,13 +6,14 @@
 //! - [`validate`]: protobuf requests → domain types, with every bound named.
 //! - [`convert`]: domain types → protobuf.
 //! - [`status`]: the one mapping from errors to gRPC statuses.
-//! - [`auth`]: the credentials a service requires (the workers' join token).
+//! - [`auth`]: who may call what: API keys and roles for clients, the join token for
+//!   workers, per-key rate limits.
 //!
 //! [`router`] adds server reflection (v1 and v1alpha, so grpcurl 1.8 works) and
 //! `grpc.health.v1.Health`.
 
 pub(crate) mod admin_service;
-pub(crate) mod auth;
+pub mod auth;
 pub mod convert;
 pub(crate) mod job_service;
 pub(crate) mod status;
@@ -25,6 +26,7 @@ use reelfarm_proto::v1::admin_service_server::AdminServiceServer;
 use reelfarm_proto::v1::job_service_server::JobServiceServer;
 use reelfarm_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 
@@ -42,6 +44,10 @@ pub struct ApiContext {
     pub store: Arc<reelfarm_artifacts::ArtifactStore>,
     /// `--join-token-file`'s token: WorkerService admits only streams that present it.
     pub join_token: Option<reelfarm_proto::auth::JoinToken>,
+    /// The API keys JobService and AdminService authenticate against.
+    pub keys: Arc<auth::KeyRing>,
+    /// `--key-submit-rate` and `--key-read-rate`, per key per second (0: unlimited).
+    pub key_rates: (f64, f64),
     pub shutdown: CancellationToken,
 }
 
@@ -61,8 +67,16 @@ pub async fn router(
         backend,
         store,
         join_token,
+        keys,
+        key_rates,
         shutdown,
     } = context;
+    let gate = Arc::new(auth::Gate::new(
+        key_rates.0,
+        key_rates.1,
+        metrics.api_requests_refused.clone(),
+    ));
+    let key_check = auth::ApiKeyCheck::new(keys.clone(), metrics.api_requests_refused.clone());
     let cluster = cluster.as_str();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(reelfarm_proto::FILE_DESCRIPTOR_SET)
@@ -99,15 +113,19 @@ pub async fn router(
         }
     });
 
-    let jobs = JobServiceServer::new(job_service::JobApi::new(
-        role.clone(),
-        metrics.clone(),
-        store.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let jobs = InterceptedService::new(
+        JobServiceServer::new(job_service::JobApi::new(
+            role.clone(),
+            metrics.clone(),
+            store.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        key_check.clone(),
+    );
     let unauthenticated = metrics.worker_sessions_unauthenticated.clone();
-    let workers = tonic::service::interceptor::InterceptedService::new(
+    let workers = InterceptedService::new(
         WorkerServiceServer::new(worker_service::WorkerApi::new(
             role.clone(),
             cluster.to_string(),
@@ -118,11 +136,18 @@ pub async fn router(
         .max_encoding_message_size(MAX_MESSAGE_BYTES),
         auth::JoinTokenCheck::new(join_token, unauthenticated),
     );
-    let admin = AdminServiceServer::new(admin_service::AdminApi::new(
-        role,
-        cluster.to_string(),
-        backend,
-    ));
+    let admin = InterceptedService::new(
+        AdminServiceServer::new(admin_service::AdminApi::new(
+            role,
+            cluster.to_string(),
+            backend,
+            gate,
+            keys,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        key_check,
+    );
     Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -50,16 +50,7 @@ impl From<SubmitError> for Status {
         match e {
             SubmitError::Exhausted { retry_after, .. }
             | SubmitError::TenantExhausted { retry_after, .. } => {
-                let mut status = Status::resource_exhausted(e.to_string());
-                // gRPC's server pushback header (honoured by retry policies), and the
-                // HTTP-style hint in whole seconds for scripts.
-                let ms = retry_after.as_millis().to_string();
-                let secs = retry_after.as_secs().max(1).to_string();
-                if let (Ok(ms), Ok(secs)) = (ms.parse(), secs.parse()) {
-                    status.metadata_mut().insert("grpc-retry-pushback-ms", ms);
-                    status.metadata_mut().insert("retry-after", secs);
-                }
-                status
+                exhausted(e.to_string(), retry_after)
             }
             SubmitError::Store(s) => store(s),
         }
@@ -85,6 +76,19 @@ pub fn store(e: StoreError) -> Status {
         }
         other => Status::unavailable(format!("state backend: {other}")),
     }
+}
+
+/// RESOURCE_EXHAUSTED with the retry hint: gRPC's server pushback header (honoured by
+/// retry policies), and the HTTP-style `retry-after` in whole seconds for scripts.
+pub fn exhausted(message: String, retry_after: std::time::Duration) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    let ms = retry_after.as_millis().to_string();
+    let secs = retry_after.as_secs_f64().ceil().max(1.0).to_string();
+    if let (Ok(ms), Ok(secs)) = (ms.parse(), secs.parse()) {
+        status.metadata_mut().insert("grpc-retry-pushback-ms", ms);
+        status.metadata_mut().insert("retry-after", secs);
+    }
+    status
 }
 
 pub fn job_not_found(id: &str) -> Status {

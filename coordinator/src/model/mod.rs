@@ -6,11 +6,14 @@
 //! - [`task`]: [`TaskKind`], [`TaskState`], [`TaskDef`] (the plan of one task), [`Output`],
 //!   [`AttemptToken`] and [`TaskCompletion`] (a committed result).
 //! - [`tenant`]: the rule of a tenant name, one for requests and flags alike.
+//! - [`api_key`]: [`ApiKeyRecord`], a client's credential as stored (its secret's hash).
 
+pub mod api_key;
 pub mod job;
 pub mod task;
 pub mod tenant;
 
+pub use api_key::{ApiKeyRecord, KeyRole};
 pub use job::{JobId, JobRecord, JobSpec, JobState, ModelSpec, Priority, Sampler};
 pub use task::{
     AttemptToken, Output, TaskCheckpoint, TaskCompletion, TaskDef, TaskKind, TaskState,

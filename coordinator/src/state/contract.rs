@@ -51,7 +51,44 @@ fn done(job_id: &str, index: u32, term: u64) -> Write {
 }
 
 /// Runs the whole contract on a fresh, empty store.
+/// API keys: created once per id, revoked in place (the first revocation's time kept),
+/// listed with the revoked ones, never holding a secret.
+async fn api_keys_contract(store: &dyn StateStore) {
+    use crate::model::{ApiKeyRecord, KeyRole};
+    let key = ApiKeyRecord {
+        id: "c0ffee00".into(),
+        tenant: "ads".into(),
+        role: KeyRole::Submit,
+        secret_sha256: crate::model::api_key::secret_sha256("s3cr3t"),
+        description: "contract".into(),
+        created_ms: 1,
+        revoked_ms: None,
+    };
+    assert!(store.create_api_key(&key).await.expect("create key"));
+    assert!(
+        !store.create_api_key(&key).await.expect("create again"),
+        "an id is created once"
+    );
+    assert_eq!(store.api_keys().await.expect("list"), vec![key.clone()]);
+    assert!(store.api_keys().await.unwrap()[0].matches("s3cr3t"));
+    let revoked = store
+        .revoke_api_key("c0ffee00", 5)
+        .await
+        .expect("revoke")
+        .expect("the key exists");
+    assert_eq!(revoked.revoked_ms, Some(5));
+    let again = store.revoke_api_key("c0ffee00", 9).await.unwrap().unwrap();
+    assert_eq!(
+        again.revoked_ms,
+        Some(5),
+        "the first revocation's time is kept"
+    );
+    assert_eq!(store.revoke_api_key("0badbad0", 9).await.unwrap(), None);
+    assert_eq!(store.api_keys().await.unwrap(), vec![revoked]);
+}
+
 pub async fn run_contract(store: &dyn StateStore) {
+    api_keys_contract(store).await;
     let t1 = store.begin_term().await.expect("begin term");
     assert_eq!(
         store

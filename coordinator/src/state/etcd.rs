@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     idempotency_scope, CreateOutcome, Snapshot, StateStore, StoreError, StoreResult, Write,
 };
-use crate::model::{JobRecord, TaskCheckpoint, TaskCompletion};
+use crate::model::{ApiKeyRecord, JobRecord, TaskCheckpoint, TaskCompletion};
 
 /// Keys per page when loading the state: well under etcd's and gRPC's message limits even
 /// for large job records.
@@ -299,6 +299,45 @@ impl StateStore for EtcdStore {
             ));
         }
         Err(StoreError::JobExists(job.id.clone()))
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<bool> {
+        let k = self.keys.api_key(&key.id);
+        let txn = Txn::new()
+            .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k, encode(key), None)]);
+        Ok(timed(self.client.kv_client().txn(txn)).await?.succeeded())
+    }
+
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> StoreResult<Option<ApiKeyRecord>> {
+        let k = self.keys.api_key(id);
+        loop {
+            let resp = timed(self.client.kv_client().get(k.clone(), None)).await?;
+            let Some(kv) = resp.kvs().first() else {
+                return Ok(None);
+            };
+            let mut record: ApiKeyRecord = decode(kv.key(), kv.value())?;
+            if record.revoked_ms.is_some() {
+                return Ok(Some(record));
+            }
+            record.revoked_ms = Some(at_ms);
+            // Conditioned on the revision read, so a concurrent revoke keeps its time.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    k.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(k.clone(), encode(&record), None)]);
+            if timed(self.client.kv_client().txn(txn)).await?.succeeded() {
+                return Ok(Some(record));
+            }
+        }
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let (kvs, _) = self.get_prefix(&self.keys.api_keys_prefix(), None).await?;
+        kvs.iter().map(|kv| decode(kv.key(), kv.value())).collect()
     }
 
     async fn commit(&self, term: u64, writes: Vec<Write>) -> StoreResult<()> {

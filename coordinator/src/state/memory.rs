@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     idempotency_scope, CreateOutcome, Snapshot, StateStore, StoreError, StoreResult, Write,
 };
-use crate::model::{JobId, JobRecord, TaskCheckpoint, TaskCompletion};
+use crate::model::{ApiKeyRecord, JobId, JobRecord, TaskCheckpoint, TaskCompletion};
 
 #[derive(Default)]
 struct Inner {
@@ -19,6 +19,7 @@ struct Inner {
     idempotency: HashMap<(String, String), JobId>,
     cordoned: BTreeSet<String>,
     checkpoints: BTreeMap<(JobId, u32), TaskCheckpoint>,
+    api_keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 /// See the module docs.
@@ -141,5 +142,26 @@ impl StateStore for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        if inner.api_keys.contains_key(&key.id) {
+            return Ok(false);
+        }
+        inner.api_keys.insert(key.id.clone(), key.clone());
+        Ok(true)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> StoreResult<Option<ApiKeyRecord>> {
+        let mut inner = self.lock();
+        Ok(inner.api_keys.get_mut(id).map(|k| {
+            k.revoked_ms.get_or_insert(at_ms);
+            k.clone()
+        }))
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        Ok(self.lock().api_keys.values().cloned().collect())
     }
 }

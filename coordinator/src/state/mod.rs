@@ -20,7 +20,7 @@ pub mod contract;
 
 use async_trait::async_trait;
 
-use crate::model::{JobId, JobRecord, TaskCheckpoint, TaskCompletion};
+use crate::model::{ApiKeyRecord, JobId, JobRecord, TaskCheckpoint, TaskCompletion};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,18 @@ pub trait StateStore: Send + Sync + 'static {
     /// a task that already has a completion fails the whole commit (exactly one result per
     /// task).
     async fn commit(&self, term: u64, writes: Vec<Write>) -> StoreResult<()>;
+
+    /// Stores a new API key; `false` (and nothing stored) if its id exists. Key writes are
+    /// not fenced by the term: any replica may administer keys, and they are not part of
+    /// the scheduling state a term protects.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> StoreResult<bool>;
+
+    /// Marks a key revoked (at `at_ms`), keeping its record. Returns the record as stored
+    /// afterwards (already revoked: unchanged), or `None` if no key has that id.
+    async fn revoke_api_key(&self, id: &str, at_ms: u64) -> StoreResult<Option<ApiKeyRecord>>;
+
+    /// Every API key, revoked ones included.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
 }
 
 /// The idempotency scope: keys are unique per tenant.

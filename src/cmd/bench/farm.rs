@@ -359,7 +359,7 @@ async fn run_policy(setup: &Setup, policy: Policy) -> anyhow::Result<Value> {
     let wall_start = Instant::now();
     let cpu = ThreadsCpu::named(COORDINATOR_THREADS);
     let process_cpu = process_cpu_seconds();
-    let client = crate::client::jobs(std::slice::from_ref(&farm.address)).await?;
+    let client = crate::client::jobs(&crate::client::Target::local(&farm.address)).await?;
     let submitted: Vec<Submitted> = (0..jobs_count).map(|_| Arc::default()).collect();
     let submit_errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let in_flight = Arc::new(Semaphore::new(SUBMITS_IN_FLIGHT));

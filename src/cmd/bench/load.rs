@@ -179,7 +179,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     };
 
     // The load: one SubmitJob every 1/rate seconds.
-    let channel = crate::client::connect(std::slice::from_ref(&address)).await?;
+    let channel = crate::client::connect(&crate::client::Target::local(&address)).await?;
     let counts = Arc::new(Counts {
         hint_min_ms: AtomicU64::new(u64::MAX),
         ..Default::default()

@@ -264,7 +264,7 @@ async fn run_one(
 
     // Load the queue.
     let jobs = args.tasks.div_ceil(TASKS_PER_JOB) as usize;
-    let mut client = crate::client::jobs(std::slice::from_ref(&address)).await?;
+    let mut client = crate::client::jobs(&crate::client::Target::local(&address)).await?;
     let spec = bench_spec();
     let mut job_ids = Vec::with_capacity(jobs);
     let mut left = jobs;

@@ -1,7 +1,5 @@
-//! The credentials a service requires before it reads a request.
-//!
-//! WorkerService: with `--join-token-file`, a stream must present the cluster's join token
-//! (`authorization: Bearer TOKEN`, see `reelfarm_proto::auth`). The check is an
+//! WorkerService's check: with `--join-token-file`, a stream must present the cluster's join
+//! token (`authorization: Bearer TOKEN`, see `reelfarm_proto::auth`). The check is an
 //! interceptor: it sees the request's headers before the service reads the stream's first
 //! message, so a process without the token never gets as far as registering.
 
