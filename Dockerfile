@@ -86,7 +86,10 @@ COPY --from=builder /out/reelfarm-coordinator /out/reelfarm-worker /out/reelfarm
 USER 10001:10001
 WORKDIR /var/lib/reelfarm
 # 7070: coordinator gRPC; 9464: coordinator /metrics and /healthz; 9465: worker /metrics
-# and /healthz. The binaries listen on 127.0.0.1 by default: the chart passes 0.0.0.0.
+# and /healthz. The binaries listen on 127.0.0.1 by default: the chart passes 0.0.0.0. On
+# 0.0.0.0 the coordinator starts only with authentication (--bootstrap-admin-key-file and
+# --join-token-file, e.g. REELFARM_BOOTSTRAP_ADMIN_KEY_FILE and REELFARM_JOIN_TOKEN_FILE
+# pointing at mounted secrets) or with --insecure given in so many words.
 EXPOSE 7070 9464 9465
 ENV REELFARM_ARTIFACTS=/var/lib/reelfarm/artifacts
 ENTRYPOINT ["/usr/local/bin/reelfarm-coordinator"]

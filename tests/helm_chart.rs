@@ -468,6 +468,38 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
             Some("/etc/reelfarm/join-token/join-token"),
             "{name}: --join-token-file from joinToken"
         );
+        // Clients need API keys: the bootstrap admin key from its mounted Secret.
+        assert_eq!(
+            arg(c, "bootstrap-admin-key-file"),
+            Some("/etc/reelfarm/admin-key/admin-key"),
+            "{name}: --bootstrap-admin-key-file from auth.bootstrapAdminKey"
+        );
+        // The chart-made Secret holds a key of the shape the coordinator reads.
+        let secret = documents(set)
+            .map(|d| &d["object"])
+            .find(|o| {
+                o["kind"] == "Secret"
+                    && o["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("-admin-key"))
+            })
+            .unwrap_or_else(|| panic!("{name}: no admin key Secret"));
+        let encoded = secret["data"]["admin-key"].as_str().expect("data.admin-key");
+        let key = String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+                .expect("base64"),
+        )
+        .expect("UTF-8");
+        reelfarm_proto::auth::ApiKeyToken::parse(&key)
+            .unwrap_or_else(|e| panic!("{name}: the generated admin key: {e}"));
+        let coordinator_pod = &coordinator["spec"]["template"]["spec"];
+        assert!(
+            coordinator_pod["volumes"].as_array().is_some_and(|v| v
+                .iter()
+                .any(|v| v["name"] == "admin-key" && v["secret"]["secretName"].is_string())),
+            "{name}: the admin key Secret is a volume: {}",
+            coordinator_pod["volumes"]
+        );
         // A tenantWeights map becomes one --tenant-weights flag (sorted by tenant).
         let expected_weights = (name == "external-etcd-s3-values").then_some("ads=3,crm=1");
         assert_eq!(

@@ -126,6 +126,17 @@ The join token Secret's name: the existing one, or the chart-created one.
 {{- end }}
 
 {{/*
+The bootstrap admin key Secret's name: the existing one, or the chart-created one.
+*/}}
+{{- define "reelfarm.adminKeySecretName" -}}
+{{- if .Values.auth.bootstrapAdminKey.existingSecret }}
+{{- .Values.auth.bootstrapAdminKey.existingSecret }}
+{{- else }}
+{{- include "reelfarm.componentName" (dict "ctx" . "component" "admin-key") }}
+{{- end }}
+{{- end }}
+
+{{/*
 The flag that points a coordinator or a worker at the mounted join token.
 */}}
 {{- define "reelfarm.joinTokenArg" -}}
