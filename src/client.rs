@@ -23,11 +23,19 @@ use tonic::transport::{Channel, Endpoint};
 pub struct Target {
     pub addresses: Vec<String>,
     api_key: Option<MetadataValue<Ascii>>,
+    /// How `https://` addresses are verified (`--ca-cert`).
+    tls: reelfarm_proto::tls::ClientTls,
 }
 
 impl Target {
     /// `api_key` is checked here, so a mistyped key fails before anything is sent.
-    pub fn new(addresses: Vec<String>, api_key: Option<&str>) -> anyhow::Result<Self> {
+    pub fn new(
+        addresses: Vec<String>,
+        api_key: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let tls = reelfarm_proto::tls::ClientTls::from_flags(ca_cert, None, None)
+            .map_err(anyhow::Error::msg)?;
         let api_key = api_key
             .filter(|k| !k.trim().is_empty())
             .map(|k| {
@@ -38,7 +46,11 @@ impl Target {
                     .map_err(|_| anyhow::anyhow!("--api-key: not ASCII"))
             })
             .transpose()?;
-        Ok(Self { addresses, api_key })
+        Ok(Self {
+            addresses,
+            api_key,
+            tls,
+        })
     }
 
     /// One address, no key: the in-process farms of the demo and the benchmarks.
@@ -46,6 +58,7 @@ impl Target {
         Self {
             addresses: vec![address.to_string()],
             api_key: None,
+            tls: Default::default(),
         }
     }
 
@@ -81,10 +94,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 const RETRY: Duration = Duration::from_millis(250);
 
-async fn open(addr: &str) -> anyhow::Result<Channel> {
+async fn open(addr: &str, tls: &reelfarm_proto::tls::ClientTls) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(addr.to_string())
         .with_context(|| format!("bad coordinator address {addr:?}"))?
         .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = tls.apply(endpoint, addr).map_err(anyhow::Error::msg)?;
     endpoint
         .connect()
         .await
@@ -97,8 +111,8 @@ enum Probe {
     Follower(Option<String>),
 }
 
-async fn probe(addr: &str, bearer: &Bearer) -> anyhow::Result<Probe> {
-    let channel = open(addr).await?;
+async fn probe(target: &Target, addr: &str, bearer: &Bearer) -> anyhow::Result<Probe> {
+    let channel = open(addr, &target.tls).await?;
     let status = AdminServiceClient::with_interceptor(channel.clone(), bearer.clone())
         .get_cluster_status(v1::GetClusterStatusRequest {})
         .await
@@ -121,9 +135,9 @@ pub async fn connect(target: &Target) -> anyhow::Result<Channel> {
     loop {
         let mut last = None;
         for addr in addresses {
-            match probe(addr, &bearer).await {
+            match probe(target, addr, &bearer).await {
                 Ok(Probe::Leader(c)) => return Ok(c),
-                Ok(Probe::Follower(Some(leader))) => match probe(&leader, &bearer).await {
+                Ok(Probe::Follower(Some(leader))) => match probe(target, &leader, &bearer).await {
                     Ok(Probe::Leader(c)) => return Ok(c),
                     Ok(Probe::Follower(_)) => {
                         last = Some(anyhow::anyhow!(

@@ -31,6 +31,11 @@ struct Cli {
     #[arg(long, global = true, env = "REELFARM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 
+    /// PEM CA certificate that signed the coordinator's --tls-cert, for `https://`
+    /// addresses (default: the system's roots).
+    #[arg(long, global = true, env = "REELFARM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+
     /// Output format.
     #[arg(
         long,
@@ -303,7 +308,11 @@ enum Keys {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     reelfarm_telemetry::init_tracing_with_default(false, "warn");
-    let target = reelfarm::client::Target::new(cli.coordinator, cli.api_key.as_deref())?;
+    let target = reelfarm::client::Target::new(
+        cli.coordinator,
+        cli.api_key.as_deref(),
+        cli.ca_cert.as_deref(),
+    )?;
     let c = &target;
     let f = cli.output;
     match cli.command {

@@ -484,7 +484,9 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
                         .is_some_and(|n| n.ends_with("-admin-key"))
             })
             .unwrap_or_else(|| panic!("{name}: no admin key Secret"));
-        let encoded = secret["data"]["admin-key"].as_str().expect("data.admin-key");
+        let encoded = secret["data"]["admin-key"]
+            .as_str()
+            .expect("data.admin-key");
         let key = String::from_utf8(
             base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
                 .expect("base64"),

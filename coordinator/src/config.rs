@@ -154,6 +154,22 @@ pub struct Config {
     #[arg(long, env = "REELFARM_BOOTSTRAP_ADMIN_KEY_FILE")]
     pub bootstrap_admin_key_file: Option<std::path::PathBuf>,
 
+    /// PEM certificate chain of the gRPC port: with --tls-key, clients and workers must
+    /// speak TLS (`https://` addresses). Re-read every 2 s: a rotated Secret is served to
+    /// new connections without dropping open streams.
+    #[arg(long, env = "REELFARM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "REELFARM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificate(s) for workers' client certificates (mTLS, needs --tls-cert): a
+    /// worker presenting one it signed needs no join token, and may register only under a
+    /// DNS name of its certificate (its worker id bound to the credential).
+    #[arg(long, env = "REELFARM_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<std::path::PathBuf>,
+
     /// Serve clients without API keys (every caller acts as an admin) and workers without a
     /// join token. Needed, in so many words, to listen on a non-loopback address without
     /// authentication; a --join-token-file given with it is still enforced.
@@ -215,6 +231,9 @@ impl Config {
             no_result_cache: false,
             join_token_file: None,
             bootstrap_admin_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
             insecure: false,
             key_submit_rate: 20.0,
             key_read_rate: 100.0,
@@ -244,6 +263,12 @@ impl Config {
             if !(rate.is_finite() && (0.0..=1e6).contains(&rate)) {
                 return Err(format!("{flag} must be 0..=1000000 per second, got {rate}"));
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if self.client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("--client-ca needs --tls-cert and --tls-key".into());
         }
         if self.insecure && self.bootstrap_admin_key_file.is_some() {
             return Err(
@@ -309,12 +334,26 @@ impl Config {
         if let Some(a) = &self.advertise_address {
             return a.clone();
         }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if bound.ip().is_unspecified() {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-            format!("http://{host}:{}", bound.port())
+            format!("{scheme}://{host}:{}", bound.port())
         } else {
-            format!("http://{bound}")
+            format!("{scheme}://{bound}")
         }
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--client-ca`, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.client_ca.clone(),
+        })
     }
 
     pub fn scheduler(&self) -> SchedulerConfig {

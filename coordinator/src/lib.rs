@@ -33,6 +33,7 @@ pub(crate) mod role;
 pub mod scheduler;
 pub(crate) mod server;
 pub mod state;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{start, RunningCoordinator};

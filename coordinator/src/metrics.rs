@@ -39,6 +39,8 @@ pub struct Metrics {
     pub workers_marked_unhealthy: IntCounter,
     pub worker_sessions_unauthenticated: IntCounter,
     pub api_requests_refused: IntCounterVec,
+    pub tls_handshakes_failed: IntCounter,
+    pub tls_reloads: IntCounterVec,
     pub stale_reports: IntCounter,
     pub checkpoints: IntCounter,
     pub preemptions_requested: IntCounter,
@@ -156,6 +158,19 @@ impl Metrics {
                      rate_limited (the key's token bucket)."
                 ),
                 &["reason"]
+            )),
+            tls_handshakes_failed: r.add(IntCounter::new(
+                "reelfarm_tls_handshakes_failed_total",
+                "Connections to the gRPC port dropped in the TLS handshake (plaintext, an \
+                 unsigned client certificate, a timeout)."
+            )),
+            tls_reloads: r.add(IntCounterVec::new(
+                Opts::new(
+                    "reelfarm_tls_reloads_total",
+                    "Changes of the --tls-cert/--tls-key files seen, by result: ok (now \
+                     served) or error (the previous certificate kept)."
+                ),
+                &["result"]
             )),
             stale_reports: r.add(IntCounter::new(
                 "reelfarm_stale_reports_rejected_total",

@@ -146,7 +146,14 @@ pub async fn start(
     let keys =
         api::auth::KeyRing::start(store.clone(), bootstrap, config.insecure, shutdown.clone())
             .await?;
-    refuse_open_non_loopback(&config, keys.enabled(), join_token.is_some())?;
+    let worker_credential = join_token.is_some() || config.client_ca.is_some();
+    let keys_on = keys.enabled();
+    refuse_open_non_loopback(&config, keys_on, worker_credential)?;
+    let tls = config
+        .tls_files()
+        .map(crate::tls::ServerTls::new)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
 
     let (role_tx, role_rx) = watch::channel(Role::Follower { leader: None });
     let role = RoleHandle::new(role_rx.clone());
@@ -169,6 +176,7 @@ pub async fn start(
             backend,
             store: artifacts.clone(),
             join_token,
+            mtls: config.client_ca.is_some(),
             keys,
             key_rates: (config.key_submit_rate, config.key_read_rate),
             shutdown: shutdown.clone(),
@@ -176,12 +184,29 @@ pub async fn start(
     )
     .await;
     let grpc_shutdown = shutdown.clone();
+    // One server either way; only the stream of connections differs.
+    let serving: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &tls {
+        Some(tls) => {
+            tls.watch(metrics.tls_reloads.clone(), shutdown.clone());
+            let incoming = tls.incoming(
+                listener,
+                metrics.tls_handshakes_failed.clone(),
+                shutdown.clone(),
+            );
+            Box::pin(router.serve_with_incoming_shutdown(incoming, async move {
+                grpc_shutdown.cancelled().await
+            }))
+        }
+        None => Box::pin(
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                grpc_shutdown.cancelled().await
+            }),
+        ),
+    };
     tasks.push(tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled())
-            .await
-        {
+        if let Err(e) = serving.await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
@@ -212,6 +237,7 @@ pub async fn start(
         )));
     }
     tracing::info!(%grpc_addr, %http_addr, %advertise, cluster = %config.cluster, backend,
+        tls = tls.is_some(), mtls = config.client_ca.is_some(), authentication = keys_on,
         artifacts = %artifacts.location(), "coordinator serving");
     Ok(RunningCoordinator {
         grpc_addr,
@@ -231,7 +257,7 @@ pub async fn start(
 fn refuse_open_non_loopback(
     config: &Config,
     keys_on: bool,
-    join_token: bool,
+    worker_credential: bool,
 ) -> anyhow::Result<()> {
     if config.insecure {
         tracing::warn!(listen = %config.listen,
@@ -248,8 +274,8 @@ fn refuse_open_non_loopback(
     if !keys_on {
         missing.push("--bootstrap-admin-key-file (API keys for clients)");
     }
-    if !join_token {
-        missing.push("--join-token-file (the workers' credential)");
+    if !worker_credential {
+        missing.push("--join-token-file or --client-ca (the workers' credential)");
     }
     anyhow::ensure!(
         missing.is_empty(),

@@ -10,6 +10,7 @@
 //! [`auth`] is how credentials travel (the workers' join token).
 
 pub mod auth;
+pub mod tls;
 
 /// Generated code for package `reelfarm.v1`.
 pub mod v1 {

@@ -213,12 +213,32 @@ pub struct Coordinator {
     pub http_port: u16,
     /// The admin key its clients present: the `--bootstrap-admin-key-file`'s, if given.
     pub api_key: Option<String>,
+    /// With `--tls-cert`: the CA its clients verify it against (`https://` then).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Coordinator {
-    /// `http://127.0.0.1:PORT`, for tonic clients, workers and the CLI.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), for tonic clients, workers and the CLI.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// An endpoint of [`Coordinator::url`], verifying TLS against [`Coordinator::ca_cert`].
+    pub fn endpoint(&self) -> Endpoint {
+        let endpoint = Endpoint::from_shared(self.url()).expect("a valid loopback url");
+        match &self.ca_cert {
+            None => endpoint,
+            Some(ca) => endpoint
+                .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+                    tonic::transport::Certificate::from_pem(std::fs::read(ca).expect("CA file")),
+                ))
+                .expect("TLS config"),
+        }
     }
 
     /// `127.0.0.1:PORT`, for grpcurl.
@@ -255,8 +275,8 @@ impl Coordinator {
     }
 
     async fn status(&self) -> Result<v1::GetClusterStatusResponse, String> {
-        let channel = Endpoint::from_shared(self.url())
-            .expect("a valid loopback url")
+        let channel = self
+            .endpoint()
             .connect_timeout(Duration::from_secs(1))
             .connect()
             .await
@@ -375,6 +395,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with another artifact store (e.g. an S3-compatible bucket).
     pub async fn start_with_store(options: ClusterOptions, store: Store) -> Self {
+        Self::start_with(options, store, None).await
+    }
+
+    /// [`Cluster::start`] with a coordinator serving TLS (its flags in `options`), which its
+    /// own clients verify against the CA certificate `ca_cert`.
+    pub async fn start_tls(options: ClusterOptions, ca_cert: PathBuf) -> Self {
+        Self::start_with(options, Store::Directory, Some(ca_cert)).await
+    }
+
+    async fn start_with(options: ClusterOptions, store: Store, ca_cert: Option<PathBuf>) -> Self {
         // A test that failed while holding the lock poisons it; the next one may still run.
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::Builder::new()
@@ -417,6 +447,7 @@ impl Cluster {
             });
         let mut coordinator = Coordinator {
             api_key,
+            ca_cert,
             process: Process::new(
                 "coordinator",
                 COORDINATOR_BIN,
@@ -537,8 +568,8 @@ impl Cluster {
 
     fn channel(&self) -> Channel {
         // Lazy: the channel (re)connects on use, so clients survive a coordinator restart.
-        Endpoint::from_shared(self.coordinator.url())
-            .expect("a valid loopback url")
+        self.coordinator
+            .endpoint()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             .connect_lazy()

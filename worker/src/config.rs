@@ -121,6 +121,20 @@ pub struct Config {
     #[arg(long, env = "REELFARM_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<std::path::PathBuf>,
 
+    /// PEM CA certificate that signed the coordinator's --tls-cert, for `https://`
+    /// coordinator addresses (default: the system's roots).
+    #[arg(long, env = "REELFARM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// PEM client certificate for mTLS (the coordinator's --client-ca signed it); its DNS
+    /// names are the worker ids this worker may register under. With --tls-key.
+    #[arg(long, env = "REELFARM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "REELFARM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Log JSON lines instead of human-readable text (level from RUST_LOG).
     #[arg(long, env = "REELFARM_LOG_JSON")]
     pub log_json: bool,

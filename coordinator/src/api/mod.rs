@@ -44,6 +44,8 @@ pub struct ApiContext {
     pub store: Arc<reelfarm_artifacts::ArtifactStore>,
     /// `--join-token-file`'s token: WorkerService admits only streams that present it.
     pub join_token: Option<reelfarm_proto::auth::JoinToken>,
+    /// `--client-ca` is set: WorkerService admits a verified client certificate.
+    pub mtls: bool,
     /// The API keys JobService and AdminService authenticate against.
     pub keys: Arc<auth::KeyRing>,
     /// `--key-submit-rate` and `--key-read-rate`, per key per second (0: unlimited).
@@ -67,6 +69,7 @@ pub async fn router(
         backend,
         store,
         join_token,
+        mtls,
         keys,
         key_rates,
         shutdown,
@@ -134,7 +137,7 @@ pub async fn router(
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        auth::JoinTokenCheck::new(join_token, unauthenticated),
+        auth::JoinTokenCheck::new(join_token, mtls, unauthenticated),
     );
     let admin = InterceptedService::new(
         AdminServiceServer::new(admin_service::AdminApi::new(

@@ -225,6 +225,10 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let scheduler = self.role.scheduler()?;
+        // Under mTLS the worker's certificate names the ids it may take (see `tls`).
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
@@ -237,6 +241,17 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                 ))
             }
         };
+        if let Some(leaf) = &leaf {
+            if !crate::tls::certificate_names(leaf, &info.id) {
+                tracing::warn!(worker_id = %info.id, names = ?crate::tls::peer_worker_names(leaf),
+                    "a worker registered with an id its certificate does not name");
+                return Err(Status::permission_denied(format!(
+                    "register.worker_id {:?} is not a name of your client certificate ({})",
+                    info.id,
+                    crate::tls::peer_worker_names(leaf).join(", ")
+                )));
+            }
+        }
         let worker_id = info.id.clone();
         let (to_worker, from_scheduler) = mpsc::unbounded_channel();
         let registered = v1::CoordinatorMessage {

@@ -12,7 +12,7 @@
 //! Both backends run the same contract tests (`state::contract`).
 
 pub mod etcd;
-pub(crate) mod memory;
+pub mod memory;
 
 /// The contract tests every backend must pass (used by unit and end-to-end tests).
 #[doc(hidden)]

@@ -121,9 +121,13 @@ impl<'a> Connector<'a> {
 
 /// Opens a channel to the coordinator at `addr` (a URI such as `http://host:port`). The
 /// error says what failed, for the session's log line.
-pub(crate) async fn dial(addr: &str) -> Result<WorkerServiceClient<Channel>, String> {
+pub(crate) async fn dial(
+    addr: &str,
+    tls: &reelfarm_proto::tls::ClientTls,
+) -> Result<WorkerServiceClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|e| format!("bad coordinator address {addr}: {e}"))?;
+    let endpoint = tls.apply(endpoint, addr)?;
     let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)

@@ -120,6 +120,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Read before anything starts: a worker that cannot join says so at once.
     let join_token = reelfarm_proto::auth::JoinToken::read_flag(config.join_token_file.as_deref())
         .map_err(anyhow::Error::msg)?;
+    let tls = reelfarm_proto::tls::ClientTls::from_flags(
+        config.ca_cert.as_deref(),
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let id = config.worker_id();
     let selected = crate::engine::select::select(config.engine, config.gpu)?;
     let engine = selected.engine.clone();
@@ -244,6 +250,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             orphan_timeout: Duration::from_secs(2 * config.lease_ttl.max(1) as u64),
             checks,
             join_token,
+            tls,
         },
         executor,
         running.clone(),

@@ -42,6 +42,8 @@ pub(crate) struct SessionConfig {
     pub(crate) checks: Arc<ContentChecks>,
     /// `--join-token-file`'s token, presented on every session.
     pub(crate) join_token: Option<reelfarm_proto::auth::JoinToken>,
+    /// How `https://` coordinator addresses are verified, and the mTLS certificate.
+    pub(crate) tls: reelfarm_proto::tls::ClientTls,
 }
 
 /// Why a session ended, and where the leader is if a follower said so.
@@ -106,7 +108,7 @@ async fn serve(
         leader,
         registered: false,
     };
-    let mut client = match dial(addr).await {
+    let mut client = match dial(addr, &config.tls).await {
         Ok(c) => c,
         Err(e) => return failed(e, None),
     };

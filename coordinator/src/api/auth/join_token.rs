@@ -8,22 +8,41 @@ use reelfarm_proto::auth::{JoinToken, AUTHORIZATION};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// The join token check of WorkerService (admits every stream when the cluster has none).
+/// The credential check of WorkerService: the join token, or (with `--client-ca`) a client
+/// certificate the CA signed, whose names then bind the worker's id (checked at register).
+/// Admits every stream when the cluster requires neither.
 #[derive(Clone)]
 pub(crate) struct JoinTokenCheck {
     token: Option<JoinToken>,
+    /// `--client-ca` is set: a verified client certificate is a credential.
+    mtls: bool,
     refused: IntCounter,
 }
 
 impl JoinTokenCheck {
-    pub(crate) fn new(token: Option<JoinToken>, refused: IntCounter) -> Self {
-        Self { token, refused }
+    pub(crate) fn new(token: Option<JoinToken>, mtls: bool, refused: IntCounter) -> Self {
+        Self {
+            token,
+            mtls,
+            refused,
+        }
     }
 }
 
 impl Interceptor for JoinTokenCheck {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        // rustls verified the certificate against --client-ca in the handshake.
+        if self.mtls && request.peer_certs().is_some_and(|c| !c.is_empty()) {
+            return Ok(request);
+        }
         let Some(token) = &self.token else {
+            if self.mtls {
+                self.refused.inc();
+                return Err(Status::unauthenticated(
+                    "WorkerService needs a client certificate signed by the cluster's CA \
+                     (the worker's --tls-cert and --tls-key)",
+                ));
+            }
             return Ok(request);
         };
         let header = request
@@ -63,7 +82,7 @@ mod tests {
     fn a_stream_without_the_join_token_is_refused_and_counted() {
         let token = JoinToken::parse(&"7".repeat(40)).unwrap();
         let refused = IntCounter::new("t", "t").unwrap();
-        let mut check = JoinTokenCheck::new(Some(token.clone()), refused.clone());
+        let mut check = JoinTokenCheck::new(Some(token.clone()), false, refused.clone());
         assert!(check.call(request(Some(&token.bearer()))).is_ok());
         let e = check.call(request(None)).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
@@ -74,7 +93,7 @@ mod tests {
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert_eq!(refused.get(), 2);
         // A cluster without a token admits every stream.
-        let mut open = JoinTokenCheck::new(None, refused.clone());
+        let mut open = JoinTokenCheck::new(None, false, refused.clone());
         assert!(open.call(request(None)).is_ok());
     }
 }

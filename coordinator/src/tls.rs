@@ -1,0 +1,279 @@
+//! TLS on the gRPC port (rustls): `--tls-cert` and `--tls-key` (PEM), reloaded when the
+//! files change, and `--client-ca` for workers' client certificates (mTLS).
+//!
+//! Reloading: the certificate is served by a resolver that every new handshake asks, and a
+//! task re-reads both files every [`RELOAD_CHECK`] and swaps the pair when their bytes
+//! changed (Kubernetes rotates a mounted Secret by swapping a symlink, so comparing bytes
+//! catches it where a file's mtime may not). Connections already open keep the session they
+//! negotiated: a rotation drops no stream. A pair that does not load (a half-written file,
+//! a key that is not the certificate's) is logged and counted, and the previous pair stays.
+//!
+//! Client certificates: with `--client-ca`, a client may present a certificate, which must
+//! chain to that CA; clients without one (the CLI, with an API key) are still admitted, and
+//! WorkerService decides what a certificate is worth ([`peer_worker_names`]).
+//!
+//! Handshakes run on their own tasks, each bounded by [`HANDSHAKE_TIMEOUT`], so a client
+//! that connects and says nothing (or speaks plaintext) holds up no one else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use prometheus::IntCounterVec;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+/// How often the certificate files are re-read.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// How long a client may take to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The files of `--tls-cert`, `--tls-key` and `--client-ca`.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+/// A certificate chain and its key from PEM bytes; an error names what is wrong.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert: not PEM certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err("--tls-cert: no certificate in the file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("--tls-key: not a PEM private key: {e}"))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("--tls-key: {e}"))?;
+    let pair = CertifiedKey::new(chain, signing);
+    pair.keys_match()
+        .map_err(|e| format!("--tls-key is not the key of --tls-cert: {e}"))?;
+    Ok(pair)
+}
+
+/// Serves the current pair to every handshake; see the module docs.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    files: TlsFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The bytes the current pair was loaded from.
+    loaded: Mutex<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+impl ReloadingCert {
+    fn load(files: TlsFiles) -> Result<Self, String> {
+        let (cert, key) = (
+            read("--tls-cert", &files.cert)?,
+            read("--tls-key", &files.key)?,
+        );
+        let pair = certified_key(&cert, &key)?;
+        Ok(Self {
+            files,
+            current: RwLock::new(Arc::new(pair)),
+            loaded: Mutex::new((cert, key)),
+        })
+    }
+
+    /// Re-reads the files: `Ok(true)` when a new pair is now served, `Ok(false)` when they
+    /// did not change, `Err` (the old pair kept) when they changed but do not load.
+    pub fn reload(&self) -> Result<bool, String> {
+        let cert = read("--tls-cert", &self.files.cert)?;
+        let key = read("--tls-key", &self.files.key)?;
+        let mut loaded = self.loaded.lock();
+        if loaded.0 == cert && loaded.1 == key {
+            return Ok(false);
+        }
+        let pair = certified_key(&cert, &key)?;
+        *self.current.write() = Arc::new(pair);
+        *loaded = (cert, key);
+        Ok(true)
+    }
+
+    /// The leaf certificate served now (DER), for tests and logs.
+    pub fn leaf(&self) -> CertificateDer<'static> {
+        self.current.read().cert[0].clone()
+    }
+}
+
+/// The gRPC port's TLS: the acceptor and the reloading certificate behind it.
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    pub cert: Arc<ReloadingCert>,
+}
+
+impl ServerTls {
+    /// Loads the files (an error names the flag and the file) and builds the acceptor.
+    pub fn new(files: TlsFiles) -> Result<Self, String> {
+        let client_ca = files.client_ca.clone();
+        let cert = Arc::new(ReloadingCert::load(files)?);
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let pem = read("--client-ca", &path)?;
+                for ca in CertificateDer::pem_slice_iter(&pem) {
+                    let ca = ca.map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+                    roots
+                        .add(ca)
+                        .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("--client-ca {}: no certificate", path.display()));
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        // Clients with API keys present no certificate; WorkerService
+                        // decides what a certificate (or its absence) is worth.
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(cert.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            cert,
+        })
+    }
+
+    /// Re-reads the certificate files every [`RELOAD_CHECK`] until `shutdown`.
+    pub fn watch(&self, reloads: IntCounterVec, shutdown: CancellationToken) {
+        let cert = self.cert.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(RELOAD_CHECK) => {}
+                }
+                match cert.reload() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!("TLS certificate reloaded");
+                    }
+                    Err(e) => {
+                        reloads.with_label_values(&["error"]).inc();
+                        tracing::error!(error = %e, "TLS certificate files changed but do not \
+                            load; still serving the previous certificate");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The TLS connections of `listener`, handshaken on their own tasks; failed handshakes
+    /// (plaintext, a client certificate the CA did not sign, a timeout) are counted in
+    /// `refused` and dropped.
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+        refused: prometheus::IntCounter,
+        shutdown: CancellationToken,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = self.acceptor.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait, do not spin.
+                            tracing::warn!(error = %e, "accepting a connection failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx, refused) = (acceptor.clone(), tx.clone(), refused.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Ok(Err(e)) => {
+                            refused.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            refused.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Whether the verified client certificate `leaf` names `worker_id` (as a DNS subject
+/// alternative name): how a worker id is bound to its credential under mTLS.
+pub fn certificate_names(leaf: &CertificateDer<'_>, worker_id: &str) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(worker_id.to_ascii_lowercase()) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+/// The DNS names a certificate carries, for error messages.
+pub fn peer_worker_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    webpki::EndEntityCert::try_from(leaf)
+        .map(|c| c.valid_dns_names().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_that_does_not_load_names_the_flag() {
+        let e = certified_key(b"", b"").unwrap_err();
+        assert!(e.starts_with("--tls-cert"), "{e}");
+        let e = certified_key(
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            b"not a key",
+        )
+        .unwrap_err();
+        assert!(e.contains("--tls-"), "{e}");
+    }
+}
