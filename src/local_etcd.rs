@@ -10,13 +10,24 @@ use std::time::{Duration, Instant};
 /// How long etcd may take to answer its health endpoint (it takes well under a second).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The files of an etcd serving TLS to its clients and requiring their certificates.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA clients' certificates must chain to (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
 /// A running etcd; killed on drop.
 pub struct LocalEtcd {
     child: Option<Child>,
-    /// Client URL, e.g. `http://127.0.0.1:23790`.
+    /// Client URL, e.g. `http://127.0.0.1:23790` (`https://` with TLS).
     pub endpoint: String,
-    client_port: u16,
     peer_port: u16,
+    /// Plain HTTP /health (and /metrics), so health is checked the same way with TLS.
+    metrics_port: u16,
+    tls: Option<EtcdTls>,
     data_dir: tempfile::TempDir,
     log_path: PathBuf,
 }
@@ -85,13 +96,24 @@ impl LocalEtcd {
 
     /// Starts etcd and waits until it is healthy.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd serving clients over TLS only, with client certificates required.
+    pub fn start_tls(tls: EtcdTls) -> anyhow::Result<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<EtcdTls>) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
-        let (client_port, peer_port) = (free_port(), free_port());
+        let (client_port, peer_port, metrics_port) = (free_port(), free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = Self {
             child: None,
-            endpoint: format!("http://127.0.0.1:{client_port}"),
-            client_port,
+            endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
             peer_port,
+            metrics_port,
+            tls,
             log_path: data_dir.path().join("etcd.log"),
             data_dir,
         };
@@ -104,10 +126,22 @@ impl LocalEtcd {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint.clone();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=reelfarm-test")
+            .arg(format!(
+                "--listen-metrics-urls=http://127.0.0.1:{}",
+                self.metrics_port
+            ))
             .arg(format!(
                 "--data-dir={}",
                 self.data_dir.path().join("data").display()
@@ -131,7 +165,7 @@ impl LocalEtcd {
 
     fn wait_healthy(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let addr = format!("127.0.0.1:{}", self.client_port);
+        let addr = format!("127.0.0.1:{}", self.metrics_port);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {

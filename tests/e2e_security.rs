@@ -775,7 +775,11 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
         .count();
     // The harness's own clients trust both CAs from now on (as clients do during a CA
     // rotation); the check above and below trusts only the next one.
-    let both = format!("{}{}", std::fs::read_to_string(&ca_file).unwrap(), rotated_ca.issuer.pem());
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&ca_file).unwrap(),
+        rotated_ca.issuer.pem()
+    );
     std::fs::write(&ca_file, both).unwrap();
     let (c, k) = rotated_ca.sign(&["127.0.0.1"]);
     std::fs::write(&server_key, &k).unwrap();
@@ -840,4 +844,170 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
 /// Two reload checks of the coordinator (`coordinator::tls::RELOAD_CHECK` is 2 s).
 fn crate_reload_wait() -> std::time::Duration {
     std::time::Duration::from_secs(5)
+}
+
+#[tokio::test]
+async fn coordinator_and_workers_reach_etcd_over_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("etcd CA");
+    let ca_file = ca.write(dir.path(), "etcd-ca.pem").display().to_string();
+    let (server_cert, server_key) = write_pair(dir.path(), "etcd", &ca.sign(&["127.0.0.1"]));
+    let (client_cert, client_key) = write_pair(dir.path(), "reelfarm", &ca.sign(&["reelfarm"]));
+    let etcd = reelfarm::local_etcd::LocalEtcd::start_tls(reelfarm::local_etcd::EtcdTls {
+        cert: server_cert.into(),
+        key: server_key.into(),
+        client_ca: ca_file.clone().into(),
+    })
+    .expect("etcd over TLS");
+    assert!(etcd.endpoint.starts_with("https://"));
+    let artifacts = dir.path().join("artifacts").display().to_string();
+    let etcd_flags = |with_cert: bool| {
+        let mut f = vec![
+            "--etcd".to_string(),
+            etcd.endpoint.clone(),
+            "--etcd-ca-cert".into(),
+            ca_file.clone(),
+            "--cluster".into(),
+            "etcd-tls".into(),
+            "--artifacts".into(),
+            artifacts.clone(),
+        ];
+        if with_cert {
+            f.extend([
+                "--etcd-cert".into(),
+                client_cert.clone(),
+                "--etcd-key".into(),
+                client_key.clone(),
+            ]);
+        }
+        f
+    };
+    let mut tried = Vec::new();
+
+    // Without a client certificate etcd refuses the coordinator, which says so and exits.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(COORDINATOR_BIN)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(etcd_flags(false))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("a coordinator etcd refuses exits")
+    .unwrap();
+    assert!(!out.status.success());
+    tried.push("a coordinator without an etcd client certificate: refused by etcd, exits");
+
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{grpc_port}"),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+    ];
+    args.extend(etcd_flags(true));
+    let mut coordinator = Coordinator {
+        process: Process::new(
+            "coordinator",
+            COORDINATOR_BIN,
+            args,
+            dir.path().join("coordinator.log"),
+        ),
+        grpc_port,
+        http_port,
+        api_key: None,
+        ca_cert: None,
+    };
+    coordinator.process.spawn();
+    coordinator.wait_ready().await;
+    tried.push("a coordinator with one: leads with its state in etcd over TLS");
+
+    let mut worker_args = vec![
+        "--coordinator".to_string(),
+        coordinator.url(),
+        "--id".into(),
+        "etcd-tls-worker".into(),
+        "--engine".into(),
+        "cpu".into(),
+        "--slots".into(),
+        "1".into(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--lease-ttl".into(),
+        LEASE_TTL_SECONDS.to_string(),
+    ];
+    worker_args.extend(etcd_flags(true));
+    let mut worker = Process::new(
+        "worker",
+        WORKER_BIN,
+        worker_args,
+        dir.path().join("worker.log"),
+    );
+    worker.spawn();
+    let channel = coordinator.endpoint().connect_lazy();
+    let mut jobs = v1::job_service_client::JobServiceClient::new(channel.clone());
+    let job = jobs
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(spec("a red ball")),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .unwrap();
+    let deadline = std::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        let j = jobs
+            .get_job(v1::GetJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        if state(&j) == v1::JobState::Succeeded {
+            break;
+        }
+        assert!(!is_terminal(&j), "{}", describe(&j));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\nworker log:\n{}",
+            describe(&j),
+            worker.log()
+        );
+        tokio::time::sleep(POLL * 10).await;
+    }
+    let mut kv = etcd_client::Client::connect(
+        [etcd.endpoint.clone()],
+        Some(
+            etcd_client::ConnectOptions::new().with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(
+                        std::fs::read(&ca_file).unwrap(),
+                    ))
+                    .identity(etcd_client::Identity::from_pem(
+                        std::fs::read(&client_cert).unwrap(),
+                        std::fs::read(&client_key).unwrap(),
+                    )),
+            ),
+        ),
+    )
+    .await
+    .unwrap();
+    let registered = kv
+        .get("/reelfarm/etcd-tls/workers/etcd-tls-worker", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.kvs().len(),
+        1,
+        "the worker registered in etcd over TLS"
+    );
+    tried.push("a worker registered in etcd over TLS with its certificate; a job rendered");
+    println!("security suite (etcd TLS): {} checks", tried.len());
+    for t in &tried {
+        println!("  ok: {t}");
+    }
 }

@@ -9,7 +9,7 @@ use reelfarm_coordinator::state::etcd::{connect, EtcdStore};
 #[tokio::test]
 async fn etcd_store_keeps_the_state_store_contract() {
     let etcd = LocalEtcd::start().expect("starting etcd (run scripts/test.sh to install it)");
-    let client = connect(std::slice::from_ref(&etcd.endpoint))
+    let client = connect(std::slice::from_ref(&etcd.endpoint), &Default::default())
         .await
         .expect("connecting to the test etcd");
     let store = EtcdStore::new(client, "contract");
@@ -21,7 +21,7 @@ async fn etcd_store_contract_holds_per_cluster_prefix() {
     // Two clusters on one etcd are independent: the second starts from an empty store and
     // its own term, whatever the first wrote.
     let etcd = LocalEtcd::start().expect("starting etcd (run scripts/test.sh to install it)");
-    let client = connect(std::slice::from_ref(&etcd.endpoint))
+    let client = connect(std::slice::from_ref(&etcd.endpoint), &Default::default())
         .await
         .expect("connecting to the test etcd");
     run_contract(&EtcdStore::new(client.clone(), "first")).await;
@@ -40,7 +40,7 @@ async fn etcd_store_loads_a_history_larger_than_one_grpc_message() {
     // etcd range response may carry, so recovery must read in pages.
     const JOBS: usize = 1200;
     let etcd = LocalEtcd::start().expect("starting etcd (run scripts/test.sh to install it)");
-    let client = connect(std::slice::from_ref(&etcd.endpoint))
+    let client = connect(std::slice::from_ref(&etcd.endpoint), &Default::default())
         .await
         .expect("connecting to the test etcd");
     let store = EtcdStore::new(client, "history");

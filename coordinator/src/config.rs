@@ -32,6 +32,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
 
+    /// TLS and user for etcd (--etcd-ca-cert, --etcd-cert, --etcd-key, --etcd-user,
+    /// --etcd-password-file).
+    #[command(flatten)]
+    pub etcd_security: reelfarm_etcd::EtcdSecurity,
+
     /// Cluster name: the etcd key prefix is /reelfarm/<cluster>/.
     #[arg(long, env = "REELFARM_CLUSTER", default_value = "default")]
     pub cluster: String,
@@ -208,6 +213,7 @@ impl Config {
             listen: loopback,
             http_listen: loopback,
             etcd,
+            etcd_security: Default::default(),
             cluster,
             artifacts,
             max_queued_jobs,

@@ -124,7 +124,7 @@ pub async fn start(
                 None,
             )
         } else {
-            let client = etcd::connect(&config.etcd).await?;
+            let client = etcd::connect(&config.etcd, &config.etcd_security).await?;
             (
                 Arc::new(etcd::EtcdStore::new(client.clone(), &config.cluster)),
                 Arc::new(EtcdElection::new(

@@ -55,6 +55,7 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<()> {
                 reelfarm_worker::Config {
                     coordinator: vec![address.clone()],
                     etcd: vec![],
+                    etcd_security: Default::default(),
                     cluster: "demo".into(),
                     id: Some(format!("demo-worker-{i}")),
                     engine: reelfarm_worker::config::EngineChoice::Auto,

@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
 
+    /// TLS and user for etcd (--etcd-ca-cert, --etcd-cert, --etcd-key, --etcd-user,
+    /// --etcd-password-file), as the coordinator's.
+    #[command(flatten)]
+    pub etcd_security: reelfarm_etcd::EtcdSecurity,
+
     /// Cluster name (etcd key prefix /reelfarm/<cluster>/).
     #[arg(long, env = "REELFARM_CLUSTER", default_value = "default")]
     pub cluster: String,

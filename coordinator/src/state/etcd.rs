@@ -39,11 +39,18 @@ struct CordonRecord {
     since_ms: u64,
 }
 
-/// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`).
-pub async fn connect(endpoints: &[String]) -> StoreResult<Client> {
+/// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`), with TLS and a user as
+/// `security` says.
+pub async fn connect(
+    endpoints: &[String],
+    security: &reelfarm_etcd::EtcdSecurity,
+) -> StoreResult<Client> {
     let options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(10), REQUEST_TIMEOUT);
+    let options = security
+        .apply(endpoints, options)
+        .map_err(StoreError::Unavailable)?;
     tokio::time::timeout(
         REQUEST_TIMEOUT * 2,
         Client::connect(endpoints, Some(options)),

@@ -192,7 +192,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     let mut leader_lookup = None;
     if !config.etcd.is_empty() {
-        let client = etcd_client::Client::connect(&config.etcd, None)
+        let options = config
+            .etcd_security
+            .apply(&config.etcd, etcd_client::ConnectOptions::new())
+            .map_err(anyhow::Error::msg)?;
+        let client = etcd_client::Client::connect(&config.etcd, Some(options))
             .await
             .map_err(|e| anyhow::anyhow!("--etcd {:?}: {e}", config.etcd))?;
         let keys = ClusterKeys::new(&config.cluster);
