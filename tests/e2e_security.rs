@@ -812,9 +812,13 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
         session_log_before, session_log_after,
         "the worker's session was not re-opened"
     );
-    let metrics = http_get(&cluster.coordinator.http_addr(), "/metrics")
-        .unwrap()
-        .1;
+    assert!(
+        http_get(&cluster.coordinator.http_addr(), "/metrics").is_err(),
+        "plain HTTP to the TLS metrics port gets no metrics"
+    );
+    let metrics = https_get(cluster.coordinator.http_port, &rotated_ca_file, "/metrics")
+        .await
+        .expect("/metrics over TLS (the rotated certificate)");
     let reloads = |r: &str| {
         sample_sum(
             &metrics,

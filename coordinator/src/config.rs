@@ -159,9 +159,9 @@ pub struct Config {
     #[arg(long, env = "REELFARM_BOOTSTRAP_ADMIN_KEY_FILE")]
     pub bootstrap_admin_key_file: Option<std::path::PathBuf>,
 
-    /// PEM certificate chain of the gRPC port: with --tls-key, clients and workers must
-    /// speak TLS (`https://` addresses). Re-read every 2 s: a rotated Secret is served to
-    /// new connections without dropping open streams.
+    /// PEM certificate chain of the gRPC port and the HTTP port (/metrics, /healthz): with
+    /// --tls-key, clients, workers and scrapers must speak TLS (`https://`). Re-read every
+    /// 2 s: a rotated Secret is served to new connections without dropping open streams.
     #[arg(long, env = "REELFARM_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
 

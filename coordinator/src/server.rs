@@ -151,7 +151,7 @@ pub async fn start(
     refuse_open_non_loopback(&config, keys_on, worker_credential)?;
     let tls = config
         .tls_files()
-        .map(crate::tls::ServerTls::new)
+        .map(crate::tls::ServerTls::grpc)
         .transpose()
         .map_err(anyhow::Error::msg)?;
 
@@ -159,12 +159,26 @@ pub async fn start(
     let role = RoleHandle::new(role_rx.clone());
     let mut tasks = Vec::new();
 
-    let (http_addr, http_task) = reelfarm_telemetry::serve_http(
-        config.http_listen,
-        metrics.registry.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    // /metrics and /healthz over TLS too when the gRPC port has it (same certificate).
+    let (http_listener, http_addr) = reelfarm_telemetry::bind_http(config.http_listen).await?;
+    let http_task = match config.tls_files() {
+        Some(files) => {
+            let http_tls = crate::tls::ServerTls::http(files).map_err(anyhow::Error::msg)?;
+            http_tls.watch(metrics.tls_reloads.clone(), shutdown.clone());
+            let listener = crate::tls::TlsListener::new(
+                &http_tls,
+                http_listener,
+                metrics.tls_handshakes_failed.clone(),
+                shutdown.clone(),
+            )?;
+            reelfarm_telemetry::serve_http_on(listener, metrics.registry.clone(), shutdown.clone())
+        }
+        None => reelfarm_telemetry::serve_http_on(
+            http_listener,
+            metrics.registry.clone(),
+            shutdown.clone(),
+        ),
+    };
     tasks.push(http_task);
 
     let router = api::router(

@@ -1,5 +1,6 @@
-//! TLS on the gRPC port (rustls): `--tls-cert` and `--tls-key` (PEM), reloaded when the
-//! files change, and `--client-ca` for workers' client certificates (mTLS).
+//! TLS on the gRPC port and the HTTP port (rustls): `--tls-cert` and `--tls-key` (PEM),
+//! reloaded when the files change, and `--client-ca` for workers' client certificates
+//! (mTLS, gRPC only).
 //!
 //! Reloading: the certificate is served by a resolver that every new handshake asks, and a
 //! task re-reads both files every [`RELOAD_CHECK`] and swaps the pair when their bytes
@@ -130,8 +131,19 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
+    /// The gRPC port's: HTTP/2, client certificates checked against `--client-ca`.
+    pub fn grpc(files: TlsFiles) -> Result<Self, String> {
+        Self::new(files, b"h2")
+    }
+
+    /// The HTTP port's (/metrics, /healthz): HTTP/1.1, no client certificates.
+    pub fn http(mut files: TlsFiles) -> Result<Self, String> {
+        files.client_ca = None;
+        Self::new(files, b"http/1.1")
+    }
+
     /// Loads the files (an error names the flag and the file) and builds the acceptor.
-    pub fn new(files: TlsFiles) -> Result<Self, String> {
+    fn new(files: TlsFiles, alpn: &[u8]) -> Result<Self, String> {
         let client_ca = files.client_ca.clone();
         let cert = Arc::new(ReloadingCert::load(files)?);
         let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -162,7 +174,7 @@ impl ServerTls {
             }
         };
         let mut config = builder.with_cert_resolver(cert.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert,
@@ -239,6 +251,55 @@ impl ServerTls {
             }
         });
         ReceiverStream::new(rx)
+    }
+}
+
+/// A TLS listener for the HTTP port: connections handshaken as [`ServerTls::incoming`] does.
+pub struct TlsListener {
+    incoming: ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
+    local: std::net::SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(
+        tls: &ServerTls,
+        listener: TcpListener,
+        refused: prometheus::IntCounter,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(Self {
+            incoming: tls.incoming(listener, refused, shutdown),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use tokio_stream::StreamExt as _;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream
+                        .get_ref()
+                        .0
+                        .peer_addr()
+                        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                    return (stream, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended (shutdown): wait for the server to stop.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
     }
 }
 

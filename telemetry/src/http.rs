@@ -29,11 +29,33 @@ pub async fn serve_http(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpListenError> {
+    let (listener, bound) = bind_http(addr).await?;
+    Ok((bound, serve_http_on(listener, registry, shutdown)))
+}
+
+/// Binds `addr` (the binary's `--http-listen`); the error names the flag.
+pub async fn bind_http(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), HttpListenError> {
     let listen_error = |source| HttpListenError { addr, source };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, bound))
+}
+
+/// Serves `/metrics` and `/healthz` on connections from `listener` (plain TCP, or a TLS
+/// listener a binary builds) until `shutdown`.
+pub fn serve_http_on<L>(
+    listener: L,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -46,7 +68,7 @@ pub async fn serve_http(
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok((bound, task))
+    task
 }
 
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {

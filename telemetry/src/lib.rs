@@ -10,7 +10,7 @@
 pub mod http;
 pub mod metrics;
 
-pub use http::serve_http;
+pub use http::{bind_http, serve_http, serve_http_on};
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), human
 /// readable lines, or JSON lines when `json` is set. Safe to call more than once.

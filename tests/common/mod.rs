@@ -258,10 +258,16 @@ impl Coordinator {
         while Instant::now() < deadline {
             self.process.assert_alive();
             match self.status().await {
-                Ok(s) if s.leader => match http_get(&self.http_addr(), "/healthz") {
-                    Ok((200, _)) => return,
-                    Ok((code, body)) => last = format!("/healthz answered {code}: {body}"),
-                    Err(e) => last = format!("/healthz: {e}"),
+                Ok(s) if s.leader => match &self.ca_cert {
+                    None => match http_get(&self.http_addr(), "/healthz") {
+                        Ok((200, _)) => return,
+                        Ok((code, body)) => last = format!("/healthz answered {code}: {body}"),
+                        Err(e) => last = format!("/healthz: {e}"),
+                    },
+                    Some(ca) => match https_get(self.http_port, ca, "/healthz").await {
+                        Ok(_) => return,
+                        Err(e) => last = format!("https /healthz: {e}"),
+                    },
                 },
                 Ok(s) => last = format!("not leader: {s:?}"),
                 Err(e) => last = format!("GetClusterStatus: {e}"),
@@ -1003,4 +1009,43 @@ pub fn tiny_models_folder(name: &str) -> tempfile::TempDir {
         let _ = std::fs::remove_file(models.path().join(name).join(f));
     }
     models
+}
+
+/// GET `path` over TLS from 127.0.0.1:`port`, trusting only `ca`; the body on 200.
+pub async fn https_get(port: u16, ca: &std::path::Path, path: &str) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(format!("not a 200: {text:.200}")),
+    }
 }
