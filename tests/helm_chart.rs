@@ -494,6 +494,49 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
         .expect("UTF-8");
         reelfarm_proto::auth::ApiKeyToken::parse(&key)
             .unwrap_or_else(|e| panic!("{name}: the generated admin key: {e}"));
+        // TLS from tls.secretName: the coordinators serve it, workers dial https with its CA.
+        let tls = name == "minio-s3-values";
+        assert_eq!(
+            arg(c, "tls-cert").is_some(),
+            tls,
+            "{name}: --tls-cert from tls.secretName"
+        );
+        assert_eq!(
+            arg(w, "ca-cert").is_some(),
+            tls,
+            "{name}: workers' --ca-cert"
+        );
+        assert_eq!(
+            arg(w, "coordinator").is_some_and(|a| a.starts_with("https://")),
+            tls,
+            "{name}: workers dial https with TLS"
+        );
+        // etcd over TLS with an etcd user from etcd.external.
+        let etcd_tls = name == "external-etcd-s3-values";
+        for container in [c, w] {
+            assert_eq!(
+                arg(container, "etcd-cert").is_some(),
+                etcd_tls,
+                "{name}: --etcd-cert"
+            );
+            assert_eq!(
+                arg(container, "etcd-user"),
+                etcd_tls.then_some("reelfarm"),
+                "{name}"
+            );
+        }
+        // NetworkPolicies where networkPolicy.enabled; etcd's only with the in-chart etcd.
+        let policies: Vec<&str> = documents(set)
+            .map(|d| &d["object"])
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .filter_map(|o| o["metadata"]["name"].as_str())
+            .collect();
+        let expected = match name {
+            "minio-s3-values" => 3,
+            "external-etcd-s3-values" => 2,
+            _ => 0,
+        };
+        assert_eq!(policies.len(), expected, "{name}: {policies:?}");
         let coordinator_pod = &coordinator["spec"]["template"]["spec"];
         assert!(
             coordinator_pod["volumes"].as_array().is_some_and(|v| v
@@ -544,8 +587,15 @@ fn chart_runs_standby_coordinators_and_one_artifact_store() {
             .expect("the grpc port");
         assert_eq!(
             env(c, "REELFARM_ADVERTISE_ADDRESS").map(|e| &e["value"]),
-            Some(&Value::from(format!("http://$(POD_IP):{grpc_port}"))),
-            "{name}: the advertised address is the pod IP and the gRPC port"
+            Some(&Value::from(format!(
+                "{}://$(POD_IP):{grpc_port}",
+                if name == "minio-s3-values" {
+                    "https"
+                } else {
+                    "http"
+                }
+            ))),
+            "{name}: the advertised address is the pod IP and the gRPC port (https with TLS)"
         );
         assert!(
             c["readinessProbe"]["grpc"].get("service").is_none(),

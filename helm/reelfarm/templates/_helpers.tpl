@@ -185,7 +185,37 @@ follower refuses a worker's session naming the leader; the worker dials again (e
 connection is balanced anew) until it reaches the leader.
 */}}
 {{- define "reelfarm.coordinatorAddress" -}}
-{{- printf "http://%s:%d" (include "reelfarm.componentName" (dict "ctx" . "component" "coordinator")) (int .Values.coordinator.grpcPort) }}
+{{- printf "%s://%s:%d" (ternary "https" "http" (ne .Values.tls.secretName "")) (include "reelfarm.componentName" (dict "ctx" . "component" "coordinator")) (int .Values.coordinator.grpcPort) }}
+{{- end }}
+
+{{/*
+The coordinators' probe: grpc.health.v1 on the gRPC port, or /healthz over HTTPS with TLS.
+*/}}
+{{- define "reelfarm.coordinatorProbe" -}}
+{{- if .Values.tls.secretName }}
+httpGet:
+  path: /healthz
+  port: metrics
+  scheme: HTTPS
+{{- else }}
+grpc:
+  port: {{ .Values.coordinator.grpcPort }}
+{{- end }}
+{{- end }}
+
+{{/*
+The etcd TLS and user flags, the same on coordinators and workers.
+*/}}
+{{- define "reelfarm.etcdSecurityArgs" -}}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.tlsSecret }}
+- --etcd-ca-cert=/etc/reelfarm/etcd-tls/ca.crt
+- --etcd-cert=/etc/reelfarm/etcd-tls/tls.crt
+- --etcd-key=/etc/reelfarm/etcd-tls/tls.key
+{{- end }}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.user }}
+- --etcd-user={{ .Values.etcd.external.user }}
+- --etcd-password-file=/etc/reelfarm/etcd-password/password
+{{- end }}
 {{- end }}
 
 {{/*
@@ -247,6 +277,19 @@ store (S3 artifacts need no volume).
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.tlsSecret }}
+- name: etcd-tls
+  secret:
+    secretName: {{ .Values.etcd.external.tlsSecret }}
+{{- end }}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.user }}
+- name: etcd-password
+  secret:
+    secretName: {{ required "etcd.external.passwordSecret is required with etcd.external.user" .Values.etcd.external.passwordSecret }}
+    items:
+      - key: {{ .Values.etcd.external.passwordKey }}
+        path: password
+{{- end }}
 {{- if .Values.joinToken.enabled }}
 - name: join-token
   secret:
@@ -265,6 +308,16 @@ store (S3 artifacts need no volume).
 {{- define "reelfarm.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.tlsSecret }}
+- name: etcd-tls
+  mountPath: /etc/reelfarm/etcd-tls
+  readOnly: true
+{{- end }}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.user }}
+- name: etcd-password
+  mountPath: /etc/reelfarm/etcd-password
+  readOnly: true
+{{- end }}
 {{- if .Values.joinToken.enabled }}
 - name: join-token
   mountPath: /etc/reelfarm/join-token
@@ -326,6 +379,10 @@ spec:
         - --http-listen=0.0.0.0:{{ $w.metricsPort }}
         - --lease-ttl={{ $w.leaseTtlSeconds }}
         {{- include "reelfarm.joinTokenArg" . | nindent 8 }}
+        {{- include "reelfarm.etcdSecurityArgs" . | nindent 8 }}
+        {{- if .Values.tls.secretName }}
+        - --ca-cert=/etc/reelfarm/tls/ca.crt
+        {{- end }}
         {{- if $w.models.enabled }}
         - --models={{ $w.models.mountPath }}
         {{- end }}
@@ -393,6 +450,11 @@ spec:
         {{- toYaml .Values.securityContext | nindent 8 }}
       volumeMounts:
         {{- include "reelfarm.volumeMounts" . | nindent 8 }}
+        {{- if .Values.tls.secretName }}
+        - name: tls-ca
+          mountPath: /etc/reelfarm/tls
+          readOnly: true
+        {{- end }}
         {{- if $w.models.enabled }}
         - name: models
           mountPath: {{ $w.models.mountPath }}
@@ -400,6 +462,15 @@ spec:
         {{- end }}
   volumes:
     {{- include "reelfarm.volumes" . | nindent 4 }}
+    {{- if .Values.tls.secretName }}
+    # Workers get the CA only, never the coordinators' key.
+    - name: tls-ca
+      secret:
+        secretName: {{ .Values.tls.secretName }}
+        items:
+          - key: ca.crt
+            path: ca.crt
+    {{- end }}
     {{- if $w.models.enabled }}
     - name: models
       {{- toYaml $w.models.volume | nindent 6 }}
