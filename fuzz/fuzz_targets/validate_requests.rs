@@ -438,6 +438,8 @@ fn check_plan(spec: &JobSpec, config: PlannerConfig) {
             segment_index: t.segment_index,
             segment_count: segments,
             inputs,
+            resume: None,
+            batch: None,
         });
         let task = executor::decode(&assignment).unwrap_or_else(|e| {
             panic!(

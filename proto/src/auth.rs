@@ -115,7 +115,7 @@ impl ApiKeyToken {
     pub fn parse(text: &str) -> Result<Self, String> {
         let shape = || {
             format!(
-                "an API key is {API_KEY_PREFIX}<id>_<secret>: id {}..={} of [a-z0-9], secret                  {}..={} of [A-Za-z0-9]",
+                "an API key is {API_KEY_PREFIX}<id>_<secret>: id {}..={} of [a-z0-9], secret {}..={} of [A-Za-z0-9]",
                 API_KEY_ID_CHARS.start(),
                 API_KEY_ID_CHARS.end(),
                 API_KEY_SECRET_CHARS.start(),

@@ -22,6 +22,21 @@ const JOB_ID: u8 = 3;
 
 const JOB_ID_EXAMPLE: &str = "0123456789abcdef";
 
+/// `auth_metadata` builds the header from its first byte: `selector & 3` is how (the rest
+/// as it is, a known header then the rest, the rest then a known header, the rest written
+/// over a known header from `1 + 5 * (selector >> 4)` bytes before its end) and
+/// `(selector >> 2) & 3` which known header (admin, submit, revoked, join token).
+const AS_IS: u8 = 0;
+const KNOWN_THEN_REST: u8 = 1;
+const REST_THEN_KNOWN: u8 = 2;
+const OVER_KNOWN: u8 = 3;
+const ADMIN: u8 = 0;
+const SUBMIT: u8 = 1 << 2;
+const REVOKED: u8 = 2 << 2;
+const JOIN: u8 = 3 << 2;
+/// The target's bootstrap admin key (the one key whose secret is the same in every run).
+const BOOTSTRAP_KEY: &str = "rfk_b00757a9_B00tstrapAdminKeyForFuzzing0123456789xyz";
+
 fn main() -> std::io::Result<()> {
     let root = std::env::args()
         .nth(1)
@@ -35,6 +50,9 @@ fn main() -> std::io::Result<()> {
     }
     for (name, bytes) in decode_plan() {
         write(root, "decode_plan", name, &bytes)?;
+    }
+    for (name, bytes) in auth_metadata() {
+        write(root, "auth_metadata", name, &bytes)?;
     }
     Ok(())
 }
@@ -209,6 +227,7 @@ fn decode_assignment() -> Vec<(&'static str, Vec<u8>)> {
             segment_count: 2,
             inputs,
             resume: None,
+            batch: None,
         }
         .encode_to_vec()
     };
@@ -278,4 +297,58 @@ fn decode_plan() -> Vec<(&'static str, Vec<u8>)> {
         (name, plan.to_bytes())
     })
     .collect()
+}
+
+/// Headers as clients send them, right and nearly right. The submit and revoked keys are
+/// made anew in every run, so their seeds name them by the selector and carry the change.
+fn auth_metadata() -> Vec<(&'static str, Vec<u8>)> {
+    let seed = |selector: u8, rest: &[u8]| [&[selector][..], rest].concat();
+    let admin = format!("Bearer {BOOTSTRAP_KEY}");
+    vec![
+        ("absent", vec![]),
+        ("admin", seed(AS_IS, admin.as_bytes())),
+        (
+            "admin-lowercase-scheme",
+            seed(AS_IS, format!("bearer {BOOTSTRAP_KEY}").as_bytes()),
+        ),
+        ("admin-bare-key", seed(AS_IS, BOOTSTRAP_KEY.as_bytes())),
+        (
+            "admin-wrong-secret",
+            seed(
+                AS_IS,
+                format!("Bearer rfk_b00757a9_{}", "B".repeat(40)).as_bytes(),
+            ),
+        ),
+        ("submit", seed(KNOWN_THEN_REST | SUBMIT, b"")),
+        (
+            "submit-trailing-whitespace",
+            seed(KNOWN_THEN_REST | SUBMIT, b" \t\r\n"),
+        ),
+        (
+            "submit-extra-word",
+            seed(KNOWN_THEN_REST | SUBMIT, b" extra"),
+        ),
+        ("submit-last-char", seed(OVER_KNOWN | SUBMIT, b"X")),
+        // 1 + 5 * 10 bytes before the end: inside the submit key's id.
+        (
+            "submit-id-char",
+            seed(OVER_KNOWN | SUBMIT | (10 << 4), b"z"),
+        ),
+        ("revoked", seed(KNOWN_THEN_REST | REVOKED, b"")),
+        (
+            "revoked-leading-space",
+            seed(REST_THEN_KNOWN | REVOKED, b" "),
+        ),
+        ("join-token", seed(KNOWN_THEN_REST | JOIN, b"")),
+        (
+            "join-token-scheme",
+            seed(OVER_KNOWN | JOIN | (15 << 4), b"BEARER "),
+        ),
+        (
+            "admin-over-known",
+            seed(OVER_KNOWN | ADMIN | (4 << 4), b"0123456789"),
+        ),
+        ("basic", seed(AS_IS, b"Basic dXNlcjpwYXNzd29yZA==")),
+        ("not-utf8", seed(AS_IS, b"Bearer \xff\xfe")),
+    ]
 }
