@@ -175,6 +175,11 @@ pub struct Config {
     #[arg(long, env = "REELFARM_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<std::path::PathBuf>,
 
+    /// Without --etcd: keep the API keys (their hashes) in this JSON file, so an embedded
+    /// farm's keys outlive a restart (with --etcd they are in etcd).
+    #[arg(long, env = "REELFARM_API_KEYS_FILE", conflicts_with = "etcd")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
     /// Serve clients without API keys (every caller acts as an admin) and workers without a
     /// join token. Needed, in so many words, to listen on a non-loopback address without
     /// authentication; a --join-token-file given with it is still enforced.
@@ -237,6 +242,7 @@ impl Config {
             no_result_cache: false,
             join_token_file: None,
             bootstrap_admin_key_file: None,
+            api_keys_file: None,
             tls_cert: None,
             tls_key: None,
             client_ca: None,

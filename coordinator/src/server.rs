@@ -119,7 +119,12 @@ pub async fn start(
         if config.etcd.is_empty() {
             tracing::warn!("no --etcd: state is in memory and is lost when this process exits");
             (
-                Arc::new(MemoryStore::new()),
+                Arc::new(match &config.api_keys_file {
+                    Some(path) => {
+                        MemoryStore::with_key_file(path.clone()).map_err(anyhow::Error::msg)?
+                    }
+                    None => MemoryStore::new(),
+                }),
                 Arc::new(SoloElection::new(advertise.clone())),
                 None,
             )

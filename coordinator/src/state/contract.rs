@@ -53,7 +53,7 @@ fn done(job_id: &str, index: u32, term: u64) -> Write {
 /// Runs the whole contract on a fresh, empty store.
 /// API keys: created once per id, revoked in place (the first revocation's time kept),
 /// listed with the revoked ones, never holding a secret.
-async fn api_keys_contract(store: &dyn StateStore) {
+pub(crate) async fn api_keys_contract(store: &dyn StateStore) {
     use crate::model::{ApiKeyRecord, KeyRole};
     let key = ApiKeyRecord {
         id: "c0ffee00".into(),

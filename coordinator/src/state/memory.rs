@@ -1,5 +1,7 @@
 //! In-memory [`StateStore`] for the embedded demo and unit tests: the same contract as
-//! etcd, held in one mutex, lost with the process.
+//! etcd, held in one mutex, lost with the process, except the API keys when a key file is
+//! given ([`MemoryStore::with_key_file`]): a farm without etcd keeps its keys (hashes) in
+//! that JSON file, rewritten whole (write, then rename) on every change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -26,11 +28,45 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    key_file: Option<std::path::PathBuf>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose API keys live in `path` (created on the first key; read if it exists).
+    pub fn with_key_file(path: std::path::PathBuf) -> Result<Self, String> {
+        let mut inner = Inner::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let keys: Vec<ApiKeyRecord> = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("--api-keys-file {}: {e}", path.display()))?;
+                inner.api_keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("--api-keys-file {}: {e}", path.display())),
+        }
+        Ok(Self {
+            inner: Mutex::new(inner),
+            key_file: Some(path),
+        })
+    }
+
+    /// Writes the key table to the key file, if there is one (under the lock, so writes
+    /// land in order). Atomic: a crash leaves the old file or the new one.
+    fn save_keys(&self, inner: &Inner) -> StoreResult<()> {
+        let Some(path) = &self.key_file else {
+            return Ok(());
+        };
+        let keys: Vec<&ApiKeyRecord> = inner.api_keys.values().collect();
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(&keys).expect("plain data"))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        written.map_err(|e| {
+            StoreError::Unavailable(format!("--api-keys-file {}: {e}", path.display()))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -150,18 +186,53 @@ impl StateStore for MemoryStore {
             return Ok(false);
         }
         inner.api_keys.insert(key.id.clone(), key.clone());
+        if let Err(e) = self.save_keys(&inner) {
+            inner.api_keys.remove(&key.id);
+            return Err(e);
+        }
         Ok(true)
     }
 
     async fn revoke_api_key(&self, id: &str, at_ms: u64) -> StoreResult<Option<ApiKeyRecord>> {
         let mut inner = self.lock();
-        Ok(inner.api_keys.get_mut(id).map(|k| {
-            k.revoked_ms.get_or_insert(at_ms);
-            k.clone()
-        }))
+        let Some(key) = inner.api_keys.get_mut(id) else {
+            return Ok(None);
+        };
+        if key.revoked_ms.is_some() {
+            return Ok(Some(key.clone()));
+        }
+        key.revoked_ms = Some(at_ms);
+        let revoked = key.clone();
+        if let Err(e) = self.save_keys(&inner) {
+            if let Some(k) = inner.api_keys.get_mut(id) {
+                k.revoked_ms = None;
+            }
+            return Err(e);
+        }
+        Ok(Some(revoked))
     }
 
     async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
         Ok(self.lock().api_keys.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_in_a_key_file_outlive_the_store_and_a_bad_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let store = MemoryStore::with_key_file(path.clone()).unwrap();
+        super::super::contract::api_keys_contract(&store).await;
+        let again = MemoryStore::with_key_file(path.clone()).unwrap();
+        let keys = again.api_keys().await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].revoked_ms.is_some(), "the revocation was kept");
+        std::fs::write(&path, b"not json").unwrap();
+        let e = MemoryStore::with_key_file(path).err().unwrap();
+        assert!(e.starts_with("--api-keys-file"), "{e}");
     }
 }
