@@ -224,6 +224,15 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
     let (ok, _, e) = grpcurl(&addr, &[], &["grpc.health.v1.Health/Check"]).await;
     assert!(ok, "health stays open: {e}");
     let wrong = "authorization: Bearer rfk_e2eadmin00_WRONGWRONGWRONGWRONGWRONGWRONGWRONG00";
+    // A key revoked at once, by giving `revoke` the whole key.
+    let gone = cli(
+        &cluster,
+        ADMIN_KEY,
+        &["keys", "create", "--tenant", "ads", "--role", "admin"],
+    )
+    .await;
+    cli(&cluster, ADMIN_KEY, &["keys", "revoke", &gone]).await;
+    let revoked = format!("authorization: Bearer {gone}");
     let mut rpcs = 0;
     for service in services
         .lines()
@@ -234,7 +243,7 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
         assert!(ok, "{e}");
         for method in methods.lines().map(str::trim).filter(|m| !m.is_empty()) {
             let method = method.replace(&format!("{service}."), &format!("{service}/"));
-            for header in [None, Some(wrong)] {
+            for header in [None, Some(wrong), Some(revoked.as_str())] {
                 let mut args = vec!["-d", "{}"];
                 if let Some(h) = header {
                     args.extend(["-H", h]);
@@ -250,7 +259,7 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
     }
     assert!(rpcs >= 15, "every RPC of the three services: {rpcs}");
     tried.push(format!(
-        "{rpcs} RPCs listed by reflection, each without a key and with a wrong one: UNAUTHENTICATED"
+        "{rpcs} RPCs listed by reflection, each without a key, with a wrong one and with a revoked one: UNAUTHENTICATED"
     ));
 
     // A read key on every write RPC, and on admin RPCs.
@@ -323,6 +332,18 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
         .job
         .unwrap();
     assert_eq!(job.spec.as_ref().unwrap().tenant, "ads", "the key's tenant");
+    // The same idempotency key and spec in another tenant while ads's job runs: its own
+    // job, neither merged into ads's running render nor later served from its cache.
+    let mut jobs_crm = cluster.jobs_as(Some(&crm));
+    let theirs = jobs_crm
+        .submit_job(submit(mine.clone(), "same-key"))
+        .await
+        .expect("crm submits")
+        .into_inner()
+        .job
+        .unwrap();
+    assert_ne!(theirs.id, job.id, "idempotency keys are per tenant");
+    assert_eq!(theirs.merged_into, "", "no merge across tenants");
     let mut other = mine.clone();
     other.tenant = "crm".into();
     let (code, msg) = code_of(jobs_ads.submit_job(submit(other.clone(), "")).await);
@@ -348,7 +369,6 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
         .clone();
 
     // Another tenant's job is NOT_FOUND on every job RPC, worded as a missing one.
-    let mut jobs_crm = cluster.jobs_as(Some(&crm));
     let missing = "00000000000000ff";
     let (code, missing_msg) = code_of(
         jobs_crm
@@ -394,8 +414,11 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
         .into_inner()
         .jobs;
     assert!(
-        listed.is_empty(),
-        "crm lists none of ads's jobs: {listed:?}"
+        !listed.is_empty()
+            && listed
+                .iter()
+                .all(|j| j.spec.as_ref().unwrap().tenant == "crm"),
+        "crm lists its own jobs and none of ads's: {listed:?}"
     );
     let (code, msg) = code_of(
         jobs_crm
@@ -425,22 +448,13 @@ async fn clients_need_a_key_of_the_right_role_and_see_only_their_tenant() {
         .expect("ads reads its own file by URI")
         .into_inner();
     assert_eq!(mine_ads.job_id, job.id);
-    tried.push("another tenant's job: GetJob, WatchJob, CancelJob, VerifyContent(uri) NOT_FOUND; ListJobs empty, tenant filter PERMISSION_DENIED; VerifyContent(data) hides the job".into());
+    tried.push("another tenant's job: GetJob, WatchJob, CancelJob, VerifyContent(uri) NOT_FOUND; ListJobs only its own, tenant filter PERMISSION_DENIED; VerifyContent(data) hides the job".into());
 
-    // The same idempotency key and the same spec in another tenant: its own job, rendered.
-    let theirs = jobs_crm
-        .submit_job(submit(mine, "same-key"))
-        .await
-        .expect("crm submits")
-        .into_inner()
-        .job
-        .unwrap();
-    assert_ne!(theirs.id, job.id, "idempotency keys are per tenant");
     let theirs = cluster.wait_succeeded(&theirs.id).await;
     assert_eq!(theirs.cached_from, "", "no cache hit across tenants");
     assert_eq!(theirs.merged_into, "");
     assert!(theirs.outputs.iter().all(|o| o.uri.contains(&theirs.id)));
-    tried.push("same idempotency key and spec in another tenant: a new job, no cache hit".into());
+    tried.push("same idempotency key and spec in another tenant, while the first runs: a new job, not merged, no cache hit".into());
 
     // Revocation through the CLI, by id.
     let id = ads_read.split('_').nth(1).unwrap().to_string();
@@ -1014,4 +1028,209 @@ async fn coordinator_and_workers_reach_etcd_over_tls_with_client_certificates() 
     for t in &tried {
         println!("  ok: {t}");
     }
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_one_replica_stops_working_on_the_leader_within_seconds() {
+    use common::replicas::{Farm, FarmOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = token_file(&dir, "admin-key", ADMIN_KEY);
+    let farm = Farm::start(
+        tempfile::tempdir().unwrap(),
+        FarmOptions {
+            coordinators: 2,
+            workers: 0,
+            coordinator_args: vec!["--bootstrap-admin-key-file".into(), admin_file],
+            worker_args: vec![],
+            lease_ttl: LEASE_TTL_SECONDS,
+        },
+    );
+    let admin = |url: String, key: &str| {
+        v1::admin_service_client::AdminServiceClient::new(with_key(
+            common::replicas::channel(&url),
+            Some(key),
+        ))
+    };
+    // The leader, found with the admin key (GetClusterStatus needs one too).
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let leader = loop {
+        let mut found = None;
+        for (i, r) in farm.coordinators.iter().enumerate() {
+            if let Ok(s) = admin(r.url(), ADMIN_KEY)
+                .get_cluster_status(v1::GetClusterStatusRequest {})
+                .await
+            {
+                if s.into_inner().leader {
+                    found = Some(i);
+                }
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader:\n{}",
+            farm.logs()
+        );
+        tokio::time::sleep(POLL * 10).await;
+    };
+    let follower = 1 - leader;
+    let key = admin(farm.coordinators[follower].url(), ADMIN_KEY)
+        .create_api_key(v1::CreateApiKeyRequest {
+            tenant: "ads".into(),
+            role: v1::ApiKeyRole::Read as i32,
+            description: "revoked across replicas".into(),
+        })
+        .await
+        .expect("a follower administers keys too")
+        .into_inner();
+    let get = || async {
+        v1::job_service_client::JobServiceClient::new(with_key(
+            common::replicas::channel(&farm.coordinators[leader].url()),
+            Some(&key.secret),
+        ))
+        .get_job(v1::GetJobRequest {
+            id: "00000000000000aa".into(),
+        })
+        .await
+        .expect_err("no such job")
+    };
+    // Made on the follower: the leader knows it after its next refresh.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = get().await;
+        if s.code() == Code::NotFound {
+            break;
+        }
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never learnt the key"
+        );
+        tokio::time::sleep(POLL * 5).await;
+    }
+    admin(farm.coordinators[follower].url(), ADMIN_KEY)
+        .revoke_api_key(v1::RevokeApiKeyRequest {
+            id: key.key.as_ref().unwrap().id.clone(),
+        })
+        .await
+        .expect("revoked through the follower");
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let s = get().await;
+        if s.code() == Code::Unauthenticated {
+            assert!(s.message().contains("revoked"), "{s:?}");
+            break;
+        }
+        assert_eq!(s.code(), Code::NotFound, "{s:?}");
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(5),
+            "the leader still accepts a key revoked through the follower"
+        );
+        tokio::time::sleep(POLL * 5).await;
+    }
+    println!(
+        "security suite (replicas): a key revoked through the follower was refused by the \
+         leader after {:?}",
+        revoked_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn coordinator_and_workers_log_in_to_an_etcd_with_auth_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = LocalEtcd::start().expect("etcd");
+    // etcd's own users: root (the role every permission), then `auth enable`.
+    let mut setup = etcd_client::Client::connect([etcd.endpoint.clone()], None)
+        .await
+        .unwrap();
+    setup.user_add("root", "s3cret-pw", None).await.unwrap();
+    let _ = setup.role_add("root").await; // built in on some etcd versions
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.auth_enable().await.unwrap();
+    let mut anonymous = etcd_client::Client::connect([etcd.endpoint.clone()], None)
+        .await
+        .unwrap();
+    assert!(
+        anonymous.get("/reelfarm/", None).await.is_err(),
+        "auth is on: an anonymous client is refused"
+    );
+    let password = dir.path().join("etcd-password");
+    std::fs::write(&password, "s3cret-pw\n").unwrap();
+    let user_flags = vec![
+        "--etcd".to_string(),
+        etcd.endpoint.clone(),
+        "--etcd-user".into(),
+        "root".into(),
+        "--etcd-password-file".into(),
+        password.display().to_string(),
+        "--cluster".into(),
+        "etcd-auth".into(),
+        "--artifacts".into(),
+        dir.path().join("artifacts").display().to_string(),
+    ];
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{grpc_port}"),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+    ];
+    args.extend(user_flags.iter().cloned());
+    let mut coordinator = Coordinator {
+        process: Process::new(
+            "coordinator",
+            COORDINATOR_BIN,
+            args,
+            dir.path().join("c.log"),
+        ),
+        grpc_port,
+        http_port,
+        api_key: None,
+        ca_cert: None,
+    };
+    coordinator.process.spawn();
+    coordinator.wait_ready().await;
+    let mut worker_args = vec![
+        "--coordinator".to_string(),
+        coordinator.url(),
+        "--id".into(),
+        "etcd-auth-worker".into(),
+        "--engine".into(),
+        "cpu".into(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--lease-ttl".into(),
+        LEASE_TTL_SECONDS.to_string(),
+    ];
+    worker_args.extend(user_flags);
+    let mut worker = Process::new("worker", WORKER_BIN, worker_args, dir.path().join("w.log"));
+    worker.spawn();
+    let mut root = etcd_client::Client::connect(
+        [etcd.endpoint.clone()],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "s3cret-pw")),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let got = root
+            .get("/reelfarm/etcd-auth/workers/etcd-auth-worker", None)
+            .await
+            .unwrap();
+        if got.kvs().len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not register:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(POLL * 10).await;
+    }
+    println!(
+        "security suite (etcd users): 3 checks\n  ok: an anonymous etcd client is refused\n  \
+         ok: a coordinator logged in as an etcd user leads\n  ok: a worker logged in registers"
+    );
 }
