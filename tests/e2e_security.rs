@@ -24,6 +24,27 @@ use tonic::Code;
 
 const TOKEN: &str = "5f0c2a9b7e41d8c3a6b29e07d4f1c8a35e6b90d27c4a1f8e";
 
+/// Waits until worker `id`'s log says every one of `says` (its refusal), then checks the
+/// coordinator does not list it.
+async fn assert_refused(cluster: &mut Cluster, id: &str, says: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = cluster.worker(id).process.log();
+        if says.iter().all(|s| log.contains(s)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} was not refused with {says:?}:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        cluster.listed_worker(id).await.is_none(),
+        "{id} is not a worker of the farm"
+    );
+}
+
 fn token_file(dir: &tempfile::TempDir, name: &str, token: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, format!("{token}\n")).unwrap();
@@ -54,22 +75,7 @@ async fn only_workers_with_the_join_token_join_the_farm() {
         ("no-token", "needs the cluster's join token"),
         ("other-token", "not this cluster's"),
     ] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let log = cluster.worker(id).process.log();
-            if log.contains("Unauthenticated") && log.contains(says) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{id} was not refused with {says:?}:\n{log}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert!(
-            cluster.listed_worker(id).await.is_none(),
-            "{id} is not a worker of the farm"
-        );
+        assert_refused(&mut cluster, id, &["Unauthenticated", says]).await;
     }
     tried.push("a worker without a token: UNAUTHENTICATED, not listed");
     tried.push("a worker with another cluster's token: UNAUTHENTICATED, not listed");
@@ -746,22 +752,7 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
         ("no-cert", "needs a client certificate"),
         ("rogue", "transport"),
     ] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let log = cluster.worker(id).process.log();
-            if log.contains(says) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{id} was not refused with {says:?}:\n{log}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert!(
-            cluster.listed_worker(id).await.is_none(),
-            "{id} is not a worker of the farm"
-        );
+        assert_refused(&mut cluster, id, &[says]).await;
     }
     tried.push(
         "a stolen id (a certificate that does not name it): PERMISSION_DENIED, not listed".into(),
@@ -918,52 +909,14 @@ async fn coordinator_and_workers_reach_etcd_over_tls_with_client_certificates() 
     assert!(!out.status.success());
     tried.push("a coordinator without an etcd client certificate: refused by etcd, exits");
 
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let mut args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{grpc_port}"),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http_port}"),
-    ];
-    args.extend(etcd_flags(true));
-    let mut coordinator = Coordinator {
-        process: Process::new(
-            "coordinator",
-            COORDINATOR_BIN,
-            args,
-            dir.path().join("coordinator.log"),
-        ),
-        grpc_port,
-        http_port,
-        api_key: None,
-        ca_cert: None,
-    };
-    coordinator.process.spawn();
-    coordinator.wait_ready().await;
+    let coordinator = coordinator_process(dir.path(), etcd_flags(true)).await;
     tried.push("a coordinator with one: leads with its state in etcd over TLS");
-
-    let mut worker_args = vec![
-        "--coordinator".to_string(),
-        coordinator.url(),
-        "--id".into(),
-        "etcd-tls-worker".into(),
-        "--engine".into(),
-        "cpu".into(),
-        "--slots".into(),
-        "1".into(),
-        "--http-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--lease-ttl".into(),
-        LEASE_TTL_SECONDS.to_string(),
-    ];
-    worker_args.extend(etcd_flags(true));
-    let mut worker = Process::new(
-        "worker",
-        WORKER_BIN,
-        worker_args,
-        dir.path().join("worker.log"),
+    let worker = worker_process(
+        dir.path(),
+        &coordinator,
+        "etcd-tls-worker",
+        etcd_flags(true),
     );
-    worker.spawn();
     let channel = coordinator.endpoint().connect_lazy();
     let mut jobs = v1::job_service_client::JobServiceClient::new(channel.clone());
     let job = jobs
@@ -1170,43 +1123,8 @@ async fn coordinator_and_workers_log_in_to_an_etcd_with_auth_enabled() {
         "--artifacts".into(),
         dir.path().join("artifacts").display().to_string(),
     ];
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let mut args = vec![
-        "--listen".to_string(),
-        format!("127.0.0.1:{grpc_port}"),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http_port}"),
-    ];
-    args.extend(user_flags.iter().cloned());
-    let mut coordinator = Coordinator {
-        process: Process::new(
-            "coordinator",
-            COORDINATOR_BIN,
-            args,
-            dir.path().join("c.log"),
-        ),
-        grpc_port,
-        http_port,
-        api_key: None,
-        ca_cert: None,
-    };
-    coordinator.process.spawn();
-    coordinator.wait_ready().await;
-    let mut worker_args = vec![
-        "--coordinator".to_string(),
-        coordinator.url(),
-        "--id".into(),
-        "etcd-auth-worker".into(),
-        "--engine".into(),
-        "cpu".into(),
-        "--http-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--lease-ttl".into(),
-        LEASE_TTL_SECONDS.to_string(),
-    ];
-    worker_args.extend(user_flags);
-    let mut worker = Process::new("worker", WORKER_BIN, worker_args, dir.path().join("w.log"));
-    worker.spawn();
+    let coordinator = coordinator_process(dir.path(), user_flags.clone()).await;
+    let worker = worker_process(dir.path(), &coordinator, "etcd-auth-worker", user_flags);
     let mut root = etcd_client::Client::connect(
         [etcd.endpoint.clone()],
         Some(etcd_client::ConnectOptions::new().with_user("root", "s3cret-pw")),
@@ -1233,4 +1151,58 @@ async fn coordinator_and_workers_log_in_to_an_etcd_with_auth_enabled() {
         "security suite (etcd users): 3 checks\n  ok: an anonymous etcd client is refused\n  \
          ok: a coordinator logged in as an etcd user leads\n  ok: a worker logged in registers"
     );
+}
+
+/// A coordinator process on free loopback ports with `extra` flags, once it leads.
+async fn coordinator_process(dir: &std::path::Path, extra: Vec<String>) -> Coordinator {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{grpc_port}"),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http_port}"),
+    ];
+    args.extend(extra);
+    let mut coordinator = Coordinator {
+        process: Process::new(
+            "coordinator",
+            COORDINATOR_BIN,
+            args,
+            dir.join("coordinator.log"),
+        ),
+        grpc_port,
+        http_port,
+        api_key: None,
+        ca_cert: None,
+    };
+    coordinator.process.spawn();
+    coordinator.wait_ready().await;
+    coordinator
+}
+
+/// A CPU worker process `id` of `coordinator` with `extra` flags (started, not waited for).
+fn worker_process(
+    dir: &std::path::Path,
+    coordinator: &Coordinator,
+    id: &str,
+    extra: Vec<String>,
+) -> Process {
+    let mut args = vec![
+        "--coordinator".to_string(),
+        coordinator.url(),
+        "--id".into(),
+        id.into(),
+        "--engine".into(),
+        "cpu".into(),
+        "--slots".into(),
+        "1".into(),
+        "--http-listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--lease-ttl".into(),
+        LEASE_TTL_SECONDS.to_string(),
+    ];
+    args.extend(extra);
+    let mut worker = Process::new("worker", WORKER_BIN, args, dir.join(format!("{id}.log")));
+    worker.spawn();
+    worker
 }
