@@ -806,6 +806,17 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
     answers_over_tls(port, &rotated_ca_file)
         .await
         .expect("a broken certificate file keeps the last good pair");
+    // --client-ca (the same file, now holding both CAs) was re-read too: a worker whose
+    // certificate the next CA signed joins without a restart of the coordinator.
+    let (next_cert, next_key) = write_pair(
+        dir.path(),
+        "next-worker",
+        &rotated_ca.sign(&["next-worker"]),
+    );
+    cluster.add_worker_with_args("next-worker", &tls_args(Some((&next_cert, &next_key))));
+    cluster
+        .wait_workers_connected(&["next-worker".to_string()])
+        .await;
     assert!(cluster.listed_worker("tls-worker").await.is_some());
     let session_log_after = cluster
         .worker("tls-worker")
@@ -842,7 +853,7 @@ async fn tls_serves_the_port_reloads_its_certificate_and_binds_worker_ids_to_cer
         failed >= 2.0,
         "plaintext and rogue handshakes counted: {failed}"
     );
-    tried.push("certificate rotated on disk: served to new connections, open streams kept, a broken file refused (old pair kept)".into());
+    tried.push("certificate and client CA rotated on disk: served to new connections, open streams kept, a broken file refused (old pair kept), a worker of the new CA joins".into());
 
     println!("security suite (TLS): {} checks", tried.len());
     for t in &tried {

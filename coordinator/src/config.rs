@@ -171,7 +171,8 @@ pub struct Config {
 
     /// PEM CA certificate(s) for workers' client certificates (mTLS, needs --tls-cert): a
     /// worker presenting one it signed needs no join token, and may register only under a
-    /// DNS name of its certificate (its worker id bound to the credential).
+    /// DNS name of its certificate (its worker id bound to the credential). Re-read every
+    /// 2 s, as --tls-cert.
     #[arg(long, env = "REELFARM_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<std::path::PathBuf>,
 

@@ -11,7 +11,9 @@
 //!
 //! Client certificates: with `--client-ca`, a client may present a certificate, which must
 //! chain to that CA; clients without one (the CLI, with an API key) are still admitted, and
-//! WorkerService decides what a certificate is worth ([`peer_worker_names`]).
+//! WorkerService decides what a certificate is worth ([`peer_worker_names`]). The CA file is
+//! re-read like the pair ([`ReloadingClientCa`]), so a CA rotation (old and new CA in the
+//! file for a while) needs no restart either.
 //!
 //! Handshakes run on their own tasks, each bounded by [`HANDSHAKE_TIMEOUT`], so a client
 //! that connects and says nothing (or speaks plaintext) holds up no one else.
@@ -124,10 +126,117 @@ impl ReloadingCert {
     }
 }
 
+/// The verifier of workers' client certificates, rebuilt when `--client-ca` changes.
+#[derive(Debug)]
+pub struct ReloadingClientCa {
+    path: PathBuf,
+    current: RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    loaded: Mutex<Vec<u8>>,
+}
+
+fn client_verifier(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pem) {
+        let ca = ca.map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--client-ca {}: no certificate", path.display()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        // Clients with API keys present no certificate; WorkerService decides what a
+        // certificate (or its absence) is worth.
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("--client-ca {}: {e}", path.display()))
+}
+
+impl ReloadingClientCa {
+    fn load(path: PathBuf) -> Result<Self, String> {
+        let pem = read("--client-ca", &path)?;
+        let verifier = client_verifier(&path, &pem)?;
+        Ok(Self {
+            path,
+            current: RwLock::new(verifier),
+            loaded: Mutex::new(pem),
+        })
+    }
+
+    /// As [`ReloadingCert::reload`], for the CA file.
+    pub fn reload(&self) -> Result<bool, String> {
+        let pem = read("--client-ca", &self.path)?;
+        let mut loaded = self.loaded.lock();
+        if *loaded == pem {
+            return Ok(false);
+        }
+        *self.current.write() = client_verifier(&self.path, &pem)?;
+        *loaded = pem;
+        Ok(true)
+    }
+
+    fn inner(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        self.current.read().clone()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ReloadingClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // Hints are optional and the CA set may change under us: send none (a worker has
+        // one certificate and presents it).
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.inner()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner().supported_verify_schemes()
+    }
+}
+
 /// The gRPC port's TLS: the acceptor and the reloading certificate behind it.
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     pub cert: Arc<ReloadingCert>,
+    pub client_ca: Option<Arc<ReloadingClientCa>>,
 }
 
 impl ServerTls {
@@ -149,46 +258,47 @@ impl ServerTls {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?;
-        let builder = match client_ca {
+        let client_ca = client_ca
+            .map(ReloadingClientCa::load)
+            .transpose()?
+            .map(Arc::new);
+        let builder = match &client_ca {
             None => builder.with_no_client_auth(),
-            Some(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let pem = read("--client-ca", &path)?;
-                for ca in CertificateDer::pem_slice_iter(&pem) {
-                    let ca = ca.map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
-                    roots
-                        .add(ca)
-                        .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
-                }
-                if roots.is_empty() {
-                    return Err(format!("--client-ca {}: no certificate", path.display()));
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                        // Clients with API keys present no certificate; WorkerService
-                        // decides what a certificate (or its absence) is worth.
-                        .allow_unauthenticated()
-                        .build()
-                        .map_err(|e| format!("--client-ca {}: {e}", path.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
+            Some(ca) => builder.with_client_cert_verifier(ca.clone()),
         };
         let mut config = builder.with_cert_resolver(cert.clone());
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             cert,
+            client_ca,
         })
     }
 
-    /// Re-reads the certificate files every [`RELOAD_CHECK`] until `shutdown`.
+    /// Re-reads the certificate files (and `--client-ca`) every [`RELOAD_CHECK`] until
+    /// `shutdown`.
     pub fn watch(&self, reloads: IntCounterVec, shutdown: CancellationToken) {
         let cert = self.cert.clone();
+        let client_ca = self.client_ca.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(RELOAD_CHECK) => {}
+                }
+                if let Some(ca) = &client_ca {
+                    match ca.reload() {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            reloads.with_label_values(&["ok"]).inc();
+                            tracing::info!("--client-ca reloaded");
+                        }
+                        Err(e) => {
+                            reloads.with_label_values(&["error"]).inc();
+                            tracing::error!(error = %e, "--client-ca changed but does not \
+                                load; still verifying with the previous CAs");
+                        }
+                    }
                 }
                 match cert.reload() {
                     Ok(false) => {}
