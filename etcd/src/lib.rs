@@ -6,9 +6,10 @@
 //! (`--etcd-user` with `--etcd-password-file`) for its `auth enable`. Files are read once,
 //! at start; an unreadable one is an error naming its flag.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use reelfarm_proto::auth::read_flag_file;
 
 /// The etcd security flags (flattened into the coordinator's and the worker's).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -35,10 +36,6 @@ pub struct EtcdSecurity {
     pub etcd_password_file: Option<PathBuf>,
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
-}
-
 impl EtcdSecurity {
     /// `options` with TLS (when any endpoint is `https://`) and the user, as the flags say.
     /// Certificate flags with only `http://` endpoints are an error: they would be ignored.
@@ -59,19 +56,21 @@ impl EtcdSecurity {
         if https {
             let mut tls = TlsOptions::new();
             tls = match &self.etcd_ca_cert {
-                Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--etcd-ca-cert", ca)?)),
+                Some(ca) => {
+                    tls.ca_certificate(Certificate::from_pem(read_flag_file("--etcd-ca-cert", ca)?))
+                }
                 None => tls.with_native_roots(),
             };
             if let (Some(cert), Some(key)) = (&self.etcd_cert, &self.etcd_key) {
                 tls = tls.identity(Identity::from_pem(
-                    read("--etcd-cert", cert)?,
-                    read("--etcd-key", key)?,
+                    read_flag_file("--etcd-cert", cert)?,
+                    read_flag_file("--etcd-key", key)?,
                 ));
             }
             options = options.with_tls(tls);
         }
         if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
-            let password = String::from_utf8(read("--etcd-password-file", file)?)
+            let password = String::from_utf8(read_flag_file("--etcd-password-file", file)?)
                 .map_err(|_| format!("--etcd-password-file {}: not UTF-8", file.display()))?;
             options = options.with_user(user, password.trim_end_matches(['\r', '\n']));
         }

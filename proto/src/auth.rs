@@ -49,9 +49,7 @@ impl JoinToken {
 
     /// The token in the file `path`; the error names the file.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let contents = std::fs::read_to_string(path)
-            .map_err(|e| format!("--join-token-file {}: {e}", path.display()))?;
-        Self::parse(&contents).map_err(|e| format!("--join-token-file {}: {e}", path.display()))
+        parse_flag_file("--join-token-file", path, Self::parse)
     }
 
     /// [`JoinToken::read`] of a `--join-token-file` that may not be given.
@@ -124,10 +122,7 @@ impl ApiKeyToken {
         };
         let rest = text.trim().strip_prefix(API_KEY_PREFIX).ok_or_else(shape)?;
         let (id, secret) = rest.split_once('_').ok_or_else(shape)?;
-        let id_ok = API_KEY_ID_CHARS.contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let id_ok = is_api_key_id(id);
         let secret_ok = API_KEY_SECRET_CHARS.contains(&secret.len())
             && secret.bytes().all(|b| b.is_ascii_alphanumeric());
         if !(id_ok && secret_ok) {
@@ -141,9 +136,7 @@ impl ApiKeyToken {
 
     /// The key in the file `path` (named in the error), for `--bootstrap-admin-key-file`.
     pub fn read(flag: &str, path: &Path) -> Result<Self, String> {
-        let contents =
-            std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
-        Self::parse(&contents).map_err(|e| format!("{flag} {}: {e}", path.display()))
+        parse_flag_file(flag, path, Self::parse)
     }
 
     /// The public part.
@@ -165,6 +158,32 @@ impl ApiKeyToken {
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.expose())
     }
+}
+
+/// The bytes of the file `path` a flag names; the error names the flag and the file. The one
+/// reading of credential and certificate files for every process.
+pub fn read_flag_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+/// `parse` of the text of the file `path` a flag names; errors name the flag and the file.
+fn parse_flag_file<T>(
+    flag: &str,
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let bytes = read_flag_file(flag, path)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| format!("{flag} {}: not UTF-8: {e}", path.display()))?;
+    parse(text).map_err(|e| format!("{flag} {}: {e}", path.display()))
+}
+
+/// Whether `id` has the shape of an API key's public part: 8..=32 of `[a-z0-9]`.
+pub fn is_api_key_id(id: &str) -> bool {
+    API_KEY_ID_CHARS.contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Whether two byte strings are equal, in a time that does not depend on where they differ.

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::auth::read_flag_file;
+
 /// What a client needs to speak TLS: the flags, read once. The default trusts the system's
 /// roots and presents no certificate.
 #[derive(Clone, Debug)]
@@ -21,10 +23,6 @@ impl Default for ClientTls {
     }
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
-}
-
 impl ClientTls {
     /// Reads `--ca-cert` and the optional `--tls-cert`/`--tls-key` pair (both or neither).
     pub fn from_flags(
@@ -35,7 +33,7 @@ impl ClientTls {
         let mut config = ClientTlsConfig::new();
         match ca_cert {
             Some(path) => {
-                let pem = read("--ca-cert", path)?;
+                let pem = read_flag_file("--ca-cert", path)?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(format!("--ca-cert {}: no PEM certificate", path.display()));
                 }
@@ -46,8 +44,8 @@ impl ClientTls {
         match (cert, key) {
             (Some(c), Some(k)) => {
                 config = config.identity(Identity::from_pem(
-                    read("--tls-cert", c)?,
-                    read("--tls-key", k)?,
+                    read_flag_file("--tls-cert", c)?,
+                    read_flag_file("--tls-key", k)?,
                 ));
             }
             (None, None) => {}

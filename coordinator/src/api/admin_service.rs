@@ -232,11 +232,7 @@ impl v1::admin_service_server::AdminService for AdminApi {
             Ok(key) => key.id().to_string(),
             Err(_) => given.trim().to_string(),
         };
-        let id_ok = reelfarm_proto::auth::API_KEY_ID_CHARS.contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if !id_ok {
+        if !reelfarm_proto::auth::is_api_key_id(&id) {
             return Err(Status::invalid_argument(
                 "id must be an API key's id (8..=32 of [a-z0-9]) or the whole key",
             ));

@@ -243,12 +243,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         };
         if let Some(leaf) = &leaf {
             if !crate::tls::certificate_names(leaf, &info.id) {
-                tracing::warn!(worker_id = %info.id, names = ?crate::tls::peer_worker_names(leaf),
+                let names = crate::tls::peer_worker_names(leaf).join(", ");
+                tracing::warn!(worker_id = %info.id, %names,
                     "a worker registered with an id its certificate does not name");
                 return Err(Status::permission_denied(format!(
-                    "register.worker_id {:?} is not a name of your client certificate ({})",
-                    info.id,
-                    crate::tls::peer_worker_names(leaf).join(", ")
+                    "register.worker_id {:?} is not a name of your client certificate ({names})",
+                    info.id
                 )));
             }
         }

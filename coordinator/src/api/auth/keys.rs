@@ -97,15 +97,6 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// A ring that admits everyone (unit tests, and services built without a store).
-    pub fn disabled(store: Arc<dyn StateStore>) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            enabled: false,
-            keys: RwLock::new(HashMap::new()),
-        })
-    }
-
     pub fn enabled(&self) -> bool {
         self.enabled
     }

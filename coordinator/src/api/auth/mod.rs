@@ -133,8 +133,6 @@ impl Interceptor for ApiKeyCheck {
 pub struct Gate {
     limiter: RateLimiter,
     refused: IntCounterVec,
-    submit_per_s: f64,
-    read_per_s: f64,
 }
 
 impl Gate {
@@ -142,8 +140,6 @@ impl Gate {
         Self {
             limiter: RateLimiter::new(submit_per_s, read_per_s),
             refused,
-            submit_per_s,
-            read_per_s,
         }
     }
 
@@ -172,10 +168,7 @@ impl Gate {
         if caller.key_id.is_some() {
             if let Err(wait) = self.limiter.take(key, class) {
                 self.refused.with_label_values(&["rate_limited"]).inc();
-                let rate = match class {
-                    RateClass::Submit => self.submit_per_s,
-                    RateClass::Read => self.read_per_s,
-                };
+                let rate = self.limiter.rate(class);
                 return Err(super::status::exhausted(
                     format!(
                         "API key {key} is over its rate ({} = {rate}/s); retry in {} ms",

@@ -60,11 +60,16 @@ impl RateLimiter {
         self.take_at(key_id, class, Instant::now())
     }
 
-    fn take_at(&self, key_id: &str, class: RateClass, now: Instant) -> Result<(), Duration> {
-        let rate = match class {
+    /// Requests per second `class` allows each key (0: unlimited).
+    pub fn rate(&self, class: RateClass) -> f64 {
+        match class {
             RateClass::Submit => self.submit_per_s,
             RateClass::Read => self.read_per_s,
-        };
+        }
+    }
+
+    fn take_at(&self, key_id: &str, class: RateClass, now: Instant) -> Result<(), Duration> {
+        let rate = self.rate(class);
         if rate <= 0.0 {
             return Ok(());
         }
