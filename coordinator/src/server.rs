@@ -156,7 +156,7 @@ pub async fn start(
     refuse_open_non_loopback(&config, keys_on, worker_credential)?;
     let tls = config
         .tls_files()
-        .map(crate::tls::ServerTls::grpc)
+        .map(|files| crate::tls::ServerTls::new(&files))
         .transpose()
         .map_err(anyhow::Error::msg)?;
 
@@ -166,12 +166,10 @@ pub async fn start(
 
     // /metrics and /healthz over TLS too when the gRPC port has it (same certificate).
     let (http_listener, http_addr) = reelfarm_telemetry::bind_http(config.http_listen).await?;
-    let http_task = match config.tls_files() {
-        Some(files) => {
-            let http_tls = crate::tls::ServerTls::http(files).map_err(anyhow::Error::msg)?;
-            http_tls.watch(metrics.tls_reloads.clone(), shutdown.clone());
+    let http_task = match &tls {
+        Some(tls) => {
             let listener = crate::tls::TlsListener::new(
-                &http_tls,
+                tls,
                 http_listener,
                 metrics.tls_handshakes_failed.clone(),
                 shutdown.clone(),
@@ -208,8 +206,9 @@ pub async fn start(
         Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match &tls {
         Some(tls) => {
+            // One watcher for both ports: they share the reloading certificate.
             tls.watch(metrics.tls_reloads.clone(), shutdown.clone());
-            let incoming = tls.incoming(
+            let incoming = tls.grpc_incoming(
                 listener,
                 metrics.tls_handshakes_failed.clone(),
                 shutdown.clone(),

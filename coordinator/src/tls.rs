@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntCounterVec;
+use reelfarm_proto::auth::read_flag_file;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -52,10 +53,6 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
-}
-
 /// A certificate chain and its key from PEM bytes; an error names what is wrong.
 fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
@@ -76,63 +73,96 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String
     Ok(pair)
 }
 
+/// How a [`FileBacked`] value is built from its files' bytes.
+type Build<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
+
+/// A value built from files and rebuilt when their bytes change: the one reload mechanism
+/// behind [`ReloadingCert`] and [`ReloadingClientCa`].
+struct FileBacked<T> {
+    /// (flag, file) pairs, read in this order and handed to `build` as such.
+    files: Vec<(&'static str, PathBuf)>,
+    build: Build<T>,
+    current: RwLock<T>,
+    /// The bytes `current` was built from.
+    loaded: Mutex<Vec<Vec<u8>>>,
+}
+
+impl<T: Clone> FileBacked<T> {
+    fn load(
+        files: Vec<(&'static str, PathBuf)>,
+        build: impl Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let bytes = read_all(&files)?;
+        let value = build(&bytes)?;
+        Ok(Self {
+            files,
+            build: Box::new(build),
+            current: RwLock::new(value),
+            loaded: Mutex::new(bytes),
+        })
+    }
+
+    /// Re-reads the files: `Ok(true)` when a new value is now in use, `Ok(false)` when they
+    /// did not change, `Err` (the old value kept) when they changed but do not build.
+    fn reload(&self) -> Result<bool, String> {
+        let bytes = read_all(&self.files)?;
+        let mut loaded = self.loaded.lock();
+        if *loaded == bytes {
+            return Ok(false);
+        }
+        *self.current.write() = (self.build)(&bytes)?;
+        *loaded = bytes;
+        Ok(true)
+    }
+
+    fn get(&self) -> T {
+        self.current.read().clone()
+    }
+}
+
+impl<T> std::fmt::Debug for FileBacked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBacked")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_all(files: &[(&'static str, PathBuf)]) -> Result<Vec<Vec<u8>>, String> {
+    files
+        .iter()
+        .map(|(flag, path)| read_flag_file(flag, path))
+        .collect()
+}
+
 /// Serves the current pair to every handshake; see the module docs.
 #[derive(Debug)]
-pub struct ReloadingCert {
-    files: TlsFiles,
-    current: RwLock<Arc<CertifiedKey>>,
-    /// The bytes the current pair was loaded from.
-    loaded: Mutex<(Vec<u8>, Vec<u8>)>,
-}
+pub struct ReloadingCert(FileBacked<Arc<CertifiedKey>>);
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().clone())
+        Some(self.0.get())
     }
 }
 
 impl ReloadingCert {
-    fn load(files: TlsFiles) -> Result<Self, String> {
-        let (cert, key) = (
-            read("--tls-cert", &files.cert)?,
-            read("--tls-key", &files.key)?,
-        );
-        let pair = certified_key(&cert, &key)?;
-        Ok(Self {
-            files,
-            current: RwLock::new(Arc::new(pair)),
-            loaded: Mutex::new((cert, key)),
-        })
+    fn load(files: &TlsFiles) -> Result<Self, String> {
+        let files = vec![
+            ("--tls-cert", files.cert.clone()),
+            ("--tls-key", files.key.clone()),
+        ];
+        FileBacked::load(files, |b| certified_key(&b[0], &b[1]).map(Arc::new)).map(Self)
     }
 
-    /// Re-reads the files: `Ok(true)` when a new pair is now served, `Ok(false)` when they
-    /// did not change, `Err` (the old pair kept) when they changed but do not load.
+    /// See [`FileBacked::reload`].
     pub fn reload(&self) -> Result<bool, String> {
-        let cert = read("--tls-cert", &self.files.cert)?;
-        let key = read("--tls-key", &self.files.key)?;
-        let mut loaded = self.loaded.lock();
-        if loaded.0 == cert && loaded.1 == key {
-            return Ok(false);
-        }
-        let pair = certified_key(&cert, &key)?;
-        *self.current.write() = Arc::new(pair);
-        *loaded = (cert, key);
-        Ok(true)
-    }
-
-    /// The leaf certificate served now (DER), for tests and logs.
-    pub fn leaf(&self) -> CertificateDer<'static> {
-        self.current.read().cert[0].clone()
+        self.0.reload()
     }
 }
 
 /// The verifier of workers' client certificates, rebuilt when `--client-ca` changes.
 #[derive(Debug)]
-pub struct ReloadingClientCa {
-    path: PathBuf,
-    current: RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-    loaded: Mutex<Vec<u8>>,
-}
+pub struct ReloadingClientCa(FileBacked<Arc<dyn rustls::server::danger::ClientCertVerifier>>);
 
 fn client_verifier(
     path: &Path,
@@ -158,29 +188,20 @@ fn client_verifier(
 
 impl ReloadingClientCa {
     fn load(path: PathBuf) -> Result<Self, String> {
-        let pem = read("--client-ca", &path)?;
-        let verifier = client_verifier(&path, &pem)?;
-        Ok(Self {
-            path,
-            current: RwLock::new(verifier),
-            loaded: Mutex::new(pem),
+        let shown = path.clone();
+        FileBacked::load(vec![("--client-ca", path)], move |b| {
+            client_verifier(&shown, &b[0])
         })
+        .map(Self)
     }
 
-    /// As [`ReloadingCert::reload`], for the CA file.
+    /// See [`FileBacked::reload`].
     pub fn reload(&self) -> Result<bool, String> {
-        let pem = read("--client-ca", &self.path)?;
-        let mut loaded = self.loaded.lock();
-        if *loaded == pem {
-            return Ok(false);
-        }
-        *self.current.write() = client_verifier(&self.path, &pem)?;
-        *loaded = pem;
-        Ok(true)
+        self.0.reload()
     }
 
     fn inner(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
-        self.current.read().clone()
+        self.0.get()
     }
 }
 
@@ -232,44 +253,41 @@ impl rustls::server::danger::ClientCertVerifier for ReloadingClientCa {
     }
 }
 
-/// The gRPC port's TLS: the acceptor and the reloading certificate behind it.
+/// The coordinator's TLS: one reloading certificate (and client CA) behind the gRPC port's
+/// acceptor (HTTP/2, client certificates checked against `--client-ca`) and the HTTP port's
+/// (HTTP/1.1, no client certificates), so both serve the same pair and it is read once.
 pub struct ServerTls {
-    acceptor: TlsAcceptor,
-    pub cert: Arc<ReloadingCert>,
-    pub client_ca: Option<Arc<ReloadingClientCa>>,
+    grpc: TlsAcceptor,
+    http: TlsAcceptor,
+    cert: Arc<ReloadingCert>,
+    client_ca: Option<Arc<ReloadingClientCa>>,
 }
 
 impl ServerTls {
-    /// The gRPC port's: HTTP/2, client certificates checked against `--client-ca`.
-    pub fn grpc(files: TlsFiles) -> Result<Self, String> {
-        Self::new(files, b"h2")
-    }
-
-    /// The HTTP port's (/metrics, /healthz): HTTP/1.1, no client certificates.
-    pub fn http(mut files: TlsFiles) -> Result<Self, String> {
-        files.client_ca = None;
-        Self::new(files, b"http/1.1")
-    }
-
-    /// Loads the files (an error names the flag and the file) and builds the acceptor.
-    fn new(files: TlsFiles, alpn: &[u8]) -> Result<Self, String> {
-        let client_ca = files.client_ca.clone();
+    /// Loads the files (an error names the flag and the file) and builds both acceptors.
+    pub fn new(files: &TlsFiles) -> Result<Self, String> {
         let cert = Arc::new(ReloadingCert::load(files)?);
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
-        let client_ca = client_ca
+        let client_ca = files
+            .client_ca
+            .clone()
             .map(ReloadingClientCa::load)
             .transpose()?
             .map(Arc::new);
-        let builder = match &client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => builder.with_client_cert_verifier(ca.clone()),
+        let acceptor = |client_ca: Option<Arc<ReloadingClientCa>>, alpn: &[u8]| {
+            let builder = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS: {e}"))?;
+            let builder = match client_ca {
+                None => builder.with_no_client_auth(),
+                Some(ca) => builder.with_client_cert_verifier(ca),
+            };
+            let mut config = builder.with_cert_resolver(cert.clone());
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Ok::<_, String>(TlsAcceptor::from(Arc::new(config)))
         };
-        let mut config = builder.with_cert_resolver(cert.clone());
-        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            grpc: acceptor(client_ca.clone(), b"h2")?,
+            http: acceptor(None, b"http/1.1")?,
             cert,
             client_ca,
         })
@@ -294,52 +312,61 @@ impl ServerTls {
         });
     }
 
-    /// The TLS connections of `listener`, handshaken on their own tasks; failed handshakes
-    /// (plaintext, a client certificate the CA did not sign, a timeout) are counted in
-    /// `refused` and dropped.
-    pub fn incoming(
+    /// The gRPC port's TLS connections of `listener` (see [`handshaken`]).
+    pub fn grpc_incoming(
         &self,
         listener: TcpListener,
         refused: prometheus::IntCounter,
         shutdown: CancellationToken,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let acceptor = self.acceptor.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, do not spin.
-                            tracing::warn!(error = %e, "accepting a connection failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, tx, refused) = (acceptor.clone(), tx.clone(), refused.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(e)) => {
-                            refused.inc();
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            refused.inc();
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                });
-            }
-        });
-        ReceiverStream::new(rx)
+        handshaken(self.grpc.clone(), listener, refused, shutdown)
     }
+}
+
+/// The TLS connections of `listener`, handshaken on their own tasks; failed handshakes
+/// (plaintext, a client certificate the CA did not sign, a timeout) are counted in
+/// `refused` and dropped.
+fn handshaken(
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    refused: prometheus::IntCounter,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, refused) = (acceptor.clone(), tx.clone(), refused.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        refused.inc();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        refused.inc();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// Logs and counts what one re-read of `what`'s files found (unchanged: nothing).
@@ -358,7 +385,7 @@ fn count_reload(reloads: &IntCounterVec, what: &str, result: Result<bool, String
     }
 }
 
-/// A TLS listener for the HTTP port: connections handshaken as [`ServerTls::incoming`] does.
+/// A TLS listener for the HTTP port: connections handshaken as the gRPC port's are.
 pub struct TlsListener {
     incoming: ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
     local: std::net::SocketAddr,
@@ -373,7 +400,7 @@ impl TlsListener {
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         Ok(Self {
-            incoming: tls.incoming(listener, refused, shutdown),
+            incoming: handshaken(tls.http.clone(), listener, refused, shutdown),
             local,
         })
     }
